@@ -1,0 +1,3 @@
+from a2lc_cli.cli import main
+
+main()

@@ -1,0 +1,7 @@
+"""Subcommand modules; each has ``register(app)``. Order here is the order in ``--help``."""
+
+COMMAND_MODULES = [
+    "setup",  # init, status, config
+    "pseudolabel",
+    "evaluate",
+]

@@ -1,0 +1,48 @@
+"""``a2lc evaluate``: Data mIoU, Model mIoU, LCM accuracy."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .. import ui
+from ..evaluate import METRICS, run_metric
+from ..errors import A2LCError
+from ._common import JSON, round_option, workspace
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)
+
+
+def evaluate(
+    ctx: typer.Context,
+    metric: str = typer.Option("data-miou", "--metric", "-m", help=" | ".join(METRICS)),
+    r: Optional[int] = round_option("Round to evaluate (default: the latest with labels/model)."),
+    unlabeled: str = typer.Option("ignore", "--unlabeled", help="Data mIoU: unlabeled (255) label pixels: ignore | error."),
+    json_out: bool = JSON,
+) -> None:
+    """Score a round: its labels (data-miou), its model (model-miou), or its automatic corrections (lcm-accuracy)."""
+    if unlabeled not in ("ignore", "error"):
+        raise A2LCError(f"--unlabeled must be ignore or error (got {unlabeled!r})")
+    ws = workspace(ctx)
+    res = run_metric(ws, metric, r, unlabeled=unlabeled)
+    if json_out:
+        ui.print_json(res)
+        return
+    render(res)
+
+
+def render(res: dict) -> None:
+    """Print a metric result: per-class table when present, then its scalar fields."""
+    per_class = res.get("per_class")
+    title = f"{res['metric']} — round {res.get('round')}"
+    if isinstance(per_class, dict):
+        ui.out.print(ui.table(title, ["class", "IoU %"], [[k, v] for k, v in per_class.items()]))
+    else:
+        ui.out.print(f"[bold]{title}[/]")
+    for k, v in res.items():
+        if k in ("metric", "round", "per_class") or isinstance(v, (dict, list)):
+            continue
+        ui.out.print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")

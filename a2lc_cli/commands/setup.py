@@ -1,0 +1,145 @@
+"""``a2lc init``, ``a2lc status`` and ``a2lc config``: start a workspace and see where it stands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import ui
+from ..config import Config, dump_config, resolve_method, set_option
+from ..errors import A2LCError
+from ..status import workspace_status
+from ._common import JSON, workspace
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("status")(status)
+    config_app = typer.Typer(help="Show or change the workspace config.", no_args_is_help=True)
+    config_app.command("show")(config_show)
+    config_app.command("set")(config_set)
+    app.add_typer(config_app, name="config")
+
+
+def init(
+    ctx: typer.Context,
+    source: str = typer.Option("synthetic", "--source", help="synthetic | cityscapes | voc | folder"),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset root (real sources)."),
+    preset: str = typer.Option("city", "--preset", help="Built-in benchmark preset: city | voc."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the benchmark generator and of training."),
+    n_train: Optional[int] = typer.Option(None, "--n-train", help="Synthetic: train images."),
+    n_val: Optional[int] = typer.Option(None, "--n-val", help="Synthetic: validation images."),
+    height: Optional[int] = typer.Option(None, "--height", help="Synthetic: image height."),
+    width: Optional[int] = typer.Option(None, "--width", help="Synthetic: image width."),
+    classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Folder source: class names, one per line."),
+    labeler: Optional[str] = typer.Option(None, "--labeler", help="simulate | import | grounded-sam."),
+    method: str = typer.Option("a2lc", "--method", help="Method preset: a2lc | alc."),
+    budget: Optional[int] = typer.Option(None, "--budget", help="Masks queried per round (default: a share of all masks)."),
+    rounds: int = typer.Option(5, "--rounds", help="Rounds of correction."),
+    set_: list[str] = typer.Option([], "--set", help="Any config key: --set lcm.alpha=0.3 (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing config."),
+    json_out: bool = JSON,
+) -> None:
+    """Create a workspace config (every other command uses the defaults when there is none)."""
+    ws = workspace(ctx)
+    if ws.config_path.exists() and not force:
+        raise A2LCError(f"{ws.config_path} exists; use --force to replace it or `a2lc config set` to change it")
+    if ws.dataset_path.exists() and force:
+        raise A2LCError(
+            f"{ws.dataset_path} exists: a new config would not match it; start a new workspace (-w DIR)"
+        )
+    raw = {
+        "seed": seed,
+        "source": {
+            "kind": source,
+            "root": str(root) if root else None,
+            "preset": preset,
+            "n_train": n_train,
+            "n_val": n_val,
+            "height": height,
+            "width": width,
+            "classes_file": str(classes_file) if classes_file else None,
+        },
+        "pseudolabel": {"labeler": labeler},
+        "method": {"preset": method, "budget": budget, "rounds": rounds},
+    }
+    from ..config import parse_config
+
+    cfg = parse_config(raw, where="init options")
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise A2LCError(f"--set expects KEY=VALUE (got {item!r})")
+        cfg = set_option(cfg, key.strip(), value)
+    if cfg.source.kind != "synthetic":
+        from ..data import open_source
+
+        open_source(cfg)  # validate the dataset root and layout now
+    ws.save_config(cfg)
+    if json_out:
+        ui.print_json({"workspace": str(ws.root), "config": cfg.model_dump(mode="json")})
+    else:
+        ui.out.print(f"initialised workspace {ws.root} ({cfg.source.kind}"
+                     + (f", preset {cfg.source.preset}" if cfg.source.kind == "synthetic" else f", {cfg.source.root}")
+                     + f", method {cfg.method.preset}); next: a2lc pseudolabel")
+
+
+def status(ctx: typer.Context, json_out: bool = JSON) -> None:
+    """What exists for each round and what to run next."""
+    ws = workspace(ctx)
+    st = workspace_status(ws)
+    if json_out:
+        ui.print_json(st)
+        return
+    cfg = st["config"]
+    m = resolve_method(Config.model_validate(cfg).method)
+    ui.out.print(f"workspace [bold]{ws.root}[/] — source {cfg['source']['kind']}"
+                 + (f" ({cfg['source']['preset']})" if cfg["source"]["kind"] == "synthetic" else "")
+                 + f", method {cfg['method']['preset']} (acquisition {m['acquisition']}, unit {m['unit']},"
+                 + f" LCM {'on' if m['lcm'] else 'off'})")
+    d = st["dataset"]
+    if d is None:
+        ui.out.print("dataset: not built yet")
+    elif "error" in d:
+        ui.out.print(f"dataset: [red]{d['error']}[/]")
+    else:
+        ui.out.print(f"dataset: {d['images']} train images, {d['masks']} masks, {d['classes']} classes"
+                     + (", ground truth" if d["has_gt"] else ", no ground truth"))
+    rows = []
+    for r in st["rounds"]:
+        rows.append([r["round"]] + [_cell(r["stages"].get(s)) for s in ("acquire", "query", "lcm-train", "lcm-correct", "train")]
+                    + [r.get("answers"), r.get("data_miou"), r.get("model_miou")])
+    if rows:
+        ui.out.print(ui.table("rounds", ["round", "acquire", "query", "lcm-train", "lcm-correct", "train",
+                                         "answers", "data mIoU", "model mIoU"], rows))
+    ui.out.print(f"next: {st['next'] or 'nothing — all configured rounds are done'}")
+
+
+def _cell(v: str | None) -> str:
+    return {"done": "✓", "missing": "·", "stale": "stale", "partial": "partial", None: ""}.get(v, v or "")
+
+
+def config_show(ctx: typer.Context) -> None:
+    """Print the workspace config as JSON."""
+    ws = workspace(ctx)
+    print(dump_config(ws.config()), end="")
+
+
+def config_set(
+    ctx: typer.Context,
+    assignments: list[str] = typer.Argument(..., help="KEY=VALUE pairs, e.g. lcm.alpha=0.3 method.budget=500"),
+) -> None:
+    """Change config keys (validated; the file is rewritten atomically)."""
+    ws = workspace(ctx)
+    cfg = ws.config()
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise A2LCError(f"expected KEY=VALUE (got {item!r})")
+        cfg = set_option(cfg, key.strip(), value)
+    with ws.lock("a2lc config set"):
+        ws.save_config(cfg)
+    ui.out.print(json.dumps({a.partition("=")[0]: a.partition("=")[2] for a in assignments}))

@@ -1,0 +1,733 @@
+"""Workspace state in HDF5: the dataset file (written once) and per-round, per-mask state.
+
+Every artifact is an HDF5 file whose root attributes are::
+
+    kind            "dataset" | "acquire" | "query" | "lcm"
+    schema_version  int (SCHEMA_VERSION)
+    uid             random hex id of this write
+    created         ISO time
+    a2lc_version    version of the writer
+    inputs          JSON {artifact name: uid} of what it was computed from
+    meta            JSON of the options that produced it
+
+The full schema (every dataset, dtype, shape, meaning) is in docs/state.md.
+
+The round state is a vector over masks (SPEC §2): the pixel labels of any round
+are the round-0 label map with the per-mask overrides of rounds 1..R painted in
+(:func:`paint_labels`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import __version__
+from .data.base import VOID, ClassInfo
+from .errors import A2LCError
+from .workspace import fsync_dir
+
+SCHEMA_VERSION = 1
+PIXEL_CHUNK = 1 << 18
+STR = h5py.string_dtype("utf-8")
+
+# provenance codes of a mask's current label
+PSEUDO, HUMAN, LCM = 0, 1, 2
+PROVENANCE = ("pseudo", "human", "lcm")
+
+
+# --------------------------------------------------------------------------- generic artifacts
+def _stamp(f: h5py.File, kind: str, inputs: dict[str, str] | None, meta: dict[str, Any] | None) -> str:
+    uid = uuid.uuid4().hex
+    f.attrs["kind"] = kind
+    f.attrs["schema_version"] = SCHEMA_VERSION
+    f.attrs["uid"] = uid
+    f.attrs["created"] = _dt.datetime.now().isoformat(timespec="seconds")
+    f.attrs["a2lc_version"] = __version__
+    f.attrs["inputs"] = json.dumps(inputs or {})
+    f.attrs["meta"] = json.dumps(meta or {}, default=str)
+    return uid
+
+
+@contextmanager
+def write_artifact(
+    path: Path, kind: str, *, inputs: dict[str, str] | None = None, meta: dict[str, Any] | None = None
+) -> Iterator[h5py.File]:
+    """Create an HDF5 artifact atomically: written to a temporary name, fsynced, renamed.
+
+    If the body raises, the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            _stamp(f, kind, inputs, meta)
+            yield f
+            f.flush()
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
+    """Open an artifact read-only, checking it is a readable a2lc file of the right kind and schema."""
+    path = Path(path)
+    if not path.exists():
+        raise A2LCError(f"{path} does not exist" + (f"; run `{hint}` first" if hint else ""))
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise A2LCError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {_short(e)}") from None
+    try:
+        found = f.attrs.get("kind")
+        if isinstance(found, bytes):
+            found = found.decode()
+        if found != kind:
+            raise A2LCError(f"{path}: not an a2lc {kind} file (kind={found!r})")
+        version = f.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise A2LCError(f"{path}: schema version {version!r} is not supported (this a2lc reads {SCHEMA_VERSION})")
+    except A2LCError:
+        f.close()
+        raise
+    except Exception as e:  # h5py raises assorted errors on damaged attribute heaps
+        f.close()
+        raise A2LCError(f"{path}: damaged HDF5 file: {_short(e)}") from None
+    return f
+
+
+def artifact_uid(path: Path) -> str | None:
+    """The uid of an artifact, or None if it is missing or unreadable."""
+    try:
+        with h5py.File(path, "r") as f:
+            uid = f.attrs.get("uid")
+            return uid.decode() if isinstance(uid, bytes) else (str(uid) if uid is not None else None)
+    except (OSError, KeyError):
+        return None
+
+
+def artifact_attrs(f: h5py.File) -> dict[str, Any]:
+    """The stamp of an open artifact with ``inputs`` and ``meta`` decoded."""
+    out: dict[str, Any] = {}
+    for k, v in f.attrs.items():
+        if isinstance(v, bytes):
+            v = v.decode()
+        if k in ("inputs", "meta"):
+            try:
+                v = json.loads(v)
+            except (TypeError, ValueError):
+                v = {}
+        elif isinstance(v, np.generic):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def read_array(f: h5py.File, name: str, *, path: Path | str = "") -> np.ndarray:
+    """Read a whole dataset, turning a missing or damaged one into a one-line error."""
+    try:
+        return f[name][()]
+    except KeyError:
+        raise A2LCError(f"{path or f.filename}: missing dataset {name!r} (file damaged or from another tool)") from None
+    except (OSError, ValueError) as e:
+        raise A2LCError(f"{path or f.filename}: cannot read {name!r}: {_short(e)}") from None
+
+
+def _short(e: BaseException) -> str:
+    return " ".join(str(e).split())[:200]
+
+
+# --------------------------------------------------------------------------- dataset file
+@dataclass
+class ImageProposal:
+    """One image's correction units as a labeler produces them.
+
+    segment: (H,W) int32 local mask index per pixel, -1 where no mask covers it
+        (already non-overlapping: smaller masks painted over larger ones).
+    label0: (H,W) uint8 round-0 pixel labels (fill label where uncovered).
+    score: (k,) float32 detector score per local mask (NaN when none).
+    prompt: (k,) int16 class index of the prompt that produced the mask (-1 when none).
+    """
+
+    segment: np.ndarray
+    label0: np.ndarray
+    score: np.ndarray | None = None
+    prompt: np.ndarray | None = None
+
+
+def mask_majority(segment: np.ndarray, labels: np.ndarray, n_masks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-mask majority label with void (255) not voting.
+
+    segment: (P,) int mask index in [0, n_masks), pixels outside any mask already removed.
+    labels: (P,) uint8 labels of those pixels.
+    Returns (majority (n,) uint8, votes of the majority (n,) int64, void pixel count (n,) int64).
+    A mask whose void pixels outnumber its non-void pixels gets 255 (mostly void).
+    """
+    hist = np.bincount(segment.astype(np.int64) * 256 + labels, minlength=n_masks * 256).reshape(n_masks, 256)
+    void = hist[:, VOID].copy()
+    hist[:, VOID] = 0
+    majority = hist.argmax(1).astype(np.uint8)
+    votes = hist.max(1)
+    nonvoid = hist.sum(1)
+    majority[void > nonvoid] = VOID
+    majority[nonvoid == 0] = VOID
+    return majority, votes, void
+
+
+def _bboxes(segment: np.ndarray, n_masks: int) -> np.ndarray:
+    """(n,4) int32 x0,y0,x1,y1 (exclusive) of each local mask in a (H,W) segment map."""
+    h, w = segment.shape
+    flat = segment.ravel()
+    keep = flat >= 0
+    ids = flat[keep]
+    idx = np.flatnonzero(keep)
+    ys, xs = idx // w, idx % w
+    box = np.empty((n_masks, 4), dtype=np.int32)
+    box[:, 0] = w
+    box[:, 1] = h
+    box[:, 2] = 0
+    box[:, 3] = 0
+    np.minimum.at(box[:, 0], ids, xs)
+    np.minimum.at(box[:, 1], ids, ys)
+    np.maximum.at(box[:, 2], ids, xs + 1)
+    np.maximum.at(box[:, 3], ids, ys + 1)
+    return box
+
+
+class DatasetWriter:
+    """Streams images' correction units into ``dataset.h5``.
+
+    Writes go to ``.dataset.h5.partial``; :meth:`finish` renames it into place.
+    A partial file from an interrupted run with the same ``meta`` is resumed:
+    ``images_done`` tells the caller where to continue.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        classes: ClassInfo,
+        names: list[str],
+        paths: list[str],
+        sizes: list[tuple[int, int]],
+        has_gt: bool,
+        meta: dict[str, Any],
+        resume: bool = True,
+    ):
+        self.path = Path(path)
+        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.classes = classes
+        self.has_gt = has_gt
+        self.n = len(names)
+        self.sizes = sizes
+        meta_json = json.dumps(meta, sort_keys=True, default=str)
+        self.f: h5py.File | None = None
+        if resume and self.partial.exists():
+            try:
+                f = h5py.File(self.partial, "r+")
+                if f.attrs.get("meta") == meta_json and int(f.attrs.get("images_total", -1)) == self.n:
+                    self.f = f
+                else:
+                    f.close()
+            except OSError:
+                self.f = None
+        if self.f is None:
+            if self.partial.exists():
+                self.partial.unlink()
+            self._create(names, paths, meta_json)
+        assert self.f is not None
+        self.images_done = int(self.f.attrs["images_done"])
+        # truncate anything written after the last finished image
+        offs = self.f["images/mask_offset"]
+        self.n_masks = int(offs[self.images_done])
+        for name in self.f["masks"]:
+            self.f["masks"][name].resize(self.n_masks, axis=0)
+
+    def _create(self, names: list[str], paths: list[str], meta_json: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = h5py.File(self.partial, "w")
+        self.f = f
+        _stamp(f, "dataset", {}, {})
+        f.attrs["meta"] = meta_json
+        f.attrs["images_total"] = self.n
+        f.attrs["images_done"] = 0
+        f.attrs["num_classes"] = self.classes.num_classes
+        f.attrs["fill_label"] = self.classes.fill_label
+        f.attrs["convention"] = self.classes.convention
+        f.attrs["has_gt"] = self.has_gt
+        c = f.create_group("classes")
+        c.create_dataset("names", data=np.array(self.classes.names, dtype=object), dtype=STR)
+        c.create_dataset("palette", data=np.asarray(self.classes.palette, dtype=np.uint8).reshape(-1, 3))
+        g = f.create_group("images")
+        g.create_dataset("name", data=np.array(names, dtype=object), dtype=STR)
+        g.create_dataset("path", data=np.array(paths, dtype=object), dtype=STR)
+        hw = np.array(self.sizes, dtype=np.int64).reshape(-1, 2)
+        g.create_dataset("height", data=hw[:, 0].astype(np.int32))
+        g.create_dataset("width", data=hw[:, 1].astype(np.int32))
+        pix = np.zeros(self.n + 1, dtype=np.int64)
+        np.cumsum(hw[:, 0] * hw[:, 1], out=pix[1:])
+        g.create_dataset("pixel_offset", data=pix)
+        g.create_dataset("mask_offset", data=np.zeros(self.n + 1, dtype=np.int64))
+        total = int(pix[-1])
+        chunk = (max(1, min(PIXEL_CHUNK, total)),)
+        p = f.create_group("pixels")
+        p.create_dataset("segment", shape=(total,), dtype=np.int32, chunks=chunk, compression="gzip", compression_opts=1)
+        p.create_dataset("label0", shape=(total,), dtype=np.uint8, chunks=chunk, compression="gzip", compression_opts=1)
+        if self.has_gt:
+            p.create_dataset("gt", shape=(total,), dtype=np.uint8, chunks=chunk, compression="gzip", compression_opts=1)
+        m = f.create_group("masks")
+        spec = {
+            "image": (np.int32, ()),
+            "area": (np.int64, ()),
+            "bbox": (np.int32, (4,)),
+            "label0": (np.uint8, ()),
+            "score": (np.float32, ()),
+            "prompt": (np.int16, ()),
+        }
+        if self.has_gt:
+            spec.update({"gt_label": (np.uint8, ()), "gt_purity": (np.float32, ())})
+        for name, (dt, tail) in spec.items():
+            m.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dt, chunks=(4096, *tail))
+
+    def add_image(self, i: int, proposal: ImageProposal, gt: np.ndarray | None) -> int:
+        """Append image ``i`` (must be the next one). Returns the number of masks kept."""
+        f = self.f
+        assert f is not None
+        if i != self.images_done:
+            raise RuntimeError(f"images must be added in order: expected {self.images_done}, got {i}")
+        h, w = self.sizes[i]
+        seg = np.asarray(proposal.segment)
+        lab = np.asarray(proposal.label0)
+        if seg.shape != (h, w) or lab.shape != (h, w):
+            raise A2LCError(f"image {i}: labeler produced {seg.shape}/{lab.shape} maps for a {h}x{w} image")
+        if self.has_gt and (gt is None or gt.shape != (h, w)):
+            raise A2LCError(f"image {i}: ground truth missing or of the wrong size")
+        k_in = int(seg.max()) + 1 if seg.size and seg.max() >= 0 else 0
+        # drop masks that lost all their pixels to overlap resolution; renumber densely
+        area_in = np.bincount(seg[seg >= 0].ravel(), minlength=k_in)
+        keep = np.flatnonzero(area_in > 0)
+        remap = np.full(k_in + 1, -1, dtype=np.int64)
+        remap[keep] = np.arange(keep.size)
+        local = remap[seg.ravel().astype(np.int64)]  # -1 stays -1 via remap[-1]
+        k = keep.size
+        covered = local >= 0
+        ids = local[covered]
+        labflat = lab.ravel().astype(np.uint8)
+        label0_mask, _, _ = mask_majority(ids, labflat[covered], k)
+        score = np.full(k, np.nan, np.float32) if proposal.score is None else np.asarray(proposal.score, np.float32)[keep]
+        prompt = np.full(k, -1, np.int16) if proposal.prompt is None else np.asarray(proposal.prompt, np.int16)[keep]
+        start = self.n_masks
+        global_seg = np.where(covered, local + start, -1).astype(np.int32)
+        p0, p1 = int(f["images/pixel_offset"][i]), int(f["images/pixel_offset"][i + 1])
+        f["pixels/segment"][p0:p1] = global_seg
+        f["pixels/label0"][p0:p1] = labflat
+        cols: dict[str, np.ndarray] = {
+            "image": np.full(k, i, np.int32),
+            "area": np.bincount(ids, minlength=k).astype(np.int64),
+            "bbox": _bboxes(local.reshape(h, w), k),
+            "label0": label0_mask,
+            "score": score,
+            "prompt": prompt,
+        }
+        if self.has_gt:
+            g = np.asarray(gt, np.uint8).ravel()
+            f["pixels/gt"][p0:p1] = g
+            gt_label, votes, void = mask_majority(ids, g[covered], k)
+            nonvoid = cols["area"] - void
+            cols["gt_label"] = gt_label
+            cols["gt_purity"] = np.where(nonvoid > 0, votes / np.maximum(nonvoid, 1), 0).astype(np.float32)
+        for name, arr in cols.items():
+            d = f["masks"][name]
+            d.resize(start + k, axis=0)
+            d[start:] = arr
+        self.n_masks = start + k
+        f["images/mask_offset"][i + 1] = self.n_masks
+        self.images_done = i + 1
+        f.attrs["images_done"] = self.images_done
+        return k
+
+    def checkpoint(self) -> None:
+        """Flush so that an interrupted run can resume from the last added image."""
+        if self.f is not None:
+            self.f.flush()
+
+    def finish(self) -> None:
+        """Close and rename the finished file into place."""
+        assert self.f is not None
+        if self.images_done != self.n:
+            raise RuntimeError(f"only {self.images_done} of {self.n} images were added")
+        self.f.attrs["uid"] = uuid.uuid4().hex
+        self.f.attrs["created"] = _dt.datetime.now().isoformat(timespec="seconds")
+        self.f.close()
+        self.f = None
+        with open(self.partial, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.partial, self.path)
+        fsync_dir(self.path.parent)
+
+    def close(self) -> None:
+        """Close without finishing (the partial file stays for a resume)."""
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+class Dataset:
+    """Read-only view of ``dataset.h5``.
+
+    Small tables (image index, mask table) are loaded into memory; per-pixel maps
+    are read one image at a time.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.f = open_artifact(self.path, "dataset", hint="a2lc pseudolabel")
+        try:
+            a = self.f.attrs
+            self.uid = str(a["uid"])
+            self.num_classes = int(a["num_classes"])
+            self.fill_label = int(a["fill_label"])
+            self.has_gt = bool(a["has_gt"])
+            conv = a.get("convention", "plain")
+            names = tuple(s.decode() if isinstance(s, bytes) else s for s in read_array(self.f, "classes/names"))
+            self.classes = ClassInfo(
+                names=names,
+                palette=read_array(self.f, "classes/palette"),
+                fill_label=self.fill_label,
+                convention=conv.decode() if isinstance(conv, bytes) else conv,
+            )
+            self.names = [s.decode() if isinstance(s, bytes) else s for s in read_array(self.f, "images/name")]
+            self.heights = read_array(self.f, "images/height").astype(np.int64)
+            self.widths = read_array(self.f, "images/width").astype(np.int64)
+            self.pixel_offset = read_array(self.f, "images/pixel_offset")
+            self.mask_offset = read_array(self.f, "images/mask_offset")
+            self.meta = json.loads(a.get("meta", "{}"))
+        except A2LCError:
+            self.f.close()
+            raise
+        except (KeyError, ValueError, OSError) as e:
+            self.f.close()
+            raise A2LCError(f"{self.path}: damaged dataset file: {_short(e)}") from None
+        self.n_images = len(self.names)
+        self.n_masks = int(self.mask_offset[-1])
+        if len(self.mask_offset) != self.n_images + 1 or len(self.pixel_offset) != self.n_images + 1:
+            self.f.close()
+            raise A2LCError(f"{self.path}: damaged dataset file: image index sizes disagree")
+        self._masks: dict[str, np.ndarray] = {}
+
+    # context manager
+    def __enter__(self) -> "Dataset":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.f.close()
+        except Exception:  # noqa: BLE001 - closing twice or after a failed open is harmless
+            pass
+
+    # mask table
+    def mask_column(self, name: str) -> np.ndarray:
+        """A column of the mask table, (M,) or (M,4) for bbox; cached."""
+        if name not in self._masks:
+            arr = read_array(self.f, f"masks/{name}", path=self.path)
+            if len(arr) != self.n_masks:
+                raise A2LCError(f"{self.path}: damaged dataset file: masks/{name} has {len(arr)} rows, expected {self.n_masks}")
+            self._masks[name] = arr
+        return self._masks[name]
+
+    @property
+    def mask_image(self) -> np.ndarray:
+        return self.mask_column("image")
+
+    @property
+    def mask_area(self) -> np.ndarray:
+        return self.mask_column("area")
+
+    @property
+    def mask_label0(self) -> np.ndarray:
+        return self.mask_column("label0")
+
+    # per-image maps
+    def shape(self, i: int) -> tuple[int, int]:
+        return int(self.heights[i]), int(self.widths[i])
+
+    def _pixels(self, name: str, i: int) -> np.ndarray:
+        p0, p1 = int(self.pixel_offset[i]), int(self.pixel_offset[i + 1])
+        try:
+            flat = self.f[f"pixels/{name}"][p0:p1]
+        except KeyError:
+            raise A2LCError(f"{self.path}: has no pixels/{name}") from None
+        except (OSError, ValueError) as e:
+            raise A2LCError(f"{self.path}: cannot read pixels/{name} of image {i}: {_short(e)}") from None
+        return flat.reshape(self.shape(i))
+
+    def segment(self, i: int) -> np.ndarray:
+        """(H,W) int32 global mask id of each pixel, -1 where no mask covers it."""
+        return self._pixels("segment", i)
+
+    def label0(self, i: int) -> np.ndarray:
+        """(H,W) uint8 round-0 pixel labels."""
+        return self._pixels("label0", i)
+
+    def gt(self, i: int) -> np.ndarray:
+        """(H,W) uint8 ground truth (255 void)."""
+        if not self.has_gt:
+            raise A2LCError("this dataset has no ground truth (metrics against GT and the simulated annotator need it)")
+        return self._pixels("gt", i)
+
+    def masks_of(self, i: int) -> slice:
+        """The global mask ids of image ``i`` as a slice."""
+        return slice(int(self.mask_offset[i]), int(self.mask_offset[i + 1]))
+
+
+def open_dataset(ws_root: Path) -> Dataset:
+    """Open ``<workspace>/dataset.h5``."""
+    return Dataset(Path(ws_root) / "dataset.h5")
+
+
+# --------------------------------------------------------------------------- per-mask round state
+@dataclass
+class MaskState:
+    """The per-mask label state after some round.
+
+    label: (M,) uint8 current label of each mask (255 = void).
+    source: (M,) uint8 provenance code (PSEUDO, HUMAN, LCM).
+    round: (M,) int16 round of the last change (0 = pseudo-label).
+    confidence: (M,) float64 LCM confidence of the last automatic change (NaN otherwise).
+    queried: (M,) bool selected for a query in some round ≤ R (never queried again).
+    rounds_applied: [(round, stage)] the stages whose outputs were painted in.
+    """
+
+    label: np.ndarray
+    source: np.ndarray
+    round: np.ndarray
+    confidence: np.ndarray
+    queried: np.ndarray
+    rounds_applied: list[tuple[int, str]]
+
+    @property
+    def overridden(self) -> np.ndarray:
+        """(M,) bool: masks whose label differs in provenance from the round-0 pseudo-label."""
+        return self.source != PSEUDO
+
+
+def initial_state(ds: Dataset) -> MaskState:
+    """The round-0 state: every mask carries its pseudo-label."""
+    m = ds.n_masks
+    return MaskState(
+        label=ds.mask_label0.copy(),
+        source=np.zeros(m, np.uint8),
+        round=np.zeros(m, np.int16),
+        confidence=np.full(m, np.nan),
+        queried=np.zeros(m, bool),
+        rounds_applied=[],
+    )
+
+
+def paint_labels(ds: Dataset, i: int, state: MaskState) -> np.ndarray:
+    """(H,W) uint8 pixel labels of image ``i``: round-0 labels with overridden masks painted in."""
+    lab = ds.label0(i).copy()
+    seg = ds.segment(i)
+    sl = ds.masks_of(i)
+    over = state.overridden[sl]
+    if over.any():
+        local = seg - sl.start
+        inside = seg >= 0
+        hit = np.zeros(seg.shape, bool)
+        hit[inside] = over[local[inside]]
+        lab[hit] = state.label[sl][local[hit]]
+    return lab
+
+
+# --------------------------------------------------------------------------- query and LCM artifacts
+UNITS = ("mask", "pixel")
+
+
+@dataclass
+class Answers:
+    """Rows of a round's append-only answer log (``query.h5`` group ``answers``).
+
+    mask: (A,) int64 global mask id.  label: (A,) uint8 answer (255 = void).
+    unit: (A,) uint8 0 = mask-level, 1 = pixel-level.  annotator: (A,) str who answered.
+    seconds: (A,) float32 time spent (NaN unknown).  time: (A,) float64 unix time of the answer.
+    """
+
+    mask: np.ndarray
+    label: np.ndarray
+    unit: np.ndarray
+    annotator: np.ndarray
+    seconds: np.ndarray
+    time: np.ndarray
+
+    @classmethod
+    def empty(cls) -> "Answers":
+        return cls(
+            np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.uint8),
+            np.zeros(0, object), np.zeros(0, np.float32), np.zeros(0, np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.mask)
+
+    def effective(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mask ids, labels) with the latest answer per mask (earlier ones stay in the log)."""
+        if len(self.mask) == 0:
+            return self.mask, self.label
+        rev_mask = self.mask[::-1]
+        ids, first = np.unique(rev_mask, return_index=True)
+        return ids, self.label[::-1][first]
+
+    def concat(self, other: "Answers") -> "Answers":
+        return Answers(*(np.concatenate([getattr(self, k), getattr(other, k)]) for k in
+                         ("mask", "label", "unit", "annotator", "seconds", "time")))
+
+    def checksum(self) -> str:
+        """SHA-256 over the rows, stored beside them to detect damage."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k in ("mask", "label", "unit", "seconds", "time"):
+            h.update(np.ascontiguousarray(getattr(self, k)).tobytes())
+        h.update("\x00".join(str(a) for a in self.annotator).encode())
+        return h.hexdigest()
+
+
+@dataclass
+class Query:
+    """A round's query (``query.h5``): the selected masks and the answers so far."""
+
+    selected: np.ndarray  # (B,) int64 mask ids in rank order (Eq. 13)
+    selected_score: np.ndarray  # (B,) float32 their acquisition scores
+    answers: Answers
+    attrs: dict[str, Any]
+
+
+def write_query(path: Path, query: Query, *, inputs: dict[str, str], meta: dict[str, Any]) -> None:
+    """Write (or rewrite, with more answers appended) a round's ``query.h5`` atomically."""
+    a = query.answers
+    with write_artifact(path, "query", inputs=inputs, meta=meta) as f:
+        s = f.create_group("selected")
+        s.create_dataset("mask", data=np.asarray(query.selected, np.int64))
+        s.create_dataset("score", data=np.asarray(query.selected_score, np.float32))
+        g = f.create_group("answers")
+        g.create_dataset("mask", data=a.mask.astype(np.int64))
+        g.create_dataset("label", data=a.label.astype(np.uint8))
+        g.create_dataset("unit", data=a.unit.astype(np.uint8))
+        g.create_dataset("annotator", data=np.array([str(x) for x in a.annotator], dtype=object), dtype=STR)
+        g.create_dataset("seconds", data=a.seconds.astype(np.float32))
+        g.create_dataset("time", data=a.time.astype(np.float64))
+        g.attrs["checksum"] = a.checksum()
+        g.attrs["count"] = len(a)
+
+
+def read_query(path: Path) -> Query:
+    """Read ``query.h5``; a checksum mismatch of the answers is an error."""
+    with open_artifact(path, "query", hint="a2lc query") as f:
+        ann = read_array(f, "answers/annotator", path=path)
+        a = Answers(
+            mask=read_array(f, "answers/mask", path=path).astype(np.int64),
+            label=read_array(f, "answers/label", path=path).astype(np.uint8),
+            unit=read_array(f, "answers/unit", path=path).astype(np.uint8),
+            annotator=np.array([x.decode() if isinstance(x, bytes) else x for x in ann], dtype=object),
+            seconds=read_array(f, "answers/seconds", path=path).astype(np.float32),
+            time=read_array(f, "answers/time", path=path).astype(np.float64),
+        )
+        stored = f["answers"].attrs.get("checksum")
+        stored = stored.decode() if isinstance(stored, bytes) else stored
+        if stored != a.checksum():
+            raise A2LCError(f"{path}: the answers' checksum does not match (file damaged)")
+        return Query(
+            selected=read_array(f, "selected/mask", path=path).astype(np.int64),
+            selected_score=read_array(f, "selected/score", path=path).astype(np.float32),
+            answers=a,
+            attrs=artifact_attrs(f),
+        )
+
+
+@dataclass
+class Corrections:
+    """A round's automatic corrections (``lcm.h5``).
+
+    mask, label, previous: (K,) the corrected masks, their new and previous labels.
+    confidence: (K,) float64 ψ's confidence (max softmax, computed in float64).
+    """
+
+    mask: np.ndarray
+    label: np.ndarray
+    previous: np.ndarray
+    confidence: np.ndarray
+    attrs: dict[str, Any]
+
+
+def read_corrections(path: Path) -> Corrections:
+    with open_artifact(path, "lcm", hint="a2lc lcm-correct") as f:
+        return Corrections(
+            mask=read_array(f, "corrected/mask", path=path).astype(np.int64),
+            label=read_array(f, "corrected/label", path=path).astype(np.uint8),
+            previous=read_array(f, "corrected/previous", path=path).astype(np.uint8),
+            confidence=read_array(f, "corrected/confidence", path=path).astype(np.float64),
+            attrs=artifact_attrs(f),
+        )
+
+
+def mask_state(ws_root: Path, ds: Dataset, r: int, *, include_lcm_of_last: bool = True) -> MaskState:
+    """The per-mask labels after round ``r``: pseudo-labels, then each round's answers and LCM corrections.
+
+    Rounds are applied in order 1..r; a round without ``query.h5`` ends the chain
+    (its later rounds cannot have been computed from it). An ``lcm.h5`` whose
+    recorded query uid is not the current ``query.h5`` is stale and skipped.
+    """
+    from .workspace import Workspace
+
+    ws = Workspace(ws_root)
+    st = initial_state(ds)
+    for k in range(1, r + 1):
+        qp = ws.artifact(k, "query.h5")
+        if not qp.exists():
+            break
+        q = read_query(qp)
+        _check_ids(q.selected, ds, qp)
+        st.queried[q.selected] = True
+        ids, labels = q.answers.effective()
+        _check_ids(ids, ds, qp)
+        st.label[ids] = labels
+        st.source[ids] = HUMAN
+        st.round[ids] = k
+        st.confidence[ids] = np.nan
+        st.rounds_applied.append((k, "query"))
+        lp = ws.artifact(k, "lcm.h5")
+        if not lp.exists() or (k == r and not include_lcm_of_last):
+            continue
+        c = read_corrections(lp)
+        if c.attrs.get("inputs", {}).get("query") != q.attrs.get("uid"):
+            continue
+        _check_ids(c.mask, ds, lp)
+        st.label[c.mask] = c.label
+        st.source[c.mask] = LCM
+        st.round[c.mask] = k
+        st.confidence[c.mask] = c.confidence
+        st.rounds_applied.append((k, "lcm"))
+    return st
+
+
+def _check_ids(ids: np.ndarray, ds: Dataset, path: Path) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= ds.n_masks):
+        raise A2LCError(f"{path}: refers to mask ids outside 0..{ds.n_masks - 1} (from another dataset?)")

@@ -1,0 +1,65 @@
+"""Where a workspace stands: which artifacts exist per round, saved metrics, what to run next."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import A2LCError
+from .stages import PSEUDOLABEL, artifact_path, next_step, stages_of_round
+from .workspace import Workspace
+
+
+def saved_metric(ws: Workspace, r: int, metric: str) -> dict | None:
+    """A metric saved by ``a2lc evaluate`` for round ``r`` (None if absent or unreadable)."""
+    p = ws.artifact(r, f"metrics-{metric}.json")
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def workspace_status(ws: Workspace) -> dict[str, Any]:
+    """A JSON-able summary of the workspace (used by ``a2lc status``)."""
+    cfg = ws.config()
+    out: dict[str, Any] = {"workspace": str(ws.root), "config": cfg.model_dump(mode="json"), "dataset": None}
+    if ws.dataset_path.exists():
+        from .state import Dataset
+
+        try:
+            with Dataset(ws.dataset_path) as ds:
+                out["dataset"] = {"images": ds.n_images, "masks": ds.n_masks, "classes": ds.num_classes,
+                                  "has_gt": ds.has_gt, "uid": ds.uid}
+        except A2LCError as e:
+            out["dataset"] = {"error": str(e)}
+    rounds = []
+    last = max([cfg.method.rounds, *ws.rounds_present()])
+    for r in range(0, last + 1):
+        stages = {}
+        for stage in stages_of_round(r, cfg):
+            if stage is PSEUDOLABEL:
+                continue
+            stages[stage.name] = "done" if artifact_path(ws, r, stage).exists() else "missing"
+        entry: dict[str, Any] = {"round": r, "stages": stages}
+        q = ws.artifact(r, "query.h5")
+        if q.exists():
+            try:
+                from .state import read_query
+
+                qq = read_query(q)
+                entry["selected"] = int(len(qq.selected))
+                entry["answers"] = int(len(set(qq.answers.mask.tolist())))
+                if entry["answers"] < entry["selected"]:
+                    stages["query"] = "partial"
+            except A2LCError as e:
+                stages["query"] = "damaged"
+                entry["error"] = str(e)
+        for metric, key in (("data-miou", "data_miou"), ("model-miou", "model_miou")):
+            m = saved_metric(ws, r, metric)
+            if m is not None:
+                entry[key] = m.get("miou")
+        rounds.append(entry)
+    out["rounds"] = rounds
+    nxt = next_step(ws, cfg, max_round=last)
+    out["next"] = nxt[1].command.format(r=nxt[0]) if nxt else None
+    return out

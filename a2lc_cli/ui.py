@@ -1,0 +1,127 @@
+"""Terminal output: rich consoles, progress bars, tables and JSON for scripts.
+
+Progress bars and messages go to stderr so that stdout carries only results
+(tables, or one JSON object with ``--json``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+T = TypeVar("T")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence progress bars and informational messages (results still print)."""
+    global _quiet
+    _quiet = quiet
+
+
+def info(message: str) -> None:
+    """An informational line on stderr."""
+    if not _quiet:
+        err.print(message)
+
+
+def progress(items: Iterable[T], description: str, *, total: int | None = None) -> Iterator[T]:
+    """Iterate ``items`` under a rich progress bar on stderr."""
+    if total is None and isinstance(items, Sequence):
+        total = len(items)
+    if _quiet:
+        yield from items
+        return
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+class ProgressBar:
+    """A progress bar advanced by hand, for loops that are not a single iterable."""
+
+    def __init__(self, description: str, total: int | None):
+        self._bar = None if _quiet else Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+        )
+        self._description = description
+        self._total = total
+
+    def __enter__(self) -> "ProgressBar":
+        if self._bar is not None:
+            self._bar.start()
+            self._task = self._bar.add_task(self._description, total=self._total)
+        return self
+
+    def advance(self, n: int = 1, *, description: str | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n, description=description or self._description)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    """Build a rich table; numbers are right-aligned, floats printed with 2 decimals."""
+    t = Table(title=title, title_justify="left")
+    rows = [list(r) for r in rows]
+    for j, name in enumerate(columns):
+        numeric = bool(rows) and all(isinstance(r[j], (int, float)) or r[j] is None for r in rows)
+        t.add_column(name, justify="right" if numeric else "left")
+    for r in rows:
+        t.add_row(*[_fmt(v) for v in r])
+    return t
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def print_json(obj: Any) -> None:
+    """Print one JSON object on stdout (for ``--json``)."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
