@@ -112,7 +112,18 @@ def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
 
 
 def artifact_uid(path: Path) -> str | None:
-    """The uid of an artifact, or None if it is missing or unreadable."""
+    """The uid of an artifact, or None if it is missing or unreadable.
+
+    HDF5 artifacts carry a uid attribute; other files (torch checkpoints) are
+    identified by size and modification time, which change on every rewrite.
+    """
+    path = Path(path)
+    if path.suffix != ".h5":
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return f"{st.st_size:x}-{st.st_mtime_ns:x}"
     try:
         with h5py.File(path, "r") as f:
             uid = f.attrs.get("uid")
