@@ -3,5 +3,7 @@
 COMMAND_MODULES = [
     "setup",  # init, status, config
     "pseudolabel",
+    "acquire",  # acquire, query
+    "lcm",  # lcm-train, lcm-correct
     "evaluate",
 ]

@@ -1,0 +1,76 @@
+"""``a2lc acquire`` and ``a2lc query``: score the masks with θ_{r-1}, ask the annotator about the top-B."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .. import ui
+from ..acquisition import ACQUISITIONS
+from ..errors import A2LCError
+from ._common import JSON, require_round, round_option, workspace
+
+
+def register(app: typer.Typer) -> None:
+    app.command("acquire")(acquire)
+    app.command("query")(query)
+
+
+def acquire(
+    ctx: typer.Context,
+    r: Optional[int] = round_option("Round (≥ 1): scores masks with the model of round r-1."),
+    fn: Optional[str] = typer.Option(None, "--fn", help="Acquisition function: " + " | ".join(ACQUISITIONS) + " (default: the method's)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda[:N] (default: cuda when available)."),
+    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per forward pass."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Background image-reading processes."),
+    json_out: bool = JSON,
+) -> None:
+    """Score every mask with the acquisition function (one streaming pass of θ_{r-1})."""
+    from ..acquire import run_acquire
+
+    ws = workspace(ctx)
+    r = require_round(r, "acquire")
+    cfg = ws.ensure_config()
+    with ws.lock():
+        res = run_acquire(ws, cfg, r, fn=fn, device=device, batch_size=batch_size, workers=workers)
+    if json_out:
+        ui.print_json(res)
+    else:
+        ui.out.print(f"acquire r{r} ({res['fn']}): {res['eligible']} of {res['masks']} masks eligible, "
+                     f"{res['seconds']:.1f} s on {res['device']}" + (f", KL {res['kl']:.3f}" if res["kl"] is not None else ""))
+
+
+def query(
+    ctx: typer.Context,
+    r: Optional[int] = round_option("Round (≥ 1)."),
+    budget: Optional[str] = typer.Option(None, "--budget", "-b", help="Masks to query: an integer or 'all' (default: the config's)."),
+    annotator: Optional[str] = typer.Option(None, "--annotator", help="gt (simulated from ground truth) | human."),
+    unit: Optional[str] = typer.Option(None, "--unit", help="mask (A²LC) | pixel (ALC: representative pixel, expanded)."),
+    export: Optional[Path] = typer.Option(None, "--export", help="Write an annotation bundle for people to this folder."),
+    answers: Optional[Path] = typer.Option(None, "--answers", help="Import a filled-in answers file (CSV or JSON)."),
+    replace: bool = typer.Option(False, "--replace", help="Record answers that contradict stored ones (old ones stay in the log)."),
+    force: bool = typer.Option(False, "--force", help="Re-select with a new --budget (only without people's answers)."),
+    json_out: bool = JSON,
+) -> None:
+    """Select the top-B masks of round r and obtain the annotator's answers."""
+    from ..query import parse_budget, run_query
+
+    ws = workspace(ctx)
+    r = require_round(r, "query")
+    cfg = ws.ensure_config()
+    if answers is not None and annotator == "gt":
+        raise A2LCError("--answers imports people's answers; it does not go with --annotator gt")
+    with ws.lock():
+        res = run_query(ws, cfg, r, budget=parse_budget(budget), annotator="human" if answers else annotator,
+                        unit=unit, export_dir=export, answers_file=answers, replace=replace, force=force)
+    if json_out:
+        ui.print_json(res)
+        return
+    line = f"query r{r}: {res['selected']} masks selected, {res['answered']} answered ({res['annotator']}, {res['unit']}-level)"
+    if "imported" in res:
+        line += f"; imported {res['imported']} new, {res['unchanged']} unchanged"
+    ui.out.print(line + f"; {res['changed']} labels changed; {res['remaining_unqueried']} masks left unqueried")
+    if "bundle" in res:
+        ui.out.print(f"bundle written to {res['bundle']}: fill in answers.csv, then `a2lc query --r {r} --answers {res['bundle']}/answers.csv`")

@@ -1,0 +1,67 @@
+"""``a2lc lcm-train`` and ``a2lc lcm-correct``: the label correction module of round r."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .. import ui
+from ._common import JSON, require_round, round_option, workspace
+
+
+def register(app: typer.Typer) -> None:
+    app.command("lcm-train")(lcm_train)
+    app.command("lcm-correct")(lcm_correct)
+
+
+def lcm_train(
+    ctx: typer.Context,
+    r: Optional[int] = round_option("Round (≥ 1)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Default: the config's (100)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the config's (8)."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Default: the config's (1e-4)."),
+    json_out: bool = JSON,
+) -> None:
+    """Train ψ_r on this round's answered masks (paper Eq. 1–2)."""
+    from ..lcm import run_lcm_train
+
+    ws = workspace(ctx)
+    r = require_round(r, "lcm-train")
+    cfg = ws.ensure_config()
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+        if value is not None:
+            setattr(cfg.lcm, key, value)
+    with ws.lock():
+        res = run_lcm_train(ws, cfg, r)
+    if json_out:
+        ui.print_json(res)
+    else:
+        ui.out.print(f"lcm-train r{r}: {res['samples']} answered masks, {res['steps']} steps, "
+                     f"final loss {res['final_loss']:.4f}, train accuracy {100 * res['train_accuracy']:.1f}%, {res['seconds']:.1f} s")
+
+
+def lcm_correct(
+    ctx: typer.Context,
+    r: Optional[int] = round_option("Round (≥ 1)."),
+    tau: Optional[float] = typer.Option(None, "--tau", min=0.0, max=1.0, help="Confidence threshold τ_r (default: the config's schedule)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Tail share α (default 0.5)."),
+    json_out: bool = JSON,
+) -> None:
+    """Relabel never-queried masks that ψ_r predicts confidently (paper Eq. 3–6)."""
+    from ..lcm import run_lcm_correct
+
+    ws = workspace(ctx)
+    r = require_round(r, "lcm-correct")
+    cfg = ws.ensure_config()
+    if tau is not None:
+        cfg.lcm.tau = [tau] * max(r, len(cfg.lcm.tau))
+    if alpha is not None:
+        cfg.lcm.alpha = alpha
+    with ws.lock():
+        res = run_lcm_correct(ws, cfg, r)
+    if json_out:
+        ui.print_json(res)
+    else:
+        ui.out.print(f"lcm-correct r{r}: {res['corrected']} of {res['eligible']} unqueried masks relabelled "
+                     f"(τ={res['tau']}, {res['confident']} confident; tail: {', '.join(res['tail'])}; rarest: {res['rarest']})")

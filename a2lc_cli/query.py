@@ -1,0 +1,190 @@
+"""The ``query`` stage: select the top-B masks (Eq. 13) and record the annotator's answers.
+
+``query.h5`` holds the selection (rank order) and an append-only answer log.
+The simulated annotator answers at once; people answer through a bundle
+(``--export``) whose file is imported later (``--answers``), as often as needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import ui
+from .acquire import acquire_inputs, read_acquisition
+from .acquisition import select_top
+from .annotator import (
+    SIMULATED,
+    answer_with_ground_truth,
+    export_bundle,
+    merge_answers,
+    new_answers,
+    parse_answers_file,
+)
+from .config import Config, resolve_method
+from .errors import A2LCError
+from .state import Answers, Dataset, Query, mask_state, read_query, write_query
+from .workspace import Workspace
+
+
+def default_budget(cfg: Config, n_masks: int) -> int:
+    """Masks per round: ``method.budget``, or ``method.budget_share`` of all masks."""
+    if cfg.method.budget is not None:
+        return int(cfg.method.budget)
+    return max(1, int(round(cfg.method.budget_share * n_masks)))
+
+
+def parse_budget(text: str | None) -> int | str | None:
+    """``--budget`` value: a positive integer, ``all``, or None (the config's budget)."""
+    if text is None:
+        return None
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        b = int(text)
+    except ValueError:
+        raise A2LCError(f"--budget must be a positive integer or 'all' (got {text!r})") from None
+    if b <= 0:
+        raise A2LCError(f"--budget must be positive (got {b})")
+    return b
+
+
+def check_acquisition_current(ws: Workspace, r: int, acq: dict[str, Any]) -> None:
+    """Refuse an ``acquire.h5`` computed from another θ_{r-1} or other earlier rounds."""
+    recorded = acq["attrs"].get("inputs", {})
+    if recorded != acquire_inputs(ws, r):
+        raise A2LCError(
+            f"{ws.artifact(r, 'acquire.h5')} is stale (the model or earlier rounds changed since it was computed); "
+            f"rerun `a2lc acquire --r {r}`"
+        )
+
+
+def run_query(
+    ws: Workspace,
+    cfg: Config,
+    r: int,
+    *,
+    budget: int | str | None = None,
+    annotator: str | None = None,
+    unit: str | None = None,
+    export_dir: Path | None = None,
+    answers_file: Path | None = None,
+    replace: bool = False,
+    force: bool = False,
+    read_image=None,
+) -> dict[str, Any]:
+    """Select round ``r``'s masks and obtain answers; returns a summary for printing."""
+    if r < 1:
+        raise A2LCError("query runs in rounds ≥ 1")
+    method = resolve_method(cfg.method)
+    annotator = annotator or cfg.method.annotator or "gt"
+    if annotator not in ("gt", "human"):
+        raise A2LCError(f"unknown annotator {annotator!r} (choose from gt, human)")
+    unit = unit or str(method["unit"])
+    if unit not in ("mask", "pixel"):
+        raise A2LCError(f"unknown query unit {unit!r} (choose from mask, pixel)")
+    if annotator == "human" and unit == "pixel":
+        raise A2LCError("people answer whole masks: --unit pixel is only for the simulated annotator")
+    qpath = ws.artifact(r, "query.h5")
+    acq_path = ws.artifact(r, "acquire.h5")
+    acq = read_acquisition(acq_path)
+    check_acquisition_current(ws, r, acq)
+    with Dataset(ws.dataset_path) as ds:
+        if len(acq["score"]) != ds.n_masks:
+            raise A2LCError(f"{acq_path} has {len(acq['score'])} masks but the dataset has {ds.n_masks}; rerun acquire")
+        existing = read_query(qpath) if qpath.exists() else None
+        if existing is not None and existing.attrs.get("inputs", {}).get("acquire") != acq["attrs"].get("uid"):
+            if len(existing.answers) and any(a != SIMULATED for a in existing.answers.annotator):
+                raise A2LCError(
+                    f"{qpath} holds people's answers for an earlier acquisition; it is never overwritten. "
+                    f"Move it aside yourself if you really want to query round {r} again"
+                )
+            existing = None  # simulated answers for a stale selection: recompute
+        if existing is not None and budget is not None and force:
+            if any(a != SIMULATED for a in existing.answers.annotator):
+                raise A2LCError(f"{qpath} holds people's answers; they are never overwritten (no --force here)")
+            existing = None
+        if existing is None:
+            query = _select(ds, cfg, acq, budget)
+            meta = {"budget": int(len(query.selected)), "annotator": annotator, "unit": unit,
+                    "fn": acq["attrs"].get("meta", {}).get("fn")}
+            inputs = {"acquire": acq["attrs"]["uid"], "dataset": ds.uid}
+        else:
+            query = existing
+            meta, inputs = existing.attrs.get("meta", {}), existing.attrs.get("inputs", {})
+            want = None if budget is None else (int(np.isfinite(acq["score"]).sum()) if budget == "all" else int(budget))
+            if want is not None and want != len(query.selected):
+                raise A2LCError(
+                    f"round {r} already selected {len(query.selected)} masks; to select {want} instead, "
+                    f"rerun with --force (only possible while it holds no people's answers)"
+                )
+        summary: dict[str, Any] = {"round": r, "selected": int(len(query.selected)), "annotator": annotator, "unit": unit}
+
+        if answers_file is not None:
+            new = parse_answers_file(answers_file, ds.classes, query.selected)
+            res = merge_answers(query.answers, new, replace=replace)
+            if res.conflicts and not replace:
+                shown = "; ".join(
+                    f"mask {m}: stored {ds.classes.name(a)}, file says {ds.classes.name(b)}" for m, a, b in res.conflicts[:5]
+                )
+                raise A2LCError(
+                    f"{answers_file}: {len(res.conflicts)} answer(s) contradict stored ones ({shown}); "
+                    "nothing was imported. Use --replace to record the new answers (the old ones stay in the log)"
+                )
+            if res.added or existing is None:
+                query = Query(query.selected, query.selected_score, res.answers, query.attrs)
+                write_query(qpath, query, inputs=inputs, meta=meta)
+            summary.update({"imported": res.added, "unchanged": res.unchanged, "replaced": len(res.conflicts) if replace else 0})
+        elif annotator == "gt":
+            todo = query.selected[~np.isin(query.selected, query.answers.mask)]
+            if len(todo):
+                labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq["rep_pixel"])
+                new = new_answers(todo, labels, unit=unit, annotator=SIMULATED)
+                query = Query(query.selected, query.selected_score, query.answers.concat(new), query.attrs)
+            if len(todo) or existing is None:
+                write_query(qpath, query, inputs=inputs, meta=meta)
+            summary["answered_now"] = int(len(todo))
+        elif existing is None:
+            write_query(qpath, query, inputs=inputs, meta=meta)
+
+        if export_dir is not None:
+            prev = mask_state(ws.root, ds, r - 1)
+            ids, labels = query.answers.effective()
+            if read_image is None:
+                from .data import open_source
+
+                source = open_source(cfg)
+                read_image = lambda i: source.image("train", i)  # noqa: E731
+            export_bundle(
+                export_dir, ds=ds, read_image=read_image, r=r, selected=query.selected,
+                current_labels=prev.label, mean_prob=acq["mean_prob"],
+                answered=dict(zip(ids.tolist(), labels.tolist())), progress=ui.progress,
+            )
+            summary["bundle"] = str(export_dir)
+        ids, labels = query.answers.effective()
+        summary["answered"] = int(len(ids))
+        summary["void_answers"] = int((labels == 255).sum())
+        summary["changed"] = int((labels != mask_state(ws.root, ds, r - 1).label[ids]).sum()) if len(ids) else 0
+        summary["remaining_unqueried"] = int(np.isfinite(acq["score"]).sum() - len(query.selected))
+        return summary
+
+
+def _select(ds: Dataset, cfg: Config, acq: dict[str, Any], budget: int | str | None) -> Query:
+    """The top-B eligible masks (Eq. 13); a budget above what is left is an error."""
+    scores = acq["score"]
+    eligible = int(np.isfinite(scores).sum())
+    if budget == "all":
+        b = eligible
+    else:
+        b = default_budget(cfg, ds.n_masks) if budget is None else int(budget)
+        if b > eligible:
+            raise A2LCError(
+                f"budget {b} is larger than the {eligible} masks left unqueried; "
+                f"use --budget {eligible} or --budget all"
+            )
+    if eligible == 0:
+        raise A2LCError("no masks are left to query: every mask was queried in an earlier round")
+    ids = select_top(scores, b)
+    return Query(selected=ids, selected_score=scores[ids].astype(np.float32), answers=Answers.empty(), attrs={})
