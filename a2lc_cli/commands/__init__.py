@@ -6,4 +6,5 @@ COMMAND_MODULES = [
     "acquire",  # acquire, query
     "lcm",  # lcm-train, lcm-correct
     "evaluate",
+    "rounds",  # round, run, demo, export, report
 ]

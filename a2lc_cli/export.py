@@ -1,0 +1,82 @@
+"""``a2lc export``: the corrected label maps of a round as PNGs in the dataset's own convention,
+plus the per-mask history of every change (who changed which mask to what, in which round)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from . import ui
+from .data.io import write_label_png
+from .errors import A2LCError
+from .state import PROVENANCE, Dataset, mask_state, paint_labels, read_corrections, read_query
+from .workspace import Workspace
+
+
+def label_path(out_dir: Path, convention: str, name: str) -> Path:
+    """Where the label map of train image ``name`` goes, by the dataset's convention.
+
+    cityscapes: ``gtFine/train/<city>/<stem>_gtFine_labelTrainIds.png`` (names are
+    ``<city>/<stem>``; names without a city go under ``gtFine/train/synthetic``);
+    voc: ``SegmentationClass/<name>.png``; plain: ``labels/train/<name>.png``.
+    """
+    p = PurePosixPath(name)
+    if convention == "cityscapes":
+        city = str(p.parent) if str(p.parent) != "." else "synthetic"
+        return out_dir / "gtFine" / "train" / city / f"{p.name}_gtFine_labelTrainIds.png"
+    if convention == "voc":
+        return out_dir / "SegmentationClass" / f"{name}.png"
+    return out_dir / "labels" / "train" / f"{name}.png"
+
+
+def mask_history(ws: Workspace, ds: Dataset, r: int) -> list[dict[str, Any]]:
+    """One row per change of a mask's label in rounds 1..r (human answers, then LCM corrections)."""
+    rows: list[dict[str, Any]] = []
+    label = ds.mask_label0.copy()
+    state = mask_state(ws.root, ds, r)
+    names = ds.classes
+    for k, stage in state.rounds_applied:
+        if stage == "query":
+            a = read_query(ws.artifact(k, "query.h5")).answers
+            for m, lab, ann, t in zip(a.mask.tolist(), a.label.tolist(), a.annotator.tolist(), a.time.tolist()):
+                rows.append({"mask_id": m, "image": ds.names[ds.mask_image[m]], "label0": names.name(int(ds.mask_label0[m])),
+                             "round": k, "source": "human", "previous": names.name(int(label[m])), "label": names.name(lab),
+                             "confidence": "", "annotator": ann, "time": f"{t:.0f}"})
+                label[m] = lab
+        else:
+            c = read_corrections(ws.artifact(k, "lcm.h5"))
+            for m, lab, conf in zip(c.mask.tolist(), c.label.tolist(), c.confidence.tolist()):
+                rows.append({"mask_id": m, "image": ds.names[ds.mask_image[m]], "label0": names.name(int(ds.mask_label0[m])),
+                             "round": k, "source": "lcm", "previous": names.name(int(label[m])), "label": names.name(lab),
+                             "confidence": f"{conf:.10f}", "annotator": "lcm", "time": ""})
+                label[m] = lab
+    return rows
+
+
+def export_round(ws: Workspace, r: int, out_dir: Path) -> dict[str, Any]:
+    """Write the label maps after round ``r`` and ``history.csv`` under ``out_dir``."""
+    out_dir = Path(out_dir)
+    target, state_dir = out_dir.resolve(), (ws.root / "rounds").resolve()
+    if target == ws.root.resolve() or target == state_dir or state_dir in target.parents:
+        raise A2LCError(f"refusing to export into the workspace's own state ({out_dir}); choose another folder")
+    with Dataset(ws.dataset_path) as ds:
+        state = mask_state(ws.root, ds, r)
+        applied = [k for k, s in state.rounds_applied if s == "query"]
+        if r > 0 and (not applied or applied[-1] != r):
+            raise A2LCError(f"round {r} has no answers yet; nothing to export beyond round {applied[-1] if applied else 0}")
+        conv = ds.classes.convention
+        for i in ui.progress(range(ds.n_images), f"export r{r}"):
+            write_label_png(label_path(out_dir, conv, ds.names[i]), paint_labels(ds, i, state), ds.classes)
+        rows = mask_history(ws, ds, r)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "history.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["mask_id", "image", "label0", "round", "source", "previous", "label",
+                                              "confidence", "annotator", "time"])
+            w.writeheader()
+            w.writerows(rows)
+        counts = np.bincount(state.source, minlength=3)
+        return {"round": r, "images": ds.n_images, "out": str(out_dir), "convention": conv,
+                "masks": {PROVENANCE[k]: int(counts[k]) for k in range(3)}, "changes": len(rows)}

@@ -1,0 +1,151 @@
+"""Reports: per-round metrics of one or more workspaces as tables, JSON, Markdown and PNG plots.
+
+The plots mirror the paper: mIoU per round per method (Table 1 / Fig. 1) and the
+class distribution of the queried masks per method, classes sorted by
+pseudo-label frequency (Fig. 5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import A2LCError
+from .state import Dataset, read_query
+from .status import saved_metric
+from .workspace import Workspace, write_text_atomic
+
+
+def collect_run(ws: Workspace) -> dict[str, Any]:
+    """Per-round metrics saved in a workspace, cumulative budget, and queried masks per class."""
+    if not ws.dataset_path.exists():
+        raise A2LCError(f"{ws.root} has no dataset.h5; nothing to report")
+    with Dataset(ws.dataset_path) as ds:
+        names = list(ds.classes.names)
+        freq = np.bincount(ds.mask_label0[ds.mask_label0 != 255].astype(np.int64),
+                           weights=ds.mask_area[ds.mask_label0 != 255], minlength=len(names))[: len(names)]
+    rounds, used = [], 0
+    queried = np.zeros(len(names), np.int64)
+    r = 0
+    while r == 0 or ws.artifact(r, "query.h5").exists():
+        row: dict[str, Any] = {"round": r}
+        if r > 0:
+            q = read_query(ws.artifact(r, "query.h5"))
+            used += int(len(q.selected))
+            _, labels = q.answers.effective()
+            queried += np.bincount(labels[labels != 255].astype(np.int64), minlength=len(names))[: len(names)]
+        row["budget_used"] = used
+        for metric, key in (("data-miou", "data_miou"), ("model-miou", "model_miou")):
+            m = saved_metric(ws, r, metric)
+            row[key] = None if m is None else m.get("miou")
+        acc = saved_metric(ws, r, "lcm-accuracy")
+        if acc is not None:
+            row.update({"lcm_corrected": acc.get("corrected"), "lcm_accuracy_before": acc.get("accuracy_before"),
+                        "lcm_accuracy_after": acc.get("accuracy_after")})
+        rounds.append(row)
+        r += 1
+    return {"workspace": str(ws.root), "rounds": rounds, "classes": names,
+            "pseudo_frequency": freq.tolist(), "queried_by_class": queried.tolist()}
+
+
+def plot_miou(runs: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Data and Model mIoU per round, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, title in ((axes[0], "data_miou", "Data mIoU (train labels)"), (axes[1], "model_miou", "Model mIoU (val)")):
+        for name, run in runs.items():
+            pts = [(r["round"], r[key]) for r in run["rounds"] if r.get(key) is not None]
+            if pts:
+                x, y = zip(*pts)
+                ax.plot(x, y, marker="o", label=name.upper() if name in ("a2lc", "alc") else name)
+        ax.set_xlabel("round")
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_queried_classes(runs: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Answered (queried) masks per class per method; classes sorted by pseudo-label frequency (Fig. 5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(runs.values()))
+    order = np.argsort(-np.asarray(first["pseudo_frequency"]), kind="stable")
+    names = [first["classes"][k] for k in order]
+    width = 0.8 / max(1, len(runs))
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(names) + 2), 4))
+    for j, (name, run) in enumerate(runs.items()):
+        counts = np.asarray(run["queried_by_class"])[order]
+        ax.bar(np.arange(len(names)) + (j - (len(runs) - 1) / 2) * width, counts, width,
+               label=name.upper() if name in ("a2lc", "alc") else name)
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, rotation=60, ha="right")
+    ax.set_ylabel("queried masks")
+    ax.set_title("Class of queried masks (classes sorted by pseudo-label frequency)")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def markdown_table(runs: dict[str, dict[str, Any]]) -> str:
+    """Per-round Data/Model mIoU of each method, like the paper's Table 1."""
+    n = max(len(r["rounds"]) for r in runs.values())
+    head = "| method | metric | " + " | ".join("Init." if k == 0 else f"{k}R" for k in range(n)) + " |"
+    lines = [head, "|" + " --- |" * (n + 2)]
+    for key, label in (("data_miou", "Data mIoU"), ("model_miou", "Model mIoU"), ("budget_used", "masks queried")):
+        for name, run in runs.items():
+            vals = [r.get(key) for r in run["rounds"]] + [None] * (n - len(run["rounds"]))
+            cells = ["—" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in vals]
+            lines.append(f"| {name.upper() if name in ('a2lc', 'alc') else name} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], *, title: str = "a2lc report", notes: str = "") -> Path:
+    """``report.md`` with the table, LCM accuracy, and the two plots, under ``out_dir``."""
+    out_dir = Path(out_dir)
+    plot_miou(runs, out_dir / "miou.png")
+    plot_queried_classes(runs, out_dir / "queried_classes.png")
+    parts = [f"# {title}", "", notes, "", "## mIoU per round (%)", "", markdown_table(runs), "",
+             "![mIoU per round](miou.png)", "", "## Class of the queried masks", "",
+             "![queried classes](queried_classes.png)", ""]
+    lcm_rows = [(name, r) for name, run in runs.items() for r in run["rounds"] if r.get("lcm_corrected") is not None]
+    if lcm_rows:
+        parts += ["## Label correction module (paper Table 3)", "",
+                  "| method | round | masks corrected | accuracy before (%) | accuracy after (%) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, r in lcm_rows:
+            fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+            parts.append(f"| {name.upper() if name in ('a2lc', 'alc') else name} | {r['round']} | {r['lcm_corrected']} | "
+                         f"{fmt(r['lcm_accuracy_before'])} | {fmt(r['lcm_accuracy_after'])} |")
+        parts.append("")
+    path = out_dir / "report.md"
+    write_text_atomic(path, "\n".join(parts))
+    return path
+
+
+def find_runs(root: Path) -> dict[str, Workspace]:
+    """The workspaces under ``root``: itself if it holds a dataset, else its subfolders that do."""
+    root = Path(root)
+    if (root / "dataset.h5").exists():
+        return {root.name: Workspace(root)}
+    runs = {p.name: Workspace(p) for p in sorted(root.iterdir()) if (p / "dataset.h5").exists()} if root.is_dir() else {}
+    if not runs:
+        raise A2LCError(f"no workspace (dataset.h5) in {root} or its subfolders")
+    return runs

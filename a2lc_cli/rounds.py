@@ -1,0 +1,177 @@
+"""Whole rounds: run the missing or stale stages of a round in order, then evaluate.
+
+A stage is *done* when its artifact exists and records, as its inputs, the
+current uids of what it was computed from; *stale* when it exists but an input
+changed since; *missing* otherwise. ``run_round`` runs every stage that is not
+done (all of them with ``force``), in the order of ``stages.stages_of_round``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from . import ui
+from .config import Config, resolve_method
+from .errors import A2LCError
+from .stages import ACQUIRE, LCM_CORRECT, LCM_TRAIN, PSEUDOLABEL, QUERY, TRAIN, Stage, artifact_path, stages_of_round
+from .state import artifact_attrs, artifact_uid, open_artifact
+from .workspace import Workspace
+
+DONE, STALE, MISSING, WAITING = "done", "stale", "missing", "waiting"
+
+
+def _h5_inputs(path) -> dict[str, Any]:
+    with open_artifact(path, path.stem.split(".")[0]) as f:
+        return artifact_attrs(f).get("inputs", {})
+
+
+def recorded_inputs(ws: Workspace, r: int, stage: Stage) -> dict[str, Any] | None:
+    """What the stage's artifact says it was computed from (None if it records nothing)."""
+    p = artifact_path(ws, r, stage)
+    if stage in (ACQUIRE, QUERY, LCM_CORRECT):
+        return _h5_inputs(p)
+    if stage is LCM_TRAIN:
+        return torch.load(p, map_location="cpu", weights_only=False).get("inputs")
+    if stage is TRAIN:
+        log = ws.artifact(r, "train.json")
+        try:
+            return json.loads(log.read_text()).get("inputs")
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def expected_inputs(ws: Workspace, r: int, stage: Stage) -> dict[str, Any] | None:
+    """The inputs the stage would record if it ran now."""
+    from .acquire import acquire_inputs
+
+    uid = lambda name: artifact_uid(ws.artifact(r, name))  # noqa: E731
+    if stage is ACQUIRE:
+        return acquire_inputs(ws, r)
+    if stage is QUERY:
+        return {"acquire": uid("acquire.h5")}
+    if stage is LCM_TRAIN:
+        return {"query": uid("query.h5"), "acquire": uid("acquire.h5")}
+    if stage is LCM_CORRECT:
+        return {"query": uid("query.h5"), "acquire": uid("acquire.h5"), "lcm_model": uid("lcm.pt")}
+    if stage is TRAIN:
+        return None  # compared key by key in stage_state
+    return None
+
+
+def stage_state(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
+    """done / stale / missing (and ``waiting`` for a query whose people's answers are incomplete)."""
+    p = artifact_path(ws, r, stage)
+    if not p.exists():
+        return MISSING
+    if stage is PSEUDOLABEL:
+        return DONE
+    try:
+        rec = recorded_inputs(ws, r, stage)
+    except A2LCError:
+        return STALE
+    except (OSError, RuntimeError, EOFError, KeyError, ValueError):
+        return STALE
+    if stage is TRAIN:
+        if not rec:
+            return DONE  # a model without a log: trust it
+        want = {"dataset": artifact_uid(ws.dataset_path), "query": artifact_uid(ws.artifact(r, "query.h5")),
+                "lcm": artifact_uid(ws.artifact(r, "lcm.h5"))}
+        return DONE if all(rec.get(k) == v for k, v in want.items() if v is not None or k in rec) else STALE
+    want = expected_inputs(ws, r, stage)
+    if stage is QUERY:
+        if rec.get("acquire") != want["acquire"]:
+            return STALE
+        from .state import read_query
+
+        q = read_query(p)
+        return DONE if len(set(q.answers.mask.tolist())) >= len(q.selected) else WAITING
+    return DONE if rec == want else STALE
+
+
+def run_round(
+    ws: Workspace,
+    cfg: Config,
+    r: int,
+    *,
+    force: bool = False,
+    device: str | None = None,
+    evaluate: bool = True,
+    on_stage: Callable[[int, str, str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the stages of round ``r`` that are not done, in order; then evaluate the round.
+
+    Returns a summary with each stage's outcome (``ran`` / ``skipped``) and the metrics.
+    """
+    from .acquire import run_acquire
+    from .evaluate import run_metric
+    from .lcm import run_lcm_correct, run_lcm_train
+    from .pseudolabel import run_pseudolabel
+    from .query import run_query
+    from .training import train_round
+
+    if r > 0 and not ws.artifact(r - 1, "model.pt").exists():
+        raise A2LCError(f"round {r} needs round {r - 1} first: run `a2lc round --r {r - 1}`")
+    method = resolve_method(cfg.method)
+    outcome: dict[str, str] = {}
+    runners: dict[str, Callable[[], Any]] = {
+        PSEUDOLABEL.name: lambda: run_pseudolabel(ws.dataset_path, cfg),
+        ACQUIRE.name: lambda: run_acquire(ws, cfg, r, device=device),
+        QUERY.name: lambda: run_query(ws, cfg, r, force=force and stage_state(ws, cfg, r, QUERY) != WAITING),
+        LCM_TRAIN.name: lambda: run_lcm_train(ws, cfg, r),
+        LCM_CORRECT.name: lambda: run_lcm_correct(ws, cfg, r),
+        TRAIN.name: lambda: train_round(ws, cfg, r, device=device),
+    }
+    forced_downstream = False
+    for stage in stages_of_round(r, cfg):
+        state = stage_state(ws, cfg, r, stage)
+        if stage is PSEUDOLABEL and state == DONE:
+            outcome[stage.name] = "skipped"
+            continue
+        if state == DONE and not (force or forced_downstream):
+            outcome[stage.name] = "skipped"
+            continue
+        if stage is QUERY and (cfg.method.annotator or "gt") == "human" and state in (MISSING, WAITING):
+            if on_stage:
+                on_stage(r, stage.name, "running")
+            run_query(ws, cfg, r)
+            outcome[stage.name] = "waiting"
+            raise A2LCError(
+                f"round {r} waits for people's answers: `a2lc query --r {r} --export DIR`, fill in the answers, "
+                f"`a2lc query --r {r} --answers FILE`, then rerun `a2lc round --r {r}`", exit_code=4,
+            )
+        if on_stage:
+            on_stage(r, stage.name, "running")
+        runners[stage.name]()
+        outcome[stage.name] = "ran"
+        forced_downstream = True  # everything after a rerun stage must be recomputed
+    metrics: dict[str, Any] = {}
+    if evaluate:
+        metrics = evaluate_round(ws, cfg, r, lcm=bool(method["lcm"]) and r > 0)
+    return {"round": r, "stages": outcome, "metrics": metrics}
+
+
+def evaluate_round(ws: Workspace, cfg: Config, r: int, *, lcm: bool) -> dict[str, Any]:
+    """Data mIoU, Model mIoU and (with LCM) LCM accuracy of round ``r``, where ground truth allows."""
+    from .evaluate import run_metric
+    from .state import Dataset
+
+    out: dict[str, Any] = {}
+    with Dataset(ws.dataset_path) as ds:
+        has_gt = ds.has_gt
+    if has_gt:
+        out["data_miou"] = run_metric(ws, "data-miou", r)["miou"]
+    try:
+        out["model_miou"] = run_metric(ws, "model-miou", r)["miou"]
+    except A2LCError as e:  # e.g. a validation split without ground truth
+        ui.info(f"model mIoU skipped: {e}")
+    if lcm and has_gt and ws.artifact(r, "lcm.h5").exists():
+        acc = run_metric(ws, "lcm-accuracy", r)
+        out["lcm_corrected"] = acc["corrected"]
+        out["lcm_accuracy_before"] = acc["accuracy_before"]
+        out["lcm_accuracy_after"] = acc["accuracy_after"]
+    return out
