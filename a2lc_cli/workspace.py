@@ -149,6 +149,10 @@ class Workspace:
         left by a process that no longer exists (on this host) is cleared.
         """
         self.root.mkdir(parents=True, exist_ok=True)
+        held = self._read_holder()
+        if held and held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
+            yield  # re-entrant: this process already holds the lock (e.g. `round` running `train`)
+            return
         command = command or " ".join(["a2lc", *sys.argv[1:]])
         holder = {
             "pid": os.getpid(),
