@@ -46,17 +46,26 @@ class GroundedSamConfig(_Strict):
     """Grounded SAM labeler options (user-supplied checkpoints; nothing is downloaded)."""
 
     sam_checkpoint: str | None = None
-    sam_type: Literal["vit_h", "vit_l", "vit_b"] = "vit_h"
+    # vit_h | vit_l | vit_b (the official checkpoints) or a JSON file of SAM architecture fields
+    sam_type: str = "vit_h"
     gdino_checkpoint: str | None = None
+    # SwinT | SwinB (groundingdino-py's bundled configs) or the path of a config .py file
     gdino_config: str = "SwinT"
+    # local BERT folder (config.json + vocab.txt); None: the local Hugging Face cache of bert-base-uncased
     text_encoder: str | None = None
     box_threshold: float = Field(default=0.2, ge=0, le=1)
-    text_threshold: float = Field(default=0.2, ge=0, le=1)
+    # class name -> phrases (synonyms); classes not listed are prompted with their name, [] = not prompted
     prompts: dict[str, list[str]] = Field(default_factory=dict)
+    # class name -> box threshold overriding box_threshold
     thresholds: dict[str, float] = Field(default_factory=dict)
+    # GroundingDINO input size; None: 512/1024 for Cityscapes, 800/1333 otherwise
     short_side: int | None = Field(default=None, gt=0)
     max_side: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=1, gt=0)
+    nms_iou: float | None = Field(default=None, gt=0, le=1)
+    max_boxes: int | None = Field(default=300, gt=0)
+    batch_size: int = Field(default=4, gt=0)
+    device: str = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 class PseudolabelConfig(_Strict):
