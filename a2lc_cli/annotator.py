@@ -127,30 +127,14 @@ def parse_answers_file(
         if not isinstance(row, dict):
             errors.append(f"{where}: not an object")
             continue
-        answer = row.get("answer")
-        if answer is None or str(answer).strip() == "":
-            continue
         try:
-            m = int(str(row.get("mask_id", "")).strip())
-        except ValueError:
-            errors.append(f"{where}: mask_id {row.get('mask_id')!r} is not an integer")
-            continue
-        if m not in sel:
-            errors.append(f"{where}: mask {m} was not queried in this round")
-            continue
-        try:
-            lab = _parse_label(str(answer), classes)
+            got = validate_answer(row, classes=classes, selected=sel, default_annotator=default_annotator)
         except A2LCError as e:
             errors.append(f"{where}: {e}")
             continue
-        sec = row.get("seconds")
-        try:
-            sec_f = float(sec) if sec not in (None, "") else float("nan")
-            if sec_f < 0:
-                raise ValueError
-        except (TypeError, ValueError):
-            errors.append(f"{where}: seconds {sec!r} is not a non-negative number")
+        if got is None:
             continue
+        m, lab, sec_f, ann = got
         if m in seen:
             if seen[m][0] != lab:
                 errors.append(f"{where}: mask {m} answered twice differently (also {seen[m][1]})")
@@ -158,8 +142,7 @@ def parse_answers_file(
         seen[m] = (lab, len(out_mask))
         out_mask.append(m)
         out_label.append(lab)
-        ann = str(row.get("annotator") or "").strip() or default_annotator
-        out_ann.append(ann[:200])
+        out_ann.append(ann)
         out_sec.append(sec_f)
     if errors:
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
@@ -168,6 +151,48 @@ def parse_answers_file(
                     annotator=default_annotator, seconds=np.array(out_sec, np.float32))
     a.annotator = np.array(out_ann, dtype=object)
     return a
+
+
+def validate_answer(
+    row: dict[str, Any], *, classes: ClassInfo, selected: set[int], default_annotator: str = "human"
+) -> tuple[int, int, float, str] | None:
+    """Check one answer (a row of an answers file, or one answer given on the ``--serve`` page).
+
+    ``row`` has ``mask_id`` and ``answer`` (a class name, a class index or ``void``),
+    optionally ``seconds`` and ``annotator``. Returns (mask id, label, seconds (NaN
+    unknown), annotator), None when the answer is empty (not answered yet), or raises
+    A2LCError naming the problem: a mask id that is not an integer or not in this
+    round's ``selected`` masks, an unknown class, a negative or non-numeric time.
+    """
+    answer = row.get("answer")
+    if answer is None or str(answer).strip() == "":
+        return None
+    try:
+        m = int(str(row.get("mask_id", "")).strip())
+    except ValueError:
+        raise A2LCError(f"mask_id {row.get('mask_id')!r} is not an integer") from None
+    if m not in selected:
+        raise A2LCError(f"mask {m} was not queried in this round")
+    lab = _parse_label(str(answer), classes)
+    sec = row.get("seconds")
+    try:
+        sec_f = float(sec) if sec not in (None, "") else float("nan")
+        if sec_f < 0 or sec_f == float("inf"):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise A2LCError(f"seconds {sec!r} is not a non-negative number") from None
+    ann = str(row.get("annotator") or "").strip() or default_annotator
+    return m, lab, sec_f, ann[:200]
+
+
+NOTE_SEP = "|"  # an answer's annotator column is NAME or NAME|NOTE (e.g. "ana|mixed")
+MIXED = "mixed"  # note of a void answer meaning "this mask spans several classes"
+
+
+def split_annotator(text: str) -> tuple[str, str]:
+    """(name, note) of an answer-log annotator entry ``NAME`` or ``NAME|NOTE``."""
+    name, _, note = str(text).partition(NOTE_SEP)
+    return name, note
 
 
 def _parse_label(text: str, classes: ClassInfo) -> int:
@@ -247,7 +272,7 @@ def export_bundle(
         i = int(images[grp[0]])
         img = read_image(i)
         seg = ds.segment(i)
-        for j in grp:
+        for j in grp.tolist():
             m = int(selected[j])
             crop, full = _render_mask(img, seg == m, bbox[j], cv2)
             stem = f"{j + 1:05d}_m{m}"
@@ -328,3 +353,42 @@ def _index_html(r: int, entries: list[dict[str, Any]]) -> str:
         "<h1>a2lc — round %d, %d masks</h1><table><tr><th>rank</th><th>mask</th><th>crop</th><th>image</th>"
         "<th>file</th><th>current label</th><th>model's candidates</th></tr>%s</table>" % (r, r, len(entries), rows)
     )
+
+
+# --------------------------------------------------------------------------- time per answer
+def summarize_answer_times(answers: Answers) -> dict[str, Any]:
+    """Seconds per answer of people, overall and per annotator name.
+
+    Every row of the log counts (a changed answer took time too); rows of the
+    simulated annotator and rows without a time (NaN) are left out. Returns
+    ``{"answers", "median_s", "mean_s", "total_s", "per_annotator": {name: {...}}}``.
+    """
+    names = np.array([split_annotator(a)[0] for a in answers.annotator.tolist()], dtype=object)
+    sec = answers.seconds.astype(np.float64)
+    keep = np.isfinite(sec) & (answers.annotator != SIMULATED) if len(sec) else np.zeros(0, bool)
+
+    def stats(s: np.ndarray) -> dict[str, Any]:
+        if not len(s):
+            return {"answers": 0, "median_s": None, "mean_s": None, "total_s": 0.0}
+        return {"answers": int(len(s)), "median_s": round(float(np.median(s)), 3),
+                "mean_s": round(float(np.mean(s)), 3), "total_s": round(float(np.sum(s)), 3)}
+
+    out = stats(sec[keep])
+    out["per_annotator"] = {str(n): stats(sec[keep & (names == n)]) for n in sorted(set(names[keep].tolist()))}
+    return out
+
+
+def evaluate_answer_time(ws: Any, r: int | None, **_: Any) -> dict[str, Any]:
+    """``a2lc evaluate --metric answer-time``: seconds per answer in round r's answer log
+    (default: the latest round with a ``query.h5``), per annotator and overall."""
+    from .state import read_query
+
+    if r is None:
+        r = max((k for k in ws.rounds_present() if ws.artifact(k, "query.h5").exists()), default=None)
+        if r is None:
+            raise A2LCError("no round has a query yet; run `a2lc query --r R` first")
+    path = ws.artifact(r, "query.h5")
+    if not path.exists():
+        raise A2LCError(f"round {r} has no query yet ({path} does not exist)")
+    res = summarize_answer_times(read_query(path).answers)
+    return {"metric": "answer-time", "round": r, **res}
