@@ -98,17 +98,17 @@ def invoke(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, prog_name="a2lc", standalone_mode=False)
     except A2LCError as e:
-        ui.err.print(Text("error: ", style="bold red") + Text(str(e)))
+        ui.err.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
         return e.exit_code
     except _Exit as e:
         return e.exit_code
     except UsageError as e:
         msg = e.format_message().replace("\n", " ")
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-        ui.err.print(Text("error: ", style="bold red") + Text(msg + hint))
+        ui.err.print(Text("error: ", style="bold red") + Text(msg + hint), soft_wrap=True)
         return 2
     except ClickException as e:
-        ui.err.print(Text("error: ", style="bold red") + Text(e.format_message().replace("\n", " ")))
+        ui.err.print(Text("error: ", style="bold red") + Text(e.format_message().replace("\n", " ")), soft_wrap=True)
         return e.exit_code
     except (*_Abort, KeyboardInterrupt):
         ui.err.print("interrupted")

@@ -184,7 +184,9 @@ def parse_config(raw: object, *, where: str = "config") -> Config:
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
         n = e.error_count()
         more = f" (and {n - 1} more problem{'s' if n > 2 else ''})" if n > 1 else ""
-        raise A2LCError(f"{where}: {key}: {first['msg']}{more}") from None
+        value = first.get("input")
+        got = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) or value is None else ""
+        raise A2LCError(f"{where}: {key}: {first['msg']}{got}{more}") from None
 
 
 def dump_config(cfg: Config) -> str:

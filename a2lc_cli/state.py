@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,11 +93,13 @@ def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise A2LCError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {_short(e)}") from None
+        raise A2LCError(f"{path}: {_open_failure(e)}") from None
     try:
         found = f.attrs.get("kind")
         if isinstance(found, bytes):
             found = found.decode()
+        if found is None:
+            raise A2LCError(f"{path}: an HDF5 file but not an a2lc {kind} file (no 'kind' attribute; written by another tool?)")
         if found != kind:
             raise A2LCError(f"{path}: not an a2lc {kind} file (kind={found!r})")
         version = f.attrs.get("schema_version")
@@ -109,6 +112,17 @@ def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
         f.close()
         raise A2LCError(f"{path}: damaged HDF5 file: {_short(e)}") from None
     return f
+
+
+def _open_failure(e: OSError) -> str:
+    """Why h5py could not open a file, in words (truncated, not HDF5, or its own message)."""
+    msg = _short(e)
+    m = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", msg)
+    if m:
+        return f"truncated HDF5 file ({m.group(1)} of {m.group(2)} bytes; interrupted copy or full disk?)"
+    if "file signature not found" in msg:
+        return "not an HDF5 file (damaged, or another format)"
+    return f"not a readable HDF5 file (truncated or corrupt?): {msg}"
 
 
 def artifact_uid(path: Path) -> str | None:

@@ -10,6 +10,7 @@ import typer
 from .. import ui
 from ..config import set_option
 from ..errors import A2LCError
+from ..labelers import LABELERS
 from ..pseudolabel import run_pseudolabel
 from ._common import JSON, workspace
 
@@ -28,14 +29,16 @@ def pseudolabel(
     json_out: bool = JSON,
 ) -> None:
     """Label the train images with a foundation model (or import labels): round 0."""
+    if labeler is not None and labeler not in LABELERS:
+        raise A2LCError(f"unknown labeler {labeler!r} (choose from {', '.join(LABELERS)})")
     ws = workspace(ctx)
     cfg = ws.ensure_config()
     if labeler is not None:
         cfg = set_option(cfg, "pseudolabel.labeler", labeler)
     if import_dir is not None:
-        cfg = set_option(cfg, "pseudolabel.import_dir", str(import_dir))
+        cfg = set_option(cfg, "pseudolabel.import_dir", str(import_dir.expanduser().absolute()))
     if mask_dir is not None:
-        cfg = set_option(cfg, "pseudolabel.mask_dir", str(mask_dir))
+        cfg = set_option(cfg, "pseudolabel.mask_dir", str(mask_dir.expanduser().absolute()))
     if ws.dataset_path.exists() and ws.rounds_present() and not force:
         raise A2LCError(
             f"{ws.dataset_path} exists and rounds {ws.rounds_present()} were computed from it; "

@@ -45,6 +45,7 @@ def init(
 ) -> None:
     """Create a workspace config (every other command uses the defaults when there is none)."""
     ws = workspace(ctx)
+    _check_choices(source=source, preset=preset, method=method, labeler=labeler)
     if ws.config_path.exists() and not force:
         raise A2LCError(f"{ws.config_path} exists; use --force to replace it or `a2lc config set` to change it")
     if ws.dataset_path.exists() and force:
@@ -55,13 +56,13 @@ def init(
         "seed": seed,
         "source": {
             "kind": source,
-            "root": str(root) if root else None,
+            "root": _abs(root),
             "preset": preset,
             "n_train": n_train,
             "n_val": n_val,
             "height": height,
             "width": width,
-            "classes_file": str(classes_file) if classes_file else None,
+            "classes_file": _abs(classes_file),
         },
         "pseudolabel": {"labeler": labeler},
         "method": {"preset": method, "budget": budget, "rounds": rounds},
@@ -87,12 +88,39 @@ def init(
                      + f", method {cfg.method.preset}); next: a2lc pseudolabel")
 
 
+def _abs(path: Optional[Path]) -> Optional[str]:
+    """Paths are stored absolute so the workspace config works from any directory."""
+    return str(path.expanduser().absolute()) if path is not None else None
+
+
+def _check_choices(**values: Optional[str]) -> None:
+    """Registry-backed options: an unknown value is a one-line error naming it and the choices."""
+    from typing import get_args
+
+    from ..config import PRESETS, Preset
+    from ..data import SOURCES
+    from ..labelers import LABELERS
+
+    choices = {"source": SOURCES, "preset": get_args(Preset), "method": PRESETS, "labeler": LABELERS}
+    for option, value in values.items():
+        if value is not None and value not in choices[option]:
+            raise A2LCError(f"unknown {option} {value!r} (choose from {', '.join(choices[option])})")
+
+
+def _damage(st: dict) -> Optional[str]:
+    """The first damaged artifact reported by ``workspace_status`` (None when all are readable)."""
+    if isinstance(st.get("dataset"), dict) and "error" in st["dataset"]:
+        return st["dataset"]["error"]
+    return next((r["error"] for r in st.get("rounds", []) if r.get("error")), None)
+
+
 def status(ctx: typer.Context, json_out: bool = JSON) -> None:
-    """What exists for each round and what to run next."""
+    """What exists for each round and what to run next (exit status 2 when an artifact is damaged)."""
     ws = workspace(ctx)
     st = workspace_status(ws)
     if json_out:
         ui.print_json(st)
+        _raise_if_damaged(st)
         return
     cfg = st["config"]
     m = resolve_method(Config.model_validate(cfg).method)
@@ -116,6 +144,13 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
         ui.out.print(ui.table("rounds", ["round", "acquire", "query", "lcm-train", "lcm-correct", "train",
                                          "answers", "data mIoU", "model mIoU"], rows))
     ui.out.print(f"next: {st['next'] or 'nothing — all configured rounds are done'}")
+    _raise_if_damaged(st)
+
+
+def _raise_if_damaged(st: dict) -> None:
+    damage = _damage(st)
+    if damage is not None:
+        raise A2LCError(damage)
 
 
 def _cell(v: str | None) -> str:
