@@ -16,7 +16,7 @@ from a2lc_cli.errors import A2LCError
 from a2lc_cli.labelers import make_labeler
 from a2lc_cli.labelers.imported import label_components
 from a2lc_cli.state import Dataset
-from fixtures import save_png, write_cityscapes, write_folder, write_mask_ids, write_pseudolabels, write_voc
+from fixtures import write_cityscapes, write_folder, write_mask_ids, write_pseudolabels, write_voc
 
 SKY, ROAD, SIDEWALK, BUILDING, CAR = 10, 0, 1, 2, 13
 A, B = "aachen/aachen_000000_000019", "bochum/bochum_000000_000313"

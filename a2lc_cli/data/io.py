@@ -64,21 +64,18 @@ def image_size(path: Path, *, what: str = "image") -> tuple[int, int]:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an image as (H,W,3) uint8 RGB (grey, palette, RGBA and 16-bit inputs are converted)."""
+    """Read an image as (H,W,3) uint8 RGB (grey, palette, RGBA, CMYK and 16-bit inputs are converted)."""
     im = _open(path, "image")
     try:
-        if im.mode.startswith("I"):  # 16-bit grey: keep the high byte
-            grey = (np.clip(_decode(path, "image", im), 0, 65535) // 257).astype(np.uint8)
-            return np.repeat(grey[:, :, None], 3, axis=2)
-        if im.mode != "RGB":
-            try:
-                im.load()
-                im = im.convert("RGB")
-            except _DECODE_ERRORS as e:
-                raise A2LCError(f"{path}: cannot read image (truncated or corrupt?): {_short(e)}") from None
-        arr = _decode(path, "image", im)
-    finally:
-        im.close()
+        with im:
+            im.load()
+            if im.mode.startswith("I"):  # 16-bit grey: keep the high byte
+                grey = (np.clip(np.asarray(im), 0, 65535) // 257).astype(np.uint8)
+                arr = np.repeat(grey[:, :, None], 3, axis=2)
+            else:
+                arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    except _DECODE_ERRORS as e:
+        raise A2LCError(f"{path}: cannot read image (truncated or corrupt?): {_short(e)}") from None
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise A2LCError(f"{path}: cannot read image as RGB (got an array of shape {arr.shape})")
     return np.ascontiguousarray(arr, dtype=np.uint8)
