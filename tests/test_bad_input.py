@@ -256,3 +256,15 @@ def test_unknown_option_values(city, cli, args, value):
     assert "choose from" in line or "should be" in line or "must be" in line
     assert_unchanged(ws, before)
     assert snapshot(ws) == before
+
+
+@pytest.mark.parametrize("command", [("evaluate",), ("status",)])
+def test_damaged_round_file(city, cli, command):
+    _, _, ws = city
+    q = ws / "rounds" / "r001" / "query.h5"
+    q.parent.mkdir(parents=True)
+    _garbage(q)
+    before = snapshot(ws)
+    code, _, err = cli("-w", ws, *command)
+    assert_one_line_error(code, err, q)
+    assert_unchanged(ws, before)
