@@ -186,3 +186,17 @@ def test_write_label_png_round_trips_through_the_loader(tmp_path, kind):
         else:
             assert im.mode == "L"
             assert np.array_equal(np.asarray(im), corrected)  # plain grey values (trainIds)
+
+
+def test_init_stores_paths_usable_from_any_directory(tmp_path, cli, monkeypatch):
+    from a2lc_cli.config import load_config
+
+    write_folder(tmp_path / "data", {"train": {"a": block_labels(8, 8, [0, 1])}}, ["unused"])
+    (tmp_path / "data" / "names.txt").write_text("bg\nfg\n")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli("-w", "ws", "init", "--source", "folder", "--root", "data", "--classes-file", "names.txt")
+    assert code == 0, err
+    cfg = load_config(tmp_path / "ws" / "config.json")
+    assert cfg.source.root == str(tmp_path / "data")  # absolute
+    monkeypatch.chdir(tmp_path / "ws")
+    assert open_source(cfg).classes.names == ("bg", "fg")  # names.txt found relative to the root

@@ -62,7 +62,9 @@ def init(
             "n_val": n_val,
             "height": height,
             "width": width,
-            "classes_file": _abs(classes_file),
+            # relative to the cwd when it exists there, else kept relative to the dataset root
+            "classes_file": _abs(classes_file) if classes_file and classes_file.expanduser().exists() else (
+                str(classes_file) if classes_file else None),
         },
         "pseudolabel": {"labeler": labeler},
         "method": {"preset": method, "budget": budget, "rounds": rounds},
