@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -52,6 +53,11 @@ def query(
     answers: Optional[Path] = typer.Option(None, "--answers", help="Import a filled-in answers file (CSV or JSON)."),
     replace: bool = typer.Option(False, "--replace", help="Record answers that contradict stored ones (old ones stay in the log)."),
     force: bool = typer.Option(False, "--force", help="Re-select with a new --budget (only without people's answers)."),
+    serve: bool = typer.Option(False, "--serve", help="Answer on a local web page (selects first if needed); Ctrl-C stops."),
+    host: str = typer.Option("127.0.0.1", "--host", help="--serve: address to listen on (non-loopback needs --allow-remote)."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="--serve: port (0 = any free port)."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="--serve: allow a non-loopback --host; prints a token every request needs."),
+    lease: float = typer.Option(120.0, "--lease", help="--serve: seconds a page holds its mask without activity before others get it."),
     json_out: bool = JSON,
 ) -> None:
     """Select the top-B masks of round r and obtain the annotator's answers."""
@@ -62,9 +68,18 @@ def query(
     cfg = ws.ensure_config()
     if answers is not None and annotator == "gt":
         raise A2LCError("--answers imports people's answers; it does not go with --annotator gt")
+    if serve and (annotator == "gt" or answers is not None or export is not None):
+        raise A2LCError("--serve is the human annotator's page; it does not go with --annotator gt, --answers or --export")
+    if serve:
+        from ..serve import check_bind
+
+        check_bind(host, allow_remote=allow_remote, lease_s=lease)
     with ws.lock():
-        res = run_query(ws, cfg, r, budget=parse_budget(budget), annotator="human" if answers else annotator,
+        res = run_query(ws, cfg, r, budget=parse_budget(budget), annotator="human" if answers or serve else annotator,
                         unit=unit, export_dir=export, answers_file=answers, replace=replace, force=force)
+        if serve:
+            _serve(ws, cfg, r, res, host=host, port=port, allow_remote=allow_remote, lease=lease, json_out=json_out)
+            return
     if json_out:
         ui.print_json(res)
         return
@@ -74,3 +89,27 @@ def query(
     ui.out.print(line + f"; {res['changed']} labels changed; {res['remaining_unqueried']} masks left unqueried")
     if "bundle" in res:
         ui.out.print(f"bundle written to {res['bundle']}: fill in answers.csv, then `a2lc query --r {r} --answers {res['bundle']}/answers.csv`")
+
+
+def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bool, lease: float, json_out: bool) -> None:
+    """Run the annotation page until Ctrl-C (the caller holds the workspace lock)."""
+    from ..serve import serve_query
+
+    def started(server) -> None:
+        if json_out:  # one line, printed while the server keeps running: scripts read it with readline
+            typer.echo(json.dumps({"round": r, "url": server.url, "token": server.token,
+                                   "selected": res["selected"], "answered": res["answered"]}))
+            return
+        ui.out.print(f"query r{r}: {res['selected']} masks selected, {res['answered']} answered; "
+                     f"annotate at {server.url}  (Ctrl-C to stop)")
+        if server.token:
+            ui.out.print(f"token: {server.token} (every request must carry it; share the URL only with annotators)")
+
+    def answered(a: dict) -> None:
+        sec = "" if a["seconds"] is None else f", {a['seconds']:.1f} s"
+        what = "void (several classes)" if a["note"] else a["label"]
+        ui.info(f"{a['annotator']}: mask {a['mask_id']} → {what} ({a['status']}{sec})")
+
+    done = serve_query(ws, cfg, r, host=host, port=port, allow_remote=allow_remote, lease_s=lease,
+                       on_start=started, on_answer=answered)
+    ui.info(f"stopped: {done['saved_now']} answers saved in this session; {done['answered']} of {done['budget']} answered")

@@ -1,0 +1,105 @@
+"""``a2lc query --r R --serve``: a local web page on which people answer a round's queried masks.
+
+- ``session.py``: leases, validation and the append-only recording of answers (no HTTP);
+- ``render.py``: the PNG views of a mask (highlighted image, zoomed crop);
+- ``server.py``: the standard-library threading HTTP server and its routes;
+- ``static/``: the page (plain HTML, CSS and JavaScript; nothing to build).
+
+See docs/annotating.md for how people use it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ..config import Config
+from ..errors import A2LCError
+from ..state import Dataset
+from ..workspace import Workspace
+from .render import ViewCache
+from .server import AnnotationServer, is_loopback, new_token
+from .session import DEFAULT_LEASE_S, AnnotationSession, RequestError
+
+__all__ = ["AnnotationServer", "AnnotationSession", "RequestError", "ViewCache", "check_bind", "make_server", "serve_query"]
+
+
+def check_bind(host: str, *, allow_remote: bool, lease_s: float = DEFAULT_LEASE_S) -> None:
+    """Refuse a non-loopback ``host`` without ``allow_remote``, and a non-positive lease."""
+    if not is_loopback(host) and not allow_remote:
+        raise A2LCError(f"--host {host} would let other machines reach the page; "
+                        "pass --allow-remote as well (every request must then carry the printed token)")
+    if not lease_s > 0:
+        raise A2LCError(f"--lease must be a positive number of seconds (got {lease_s})")
+
+
+def _train_images(cfg: Config) -> Callable[[int], Any]:
+    """read_image(i) for the train split of the workspace's source, opened on first use."""
+    opened: list[Any] = []
+
+    def read(i: int) -> Any:
+        if not opened:
+            from .. import data
+
+            opened.append(data.open_source(cfg))
+        return opened[0].image("train", i)
+
+    return read
+
+
+def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", port: int = 0,
+                allow_remote: bool = False, token: str | None = None, lease_s: float = DEFAULT_LEASE_S,
+                read_image: Callable[[int], Any] | None = None,
+                on_answer: Callable[[dict], None] | None = None) -> tuple[AnnotationServer, Dataset]:
+    """Open round ``r``'s query for answering and bind the server (not yet serving).
+
+    A non-loopback ``host`` needs ``allow_remote`` and always gets a token (a
+    random one unless ``token`` is given). Returns the server and the dataset it
+    reads images' segment maps from (close it after the server stops).
+    """
+    check_bind(host, allow_remote=allow_remote, lease_s=lease_s)
+    if not is_loopback(host):
+        token = token or new_token()
+    session = AnnotationSession(ws, r, lease_s=lease_s, on_answer=on_answer)
+    if read_image is None:
+        read_image = _train_images(cfg)
+    ds = Dataset(ws.dataset_path)
+    try:
+        server = AnnotationServer(session, ViewCache(ds, read_image), host=host, port=port, token=token)
+    except BaseException:
+        ds.close()
+        raise
+    return server, ds
+
+
+def serve_until_stopped(server: AnnotationServer) -> None:
+    """Serve until Ctrl-C or SIGTERM (answers are already on disk; nothing to flush)."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def stop(*_: Any) -> None:
+            raise KeyboardInterrupt
+        previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def serve_query(ws: Workspace, cfg: Config, r: int, *, on_start: Callable[[AnnotationServer], None],
+                **options: Any) -> dict[str, Any]:
+    """Serve round ``r`` until stopped; ``on_start(server)`` prints the URL. Returns a summary."""
+    server, ds = make_server(ws, cfg, r, **options)
+    try:
+        on_start(server)
+        serve_until_stopped(server)
+    finally:
+        ds.close()
+    prog = server.session.progress()
+    return {"round": r, "url": server.url, "saved_now": server.session.saved_this_session,
+            "answered": prog["answered"], "budget": prog["budget"]}
