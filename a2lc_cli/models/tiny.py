@@ -1,0 +1,57 @@
+"""The small default model for the built-in data: a dilated CNN of a few ten thousand parameters.
+
+Structure: a full-resolution stem, a strided convolution to half resolution, a
+stack of dilated residual 3×3 convolutions (the receptive field grows with the
+dilations without further downsampling), bilinear upsampling back to full
+resolution, concatenation with the stem's features (sharp borders) and a 1×1
+classifier. It trains on 2 CPU cores in seconds per hundred iterations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv_bn(cin: int, cout: int, *, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class _Residual(nn.Module):
+    def __init__(self, ch: int, dilation: int):
+        super().__init__()
+        self.conv = nn.Conv2d(ch, ch, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn = nn.BatchNorm2d(ch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.bn(self.conv(x)), inplace=True)
+
+
+class TinySeg(nn.Module):
+    """Dilated CNN: (B,3,H,W) → logits (B,C,H,W); embedding (B,E,H,W) with E = width + stem."""
+
+    def __init__(self, num_classes: int, *, stem: int, width: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.backbone = nn.Sequential(
+            _conv_bn(3, stem),
+        )
+        self.down = _conv_bn(stem, width, stride=2)
+        self.body = nn.Sequential(*[_Residual(width, d) for d in dilations])
+        self.embed_dim = width + stem
+        self.classifier = nn.Conv2d(self.embed_dim, num_classes, 1)
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B,3,H,W) normalised. Returns (logits (B,C,H,W), embedding (B,E,H,W))."""
+        low = self.backbone(x)
+        h = self.body(self.down(low))
+        h = F.interpolate(h, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        emb = torch.cat([h, low], 1)
+        return self.classifier(emb), emb
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)[0]
