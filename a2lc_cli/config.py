@@ -85,15 +85,17 @@ class TrainConfig(_Strict):
     crop: int | None = Field(default=None, gt=0)
     lr: float | None = Field(default=None, gt=0)
     optimizer: Literal["sgd", "adam"] | None = None
-    momentum: float = Field(default=0.9, ge=0, lt=1)
+    momentum: float | None = Field(default=None, ge=0, lt=1)
     weight_decay: float | None = Field(default=None, ge=0)
-    backbone_lr_mult: float = Field(default=0.1, ge=0)
-    poly_power: float = Field(default=0.9, ge=0)
+    backbone_lr_mult: float | None = Field(default=None, ge=0)
+    poly_power: float | None = Field(default=None, ge=0)
     scale_min: float | None = Field(default=None, gt=0)
     scale_max: float | None = Field(default=None, gt=0)
     flip: bool = True
+    jitter: float | None = Field(default=None, ge=0, le=1)
     bf16: bool = True
     workers: int = Field(default=0, ge=0)
+    threads: int | None = Field(default=None, gt=0)
     checkpoint_every: int | None = Field(default=None, gt=0)
 
 

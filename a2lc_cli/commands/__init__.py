@@ -3,6 +3,7 @@
 COMMAND_MODULES = [
     "setup",  # init, status, config
     "pseudolabel",
+    "train",
     "acquire",  # acquire, query
     "lcm",  # lcm-train, lcm-correct
     "evaluate",
