@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 import torch
 
-from . import ui
+from . import faults, ui
 from .acquisition import ACQUISITIONS, MaskStats, compute_scores, reduce_batch
 from .config import Config, resolve_method
 from .data import open_source
@@ -61,8 +61,13 @@ def run_acquire(
     batch_size: int = 4,
     workers: int = 0,
     checkpoint_seconds: float = 120.0,
+    checkpoint_images: int | None = None,
 ) -> dict[str, Any]:
-    """Score every mask of the train set with θ_{r-1}; write ``rounds/rNNN/acquire.h5``."""
+    """Score every mask of the train set with θ_{r-1}; write ``rounds/rNNN/acquire.h5``.
+
+    The pass saves ``.acquire.h5.partial`` every ``checkpoint_seconds`` (and every
+    ``checkpoint_images`` images when given); a rerun with the same inputs resumes there.
+    """
     if r < 1:
         raise A2LCError("acquire runs in rounds ≥ 1 (round 0 is `a2lc pseudolabel` + `a2lc train --r 0`)")
     fn = fn or str(resolve_method(cfg.method)["acquisition"])
@@ -97,7 +102,7 @@ def run_acquire(
         if start:
             ui.info(f"resuming acquisition at image {start} of {ds.n_images}")
         counted_all = torch.as_tensor(~state.queried, device=dev)
-        last_ckpt = time.monotonic()
+        last_ckpt, last_ckpt_image = time.monotonic(), start
         use_bf16 = dev.type == "cuda"
         with ui.ProgressBar(f"acquire r{r} ({fn})", total=ds.n_images - start) as bar:
             for batch in iter_train_batches(ds.path, source, state, batch_size=batch_size, start=start, workers=workers):
@@ -126,9 +131,12 @@ def run_acquire(
                 img_of_mask = ds.mask_image[m0:m1] - i0
                 stats.put(m0, bs, img_of_mask.astype(np.int64) * (h * w))
                 bar.advance(len(batch.indices))
-                if time.monotonic() - last_ckpt > checkpoint_seconds and i1 < ds.n_images:
+                due = time.monotonic() - last_ckpt > checkpoint_seconds or (
+                    checkpoint_images is not None and i1 - last_ckpt_image >= checkpoint_images)
+                if due and i1 < ds.n_images:
                     _save_partial(partial_path, stats, i1, inputs, meta)
-                    last_ckpt = time.monotonic()
+                    last_ckpt, last_ckpt_image = time.monotonic(), i1
+                faults.checkpoint("acquire.batch")
         scores, extra = compute_scores(fn, stats, queried=state.queried, seed=cfg.seed * 1009 + r)
         seconds = time.perf_counter() - t0
         meta.update({"seconds": round(seconds, 3), "device": str(dev), "batch_size": batch_size})

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import ui
+from . import faults, ui
 from .acquire import mask_features, read_acquisition
 from .config import Config, resolve_method
 from .errors import A2LCError
@@ -102,6 +102,7 @@ def train_lcm(
             opt.step()
             total += float(loss) * len(idx)
         losses.append(total / n)
+        faults.checkpoint("lcm.epoch")
     model.eval()
     with torch.no_grad():
         train_acc = float((model(x).argmax(1) == y).float().mean())

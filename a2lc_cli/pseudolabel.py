@@ -24,7 +24,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import ui
+from . import faults, ui
 from .config import Config
 from .data import open_source
 from .data.base import Source
@@ -145,6 +145,7 @@ def _label_into(
                 props = [lab.propose(i, im, gt) for i, im, gt in items]
             for j, (_, _, gt), p in zip(js, items, props):
                 writer.add_image(j, p, gt)
+                faults.checkpoint("pseudolabel.image")
             since_flush += len(js)
             if since_flush >= flush_every:
                 writer.checkpoint()

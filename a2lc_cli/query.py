@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ui
+from . import faults, ui
 from .acquire import acquire_inputs, read_acquisition
 from .acquisition import select_top
 from .annotator import (
@@ -133,6 +133,7 @@ def run_query(
                     f"{answers_file}: {len(res.conflicts)} answer(s) contradict stored ones ({shown}); "
                     "nothing was imported. Use --replace to record the new answers (the old ones stay in the log)"
                 )
+            faults.checkpoint("query.import")
             if res.added or existing is None:
                 query = Query(query.selected, query.selected_score, res.answers, query.attrs)
                 write_query(qpath, query, inputs=inputs, meta=meta)

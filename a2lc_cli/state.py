@@ -33,7 +33,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import __version__
+from . import __version__, faults
 from .data.base import VOID, ClassInfo
 from .errors import A2LCError
 from .workspace import fsync_dir
@@ -78,6 +78,7 @@ def write_artifact(
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        faults.checkpoint(f"rename.{path.name}")
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:
@@ -402,6 +403,7 @@ class DatasetWriter:
         self.f = None
         with open(self.partial, "rb+") as fh:
             os.fsync(fh.fileno())
+        faults.checkpoint(f"rename.{self.path.name}")
         os.replace(self.partial, self.path)
         fsync_dir(self.path.parent)
 

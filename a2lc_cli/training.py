@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__, ui
+from . import __version__, faults, ui
 from .config import Config
 from .data.base import VOID
 from .errors import A2LCError
@@ -600,6 +600,7 @@ def train_round(ws: Workspace, cfg: Config, r: int, *, device: str | torch.devic
                 _save_checkpoint(ckpt_path, model, optimizer, scheduler, iteration=done, recipe=recipe,
                                  inputs=inputs, model_name=cfg.train.model, world=dist_info.world, log=log,
                                  elapsed=elapsed_before + time.perf_counter() - t0)
+            faults.checkpoint("train.iteration")
     seconds = elapsed_before + time.perf_counter() - t0
     if debug_dir:
         _write_debug(Path(debug_dir), dist_info, drawn, model)

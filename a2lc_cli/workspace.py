@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import faults
 from .config import Config, dump_config, load_config
 from .errors import A2LCError, WorkspaceLocked
 
@@ -57,6 +58,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         if tmp.exists():
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+        faults.checkpoint(f"rename.{path.name}")
         os.replace(tmp, path)
         fsync_dir(path.parent)
     finally:

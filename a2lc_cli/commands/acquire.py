@@ -26,6 +26,7 @@ def acquire(
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda[:N] (default: cuda when available)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per forward pass."),
     workers: int = typer.Option(0, "--workers", min=0, help="Background image-reading processes."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Also checkpoint every N images (default: every 2 minutes); an interrupted pass resumes there."),
     json_out: bool = JSON,
 ) -> None:
     """Score every mask with the acquisition function (one streaming pass of θ_{r-1})."""
@@ -35,7 +36,8 @@ def acquire(
     r = require_round(r, "acquire")
     cfg = ws.ensure_config()
     with ws.lock():
-        res = run_acquire(ws, cfg, r, fn=fn, device=device, batch_size=batch_size, workers=workers)
+        res = run_acquire(ws, cfg, r, fn=fn, device=device, batch_size=batch_size, workers=workers,
+                          checkpoint_images=checkpoint_every)
     if json_out:
         ui.print_json(res)
     else:

@@ -43,6 +43,7 @@ def pseudolabel(
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (auto: the rank's GPU, else CPU).", rich_help_panel=_GS),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32 (auto: bf16 on CUDA).", rich_help_panel=_GS),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted run."),
+    checkpoint_every: int = typer.Option(16, "--checkpoint-every", min=1, help="Images between checkpoints of the partial file (an interrupted run resumes from the last one)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even though later rounds exist (they become invalid)."),
     json_out: bool = JSON,
 ) -> None:
@@ -80,7 +81,7 @@ def pseudolabel(
         )
     # under torchrun rank 0 holds the workspace lock; the other ranks write only their shard files
     with ws.lock() if rank == 0 else contextlib.nullcontext():
-        summary = run_pseudolabel(ws.dataset_path, cfg, labeler=labeler, resume=resume)
+        summary = run_pseudolabel(ws.dataset_path, cfg, labeler=labeler, resume=resume, flush_every=checkpoint_every)
         if rank == 0:
             ws.save_config(cfg)
     if rank > 0:
