@@ -163,9 +163,16 @@ def test_prompt_errors(prompts, thresholds, message):
         build_prompts(CITY, prompts=prompts, thresholds=thresholds, box_threshold=0.2)
 
 
-def test_proposals_paint_smaller_masks_on_top_and_keep_scores(models):
-    lab = make_labeler("grounded-sam", make_cfg(models), ImagesSource())
+@pytest.fixture(scope="module")
+def labeler(models) -> GroundedSamLabeler:
+    """A checked labeler on Cityscapes-like classes, 'road' prompted with two synonyms."""
+    lab = make_labeler("grounded-sam", make_cfg(models, prompts={"road": ["road", "street"]}), ImagesSource())
     lab.check()
+    return lab
+
+
+def test_proposals_paint_smaller_masks_on_top_and_keep_scores(labeler):
+    lab = labeler
     src = ImagesSource()
     images = [src.image("train", i) for i in range(3)]
     props = lab.propose_batch([0, 1, 2], images)
@@ -181,13 +188,12 @@ def test_proposals_paint_smaller_masks_on_top_and_keep_scores(models):
     assert total > 3
 
 
-def test_each_box_takes_the_class_of_its_best_token(models):
+def test_each_box_takes_the_class_of_its_best_token(labeler):
     """Independent re-derivation of the class rule from GroundingDINO's raw token scores."""
     from groundingdino.util.misc import nested_tensor_from_tensor_list
 
-    lab = make_labeler("grounded-sam", make_cfg(models, prompts={"road": ["road", "street"]}), ImagesSource())
-    lab.check()
-    eng = lab._engine
+    eng = labeler._engine
+    assert eng.prompts.caption.startswith("road . street . car")
     img = torch.from_numpy(ImagesSource().image("train", 1)).permute(2, 0, 1).float()
     det = eng.detect([img])[0]
     x = torch.nn.functional.interpolate(img[None], size=gdino_input_size(H, W, 64, 128), mode="bilinear",
@@ -223,20 +229,33 @@ def test_class_thresholds_and_unprompted_classes(models):
     assert (p.segment == -1).all() and (p.label0 == 255).all() and p.score.size == 0
 
 
-def test_ground_truth_is_not_used_and_bf16_runs(models):
+def test_ground_truth_is_not_used(labeler):
     src = ImagesSource()
-    lab = make_labeler("grounded-sam", make_cfg(models), src)
     img = src.image("train", 2)
-    a = lab.propose(2, img, None)
-    b = lab.propose(2, img, src.label("train", 2))
+    a = labeler.propose(2, img, None)
+    b = labeler.propose(2, img, src.label("train", 2))
     np.testing.assert_array_equal(a.segment, b.segment)
     np.testing.assert_array_equal(a.label0, b.label0)
-    bf = make_labeler("grounded-sam", make_cfg(models, precision="bf16"), src)
+
+
+def test_bf16_and_voc_fill_label(models):
+    """bf16 autocast (CPU here, CUDA on GPUs) and a VOC-like label space: uncovered pixels are background (0)."""
+    voc = ClassInfo(("background", "person", "car"), default_palette(3), fill_label=0, convention="voc")
+    src = ImagesSource(voc)
+    cfg = make_cfg(models, precision="bf16", short_side=None, max_side=None)
+    bf = make_labeler("grounded-sam", cfg, src)
+    assert bf.input_size() == (800, 1333)  # GroundingDINO's default outside Cityscapes
+    bf.opts.short_side, bf.opts.max_side = 64, 128
     bf.check()
     assert bf._engine.bf16
-    [(d, masks)] = raw_masks(bf, [img])
-    p = bf.propose(2, img, None)
-    assert_smaller_on_top(p.segment, p.label0, masks, d.label.numpy(), fill=255)
+    images = [src.image("train", i) for i in range(2)]
+    props = bf.propose_batch([0, 1], images)
+    uncovered = 0
+    for (d, masks), p in zip(raw_masks(bf, images), props):
+        assert len(d.label) > 0
+        assert_smaller_on_top(p.segment, p.label0, masks, d.label.numpy(), fill=0)
+        uncovered += int((p.segment < 0).sum())
+    assert uncovered > 0  # the fill label was exercised
 
 
 def test_meta_identifies_the_run(models):
@@ -246,6 +265,8 @@ def test_meta_identifies_the_run(models):
     assert make_labeler("grounded-sam", make_cfg(models, box_threshold=0.3), src).meta() != m0
     assert make_labeler("grounded-sam", make_cfg(models, prompts={"car": ["car", "person"]}), src).meta() != m0
     assert m0["sam"]["size"] == models["sam"].stat().st_size
+    auto = make_labeler("grounded-sam", make_cfg(models, short_side=None, max_side=None), src)
+    assert auto.input_size() == (512, 1024)  # Cityscapes-like data: the authors' GroundingDINO size
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -288,10 +309,13 @@ def test_mismatched_checkpoints_are_one_line_errors(models, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- CLI end to end
+SYNTH = ["init", "--source", "synthetic", "--n-train", "3", "--n-val", "2", "--height", str(H), "--width", str(W)]
+
+
 def cli_args(models: dict[str, Path], *extra: object) -> list[object]:
     return ["pseudolabel", "--labeler", "grounded-sam", "--sam-checkpoint", models["sam"], "--sam-type", models["sam_type"],
             "--gdino-checkpoint", models["gdino"], "--gdino-config", models["gdino_config"], "--text-encoder", models["bert"],
-            "--box-threshold", "0", "--short-side", "64", "--max-side", "128", "--device", "cpu", "--batch-size", "2",
+            "--box-threshold", "0", "--short-side", "64", "--max-side", "128", "--device", "cpu",
             "--prompt", "road=road,street", "--class-threshold", "sky=1.0", *extra]
 
 
@@ -304,52 +328,74 @@ def dataset_arrays(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.fixture
-def source(monkeypatch) -> ImagesSource:
-    src = ImagesSource()
-    monkeypatch.setattr("a2lc_cli.pseudolabel.open_source", lambda cfg: src)
-    return src
+def assert_same_dataset(a: Path, b: Path, *, score_rtol: float = 0.0) -> None:
+    x, y = dataset_arrays(a), dataset_arrays(b)
+    assert x.keys() == y.keys()
+    for k in x:
+        if k == "masks/score":
+            np.testing.assert_allclose(x[k], y[k], rtol=score_rtol, err_msg=k)
+        else:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
 
 
-@pytest.fixture(scope="module")
-def fresh(models, tmp_path_factory) -> tuple[Path, dict]:
-    """One uninterrupted CLI run: the workspace and its --json summary."""
+def run_cli(*args: object) -> tuple[int, str]:
+    """The CLI in-process (for module fixtures, where the ``cli`` fixture is not available)."""
     import contextlib
     import io
 
     from a2lc_cli.cli import invoke
 
-    ws = tmp_path_factory.mktemp("fresh") / "ws"
     out = io.StringIO()
-    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
-        mp.setattr("a2lc_cli.pseudolabel.open_source", lambda cfg: ImagesSource())
-        code = invoke([str(a) for a in ["-q", "-w", ws, *cli_args(models), "--json"]])
+    with contextlib.redirect_stdout(out):
+        code = invoke([str(a) for a in ["-q", *args]])
+    return code, out.getvalue()
+
+
+def synthetic_run(models, root: Path, *extra: object) -> tuple[Path, dict]:
+    ws = root / "ws"
+    assert run_cli("-w", ws, *SYNTH)[0] == 0
+    code, out = run_cli("-w", ws, *cli_args(models, *extra), "--json")
     assert code == 0
-    return ws, json.loads(out.getvalue())
+    return ws, json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def fresh(models, tmp_path_factory) -> tuple[Path, dict]:
+    """One uninterrupted run on the built-in synthetic source, 2 images per batch: workspace, --json summary."""
+    return synthetic_run(models, tmp_path_factory.mktemp("fresh"), "--batch-size", "2")
+
+
+@pytest.fixture(scope="module")
+def fresh1(models, tmp_path_factory) -> tuple[Path, dict]:
+    """The same, one image per batch (the reference for resumed and sharded runs, which batch differently)."""
+    return synthetic_run(models, tmp_path_factory.mktemp("fresh1"), "--batch-size", "1")
 
 
 def test_cli_writes_a_consistent_dataset(models, fresh):
+    from a2lc_cli.data import open_source
     from a2lc_cli.state import Dataset
     from a2lc_cli.workspace import Workspace
 
     ws, summary = fresh
-    source = ImagesSource()
     assert summary["labeler"] == "grounded-sam" and summary["images"] == 3 and summary["masks"] > 3
     cfg = Workspace(ws).config()
     gs = cfg.pseudolabel.grounded_sam
     assert cfg.pseudolabel.labeler == "grounded-sam"
     assert gs.sam_checkpoint == str(models["sam"]) and gs.text_encoder == str(models["bert"])
     assert gs.prompts == {"road": ["road", "street"]} and gs.thresholds == {"sky": 1.0} and gs.box_threshold == 0.0
+    assert gs.batch_size == 2
 
     # the labeler run directly, in the same batches, from the saved config
+    source = open_source(cfg)
+    sky = source.classes.index("sky")
     lab = make_labeler("grounded-sam", cfg, source)
     images = [source.image("train", i) for i in range(3)]
     props = lab.propose_batch([0, 1], images[:2]) + lab.propose_batch([2], images[2:])
     with Dataset(ws / "dataset.h5") as ds:
-        assert ds.n_images == 3 and ds.n_masks == summary["masks"]
+        assert ds.n_images == 3 and ds.n_masks == summary["masks"] and ds.fill_label == 255
         prompt, score, label0m = ds.mask_column("prompt"), ds.mask_column("score"), ds.mask_label0
         area, bbox, image = ds.mask_area, ds.mask_column("bbox"), ds.mask_image
-        assert not np.isin(prompt, [2]).any()  # sky's threshold 1.0 lets no box through
+        assert not np.isin(prompt, [sky]).any()  # sky's threshold 1.0 lets no box through
         np.testing.assert_array_equal(prompt, label0m.astype(np.int16))  # a mask's label is its prompt's class
         for i, p in enumerate(props):
             sl = ds.masks_of(i)
@@ -373,47 +419,74 @@ def test_cli_writes_a_consistent_dataset(models, fresh):
             np.testing.assert_array_equal(ds.gt(i), source.label("train", i))
 
 
-def assert_same_dataset(a: Path, b: Path) -> None:
-    x, y = dataset_arrays(a), dataset_arrays(b)
-    assert x.keys() == y.keys()
-    for k in x:
-        np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+def test_cli_resumes_an_interrupted_run_of_the_same_options(cli, models, tmp_path, monkeypatch, fresh1):
+    from a2lc_cli.data.synthetic import SyntheticSource
 
-
-def test_cli_resumes_an_interrupted_run_of_the_same_options(cli, models, tmp_path, source, monkeypatch, fresh):
-    original = ImagesSource.image
+    original = SyntheticSource.image
 
     def failing(self, split, index):
         if index == 2:
             raise A2LCError("image 2 is unreadable")
         return original(self, split, index)
 
-    ws = tmp_path / "ws"
     # an interrupted run with other options is not resumed
-    monkeypatch.setattr(ImagesSource, "image", failing)
-    code, _, err = cli("-w", ws, *cli_args(models, "--box-threshold", "0.5"))
+    ws = tmp_path / "ws"
+    assert cli("-w", ws, *SYNTH)[0] == 0
+    monkeypatch.setattr(SyntheticSource, "image", failing)
+    code, _, err = cli("-w", ws, *cli_args(models, "--box-threshold", "0.5", "--batch-size", "1"))
     assert code == 2 and "image 2 is unreadable" in err
     assert not (ws / "dataset.h5").exists() and (ws / ".dataset.h5.partial").exists()
-    monkeypatch.setattr(ImagesSource, "image", original)
-    code, _, err = cli("-w", ws, *cli_args(models))
+    monkeypatch.setattr(SyntheticSource, "image", original)
+    code, _, err = cli("-w", ws, *cli_args(models, "--batch-size", "1"))
     assert code == 0 and "resuming" not in err
-    assert_same_dataset(fresh[0] / "dataset.h5", ws / "dataset.h5")
+    assert_same_dataset(fresh1[0] / "dataset.h5", ws / "dataset.h5")
     # an interrupted run with the same options continues where it stopped
     ws = tmp_path / "ws2"
-    monkeypatch.setattr(ImagesSource, "image", failing)
-    assert cli("-w", ws, *cli_args(models))[0] == 2
-    monkeypatch.setattr(ImagesSource, "image", original)
-    code, _, err = cli("-w", ws, *cli_args(models))
+    assert cli("-w", ws, *SYNTH)[0] == 0
+    monkeypatch.setattr(SyntheticSource, "image", failing)
+    assert cli("-w", ws, *cli_args(models, "--batch-size", "1"))[0] == 2
+    monkeypatch.setattr(SyntheticSource, "image", original)
+    code, _, err = cli("-w", ws, *cli_args(models, "--batch-size", "1"))
     assert code == 0, err
     assert "resuming pseudolabel at image 2 of 3" in " ".join(err.split())
-    assert_same_dataset(fresh[0] / "dataset.h5", ws / "dataset.h5")
+    assert_same_dataset(fresh1[0] / "dataset.h5", ws / "dataset.h5")
 
 
-def test_cli_rejects_bad_checkpoints_before_any_image(cli, models, tmp_path, source, monkeypatch):
-    seen = []
-    original = ImagesSource.image
-    monkeypatch.setattr(ImagesSource, "image", lambda self, s, i: seen.append(i) or original(self, s, i))
+def test_torchrun_shards_images_over_ranks_and_merges(models, tmp_path, fresh1):
+    """2 CPU processes under torchrun (gloo): rank 0 labels image 0, rank 1 images 1-2; one merged dataset.h5."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
     ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copy(fresh1[0] / "config.json", ws / "config.json")  # the saved options: no flags needed
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # the reference ran in this process: same thread count, same float reduction order
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "a2lc_cli", "-w", str(ws), "pseudolabel", "--json"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout[r.stdout.index("{"):])  # rank 0 alone prints
+    assert summary["ranks"] == 2 and summary["images"] == 3 and summary["masks"] == fresh1[1]["masks"]
+    assert_same_dataset(fresh1[0] / "dataset.h5", ws / "dataset.h5", score_rtol=1e-4)
+    assert not (ws / ".dataset-shards").exists()  # shards removed after the merge
+    assert not (ws / ".lock").exists()
+
+
+def test_cli_rejects_bad_checkpoints_before_any_image(cli, models, tmp_path, monkeypatch):
+    from a2lc_cli.data.synthetic import SyntheticSource
+
+    seen = []
+    original = SyntheticSource.image
+    monkeypatch.setattr(SyntheticSource, "image", lambda self, s, i: seen.append(i) or original(self, s, i))
+    ws = tmp_path / "ws"
+    assert cli("-w", ws, *SYNTH)[0] == 0
     for extra, message in [
         (["--text-encoder", tmp_path / "missing-bert"], "text encoder folder"),
         (["--sam-type", "vit_h"], "encoder width is 32, vit_h has 1280"),
