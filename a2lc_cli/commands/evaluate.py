@@ -46,3 +46,7 @@ def render(res: dict) -> None:
         if k in ("metric", "round", "per_class") or isinstance(v, (dict, list)):
             continue
         ui.out.print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
+    for k, v in res.items():  # nested tables, e.g. answer-time's per_annotator, lcm-accuracy's by_new_label
+        if k != "per_class" and isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
+            cols = list(next(iter(v.values())))
+            ui.out.print(ui.table(k.replace("_", " "), ["", *cols], [[name, *(row.get(c) for c in cols)] for name, row in v.items()]))

@@ -121,6 +121,7 @@ async function show(mask) {
   state.mask = mask;
   state.shownAt = null;
   document.body.classList.remove("done");
+  $("mask-panel").hidden = false;
   $("mask-title").textContent = `mask ${mask.mask_id} · rank ${mask.rank} of ${state.info.budget}`;
   $("mask-title").dataset.mask = mask.mask_id;
   $("image-name").textContent = `${mask.image} · ${mask.area} px`;
@@ -175,7 +176,11 @@ function showNothing(message) {
   document.body.classList.add("done");
   document.body.dataset.ready = "none";
   $("mask-title").textContent = message;
-  $("answered").hidden = true;
+  $("mask-panel").hidden = true;
+  $("full").removeAttribute("src");
+  $("crop").removeAttribute("src");
+  $("image-name").textContent = "";
+  $("back").disabled = !state.history.length;
   setStatus(message, "ok");
 }
 
@@ -348,6 +353,7 @@ window.addEventListener("pagehide", () => {
     return;
   }
   $("round").textContent = state.info.round;
+  $("last-key").textContent = Math.min(state.info.top_k, state.info.classes.length);
   // keep this tab's lease alive while it is visible
   setInterval(() => {
     if (state.mask && !document.hidden) api("/api/heartbeat", { client: state.client }).catch(() => {});
