@@ -74,44 +74,49 @@ def served(tmp_path, monkeypatch, cli):
     t.join(5)
 
 
-def test_three_masks_answered_by_keyboard(served, tmp_path):
-    ws, server = served
+@pytest.fixture
+def browser(tmp_path):
+    """A Chromium context with a fresh profile (requested first, so a skip costs nothing)."""
     pw, ctx = open_browser(tmp_path / "profile")
-    try:
-        page = ctx.pages[0] if ctx.pages else ctx.new_page()
-        page.set_default_timeout(20000)
-        page.goto(server.url)
-        page.wait_for_selector("#classes li")  # the class list came from /api/info
-        page.fill("#name", "Ana")
-        page.press("#name", "Enter")
+    yield ctx
+    ctx.close()
+    pw.stop()
 
-        def ready(mask_id: int) -> None:
-            page.wait_for_selector(f"body[data-ready='{mask_id}']")
 
-        ready(E)  # rank 1; the model's candidates for E: c0 55%, c1 40%, c2 5%
-        assert page.inner_text("#current") == "c0"
-        assert [t.split("\n")[0] for t in page.locator("#candidates button kbd").all_inner_texts()] == ["1", "2", "3"]
-        page.keyboard.press("2")  # → c1
-        ready(B)
-        assert "saved: mask %d → c1" % E in page.inner_text("#status")
-        page.keyboard.press("v")  # → void
-        ready(D)
-        page.keyboard.press("/")  # search all classes, Enter takes the first match
-        page.keyboard.type("c0")
-        page.keyboard.press("Enter")
-        page.wait_for_selector("body[data-ready='none']")
-        assert "All 3 masks have an answer" in page.inner_text("#mask-title")
-        assert page.inner_text("#progress-text").startswith("3 / 3 answered")
-        # go back to the last mask and change the answer: appended, the old one stays in the log
-        page.keyboard.press("ArrowLeft")
-        ready(D)
-        assert "your answer: c0" in page.inner_text("#answered")
-        page.keyboard.press("1")  # D's top candidate: c2
-        page.wait_for_selector("body[data-ready='none']")
-        page.screenshot(path=str(tmp_path / "page.png"))
-    finally:
-        ctx.close()
-        pw.stop()
+def test_three_masks_answered_by_keyboard(browser, served, tmp_path):
+    ws, server = served
+    ctx = browser
+    page = ctx.pages[0] if ctx.pages else ctx.new_page()
+    page.set_default_timeout(20000)
+    page.goto(server.url)
+    page.wait_for_selector("#classes li")  # the class list came from /api/info
+    page.fill("#name", "Ana")
+    page.press("#name", "Enter")
+
+    def ready(mask_id: int) -> None:
+        page.wait_for_selector(f"body[data-ready='{mask_id}']")
+
+    ready(E)  # rank 1; the model's candidates for E: c0 55%, c1 40%, c2 5%
+    assert page.inner_text("#current") == "c0"
+    assert [t.split("\n")[0] for t in page.locator("#candidates button kbd").all_inner_texts()] == ["1", "2", "3"]
+    page.keyboard.press("2")  # → c1
+    ready(B)
+    assert "saved: mask %d → c1" % E in page.inner_text("#status")
+    page.keyboard.press("v")  # → void
+    ready(D)
+    page.keyboard.press("/")  # search all classes, Enter takes the first match
+    page.keyboard.type("c0")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-ready='none']")
+    assert "All 3 masks have an answer" in page.inner_text("#mask-title")
+    assert page.inner_text("#progress-text").startswith("3 / 3 answered")
+    # go back to the last mask and change the answer: appended, the old one stays in the log
+    page.keyboard.press("ArrowLeft")
+    ready(D)
+    assert "your answer: c0" in page.inner_text("#answered")
+    page.keyboard.press("1")  # D's top candidate: c2
+    page.wait_for_selector("body[data-ready='none']")
+    page.screenshot(path=str(tmp_path / "page.png"))
     q = read_query(ws.artifact(1, "query.h5"))
     assert q.answers.mask.tolist() == [E, B, D, D]
     assert q.answers.label.tolist() == [1, 255, 0, 2]
