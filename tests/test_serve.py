@@ -315,7 +315,8 @@ def test_serve_command_selects_holds_the_lock_and_stops_cleanly(ws, cli, tmp_pat
         answers = tmp_path / "a.csv"
         answers.write_text(f"mask_id,answer\n{E},c1\n")
         code, _, err = cli("-w", ws.root, "query", "--r", "1", "--answers", answers)
-        assert code == 3 and f"pid {proc.pid}" in err and "--serve" in err
+        err = " ".join(err.split())
+        assert code == 3 and f"in use by pid {proc.pid}" in err and "--serve" in err
         code, out, err = cli("-w", ws.root, "status", "--json")
         assert code == 0, err
         c = Client(port)
