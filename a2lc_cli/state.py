@@ -235,12 +235,31 @@ def _bboxes(segment: np.ndarray, n_masks: int) -> np.ndarray:
     return box
 
 
-class DatasetWriter:
-    """Streams images' correction units into ``dataset.h5``.
+_MASK_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
+    "image": (np.int32, ()),
+    "area": (np.int64, ()),
+    "bbox": (np.int32, (4,)),
+    "label0": (np.uint8, ()),
+    "score": (np.float32, ()),
+    "prompt": (np.int16, ()),
+}
+_GT_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {"gt_label": (np.uint8, ()), "gt_purity": (np.float32, ())}
+_PART_RE = re.compile(r"^part-(\d+)-(\d+)\.h5$")
+_COPY_SLICE = 1 << 24  # elements copied at a time from a part into the finished file
 
-    Writes go to ``.dataset.h5.partial``; :meth:`finish` renames it into place.
-    A partial file from an interrupted run with the same ``meta`` is resumed:
-    ``images_done`` tells the caller where to continue.
+
+class DatasetWriter:
+    """Streams images' correction units into ``dataset.h5``, crash-safely and resumably.
+
+    Progress lives in the hidden folder ``.dataset.h5.partial/``. Images go to an
+    open part file; :meth:`checkpoint` closes it, fsyncs it and renames it to
+    ``part-<first>-<end>.h5`` (images [first, end)), so every part that carries its
+    final name is complete. An HDF5 file killed while open for writing can be
+    damaged in ways that crash the process that reopens it, so an unfinished part
+    is never reopened: it is deleted and its images are labelled again.
+    :meth:`finish` copies the parts, in order, into ``dataset.h5`` (temporary
+    name, fsync, rename) and removes the folder. Parts of an interrupted run with
+    the same ``meta`` are resumed: ``images_done`` tells the caller where to continue.
     """
 
     def __init__(
@@ -259,81 +278,73 @@ class DatasetWriter:
         self.partial = self.path.with_name(f".{self.path.name}.partial")
         self.classes = classes
         self.has_gt = has_gt
+        self.names, self.paths = list(names), list(paths)
         self.n = len(names)
         self.sizes = sizes
-        meta_json = json.dumps(meta, sort_keys=True, default=str)
-        self.f: h5py.File | None = None
-        if resume and self.partial.exists():
-            try:
-                f = h5py.File(self.partial, "r+")
-                if f.attrs.get("meta") == meta_json and int(f.attrs.get("images_total", -1)) == self.n:
-                    self.f = f
-                else:
-                    f.close()
-            except OSError:
-                self.f = None
-        if self.f is None:
-            if self.partial.exists():
-                self.partial.unlink()
-            self._create(names, paths, meta_json)
-        assert self.f is not None
-        self.images_done = int(self.f.attrs["images_done"])
-        # truncate anything written after the last finished image
-        offs = self.f["images/mask_offset"]
-        self.n_masks = int(offs[self.images_done])
-        for name in self.f["masks"]:
-            self.f["masks"][name].resize(self.n_masks, axis=0)
+        self.meta_json = json.dumps(meta, sort_keys=True, default=str)
+        hw = np.array(sizes, dtype=np.int64).reshape(-1, 2)
+        self.pixel_offset = np.zeros(self.n + 1, dtype=np.int64)
+        np.cumsum(hw[:, 0] * hw[:, 1], out=self.pixel_offset[1:])
+        self.columns = {**_MASK_COLUMNS, **(_GT_COLUMNS if has_gt else {})}
+        self.parts: list[tuple[Path, int, int, int, int]] = []  # (file, first, end, mask_first, mask_end)
+        self.images_done = 0
+        self.n_masks = 0
+        self.f: h5py.File | None = None  # the open (unfinished) part
+        self._open: tuple[Path, int, int] | None = None  # (temporary file, first image, first mask)
+        if self.partial.is_file() or self.partial.is_symlink():
+            self.partial.unlink()  # a single partial file of an older a2lc: never reopened (see above)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self._resume()
+        for p in self.partial.iterdir():  # unfinished parts, parts of other options, parts after a gap
+            if p not in {q for q, *_ in self.parts}:
+                _remove(p)
 
-    def _create(self, names: list[str], paths: list[str], meta_json: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        f = h5py.File(self.partial, "w")
-        self.f = f
-        _stamp(f, "dataset", {}, {})
-        f.attrs["meta"] = meta_json
+    def _resume(self) -> None:
+        found = []
+        for p in self.partial.iterdir():
+            m = _PART_RE.match(p.name)
+            if m:
+                found.append((int(m.group(1)), int(m.group(2)), p))
+        for first, end, p in sorted(found):
+            if first != self.images_done or not first < end <= self.n:
+                break
+            try:
+                with h5py.File(p, "r") as f:
+                    a = f.attrs
+                    ok = (a.get("meta") == self.meta_json and int(a.get("images_total", -1)) == self.n
+                          and int(a.get("first", -1)) == first and int(a.get("end", -1)) == end
+                          and int(a.get("mask_first", -1)) == self.n_masks)
+                    mask_end = int(a.get("mask_end", -1))
+            except (OSError, KeyError, ValueError, TypeError):
+                ok = False
+            if not ok:
+                break
+            self.parts.append((p, first, end, self.n_masks, mask_end))
+            self.images_done, self.n_masks = end, mask_end
+
+    def _start_part(self) -> h5py.File:
+        first = self.images_done
+        tmp = self.partial / f".part-{first:07d}.h5.tmp-{os.getpid()}"
+        f = h5py.File(tmp, "w")
+        f.attrs["meta"] = self.meta_json
         f.attrs["images_total"] = self.n
-        f.attrs["images_done"] = 0
-        f.attrs["num_classes"] = self.classes.num_classes
-        f.attrs["fill_label"] = self.classes.fill_label
-        f.attrs["convention"] = self.classes.convention
-        f.attrs["has_gt"] = self.has_gt
-        c = f.create_group("classes")
-        c.create_dataset("names", data=np.array(self.classes.names, dtype=object), dtype=STR)
-        c.create_dataset("palette", data=np.asarray(self.classes.palette, dtype=np.uint8).reshape(-1, 3))
-        g = f.create_group("images")
-        g.create_dataset("name", data=np.array(names, dtype=object), dtype=STR)
-        g.create_dataset("path", data=np.array(paths, dtype=object), dtype=STR)
-        hw = np.array(self.sizes, dtype=np.int64).reshape(-1, 2)
-        g.create_dataset("height", data=hw[:, 0].astype(np.int32))
-        g.create_dataset("width", data=hw[:, 1].astype(np.int32))
-        pix = np.zeros(self.n + 1, dtype=np.int64)
-        np.cumsum(hw[:, 0] * hw[:, 1], out=pix[1:])
-        g.create_dataset("pixel_offset", data=pix)
-        g.create_dataset("mask_offset", data=np.zeros(self.n + 1, dtype=np.int64))
-        total = int(pix[-1])
-        chunk = (max(1, min(PIXEL_CHUNK, total)),)
-        p = f.create_group("pixels")
-        p.create_dataset("segment", shape=(total,), dtype=np.int32, chunks=chunk, compression="gzip", compression_opts=1)
-        p.create_dataset("label0", shape=(total,), dtype=np.uint8, chunks=chunk, compression="gzip", compression_opts=1)
-        if self.has_gt:
-            p.create_dataset("gt", shape=(total,), dtype=np.uint8, chunks=chunk, compression="gzip", compression_opts=1)
+        f.attrs["first"] = first
+        f.attrs["mask_first"] = self.n_masks
+        pix = f.create_group("pixels")
+        names = ("segment", "label0", "gt") if self.has_gt else ("segment", "label0")
+        for name in names:
+            pix.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int32 if name == "segment" else np.uint8,
+                               chunks=(PIXEL_CHUNK,), compression="gzip", compression_opts=1)
+        f.create_dataset("mask_end", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
         m = f.create_group("masks")
-        spec = {
-            "image": (np.int32, ()),
-            "area": (np.int64, ()),
-            "bbox": (np.int32, (4,)),
-            "label0": (np.uint8, ()),
-            "score": (np.float32, ()),
-            "prompt": (np.int16, ()),
-        }
-        if self.has_gt:
-            spec.update({"gt_label": (np.uint8, ()), "gt_purity": (np.float32, ())})
-        for name, (dt, tail) in spec.items():
+        for name, (dt, tail) in self.columns.items():
             m.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dt, chunks=(4096, *tail))
+        self.f, self._open = f, (tmp, first, self.n_masks)
+        return f
 
     def add_image(self, i: int, proposal: ImageProposal, gt: np.ndarray | None) -> int:
         """Append image ``i`` (must be the next one). Returns the number of masks kept."""
-        f = self.f
-        assert f is not None
         if i != self.images_done:
             raise RuntimeError(f"images must be added in order: expected {self.images_done}, got {i}")
         h, w = self.sizes[i]
@@ -358,10 +369,10 @@ class DatasetWriter:
         score = np.full(k, np.nan, np.float32) if proposal.score is None else np.asarray(proposal.score, np.float32)[keep]
         prompt = np.full(k, -1, np.int16) if proposal.prompt is None else np.asarray(proposal.prompt, np.int16)[keep]
         start = self.n_masks
-        global_seg = np.where(covered, local + start, -1).astype(np.int32)
-        p0, p1 = int(f["images/pixel_offset"][i]), int(f["images/pixel_offset"][i + 1])
-        f["pixels/segment"][p0:p1] = global_seg
-        f["pixels/label0"][p0:p1] = labflat
+        pixels: dict[str, np.ndarray] = {
+            "segment": np.where(covered, local + start, -1).astype(np.int32),
+            "label0": labflat,
+        }
         cols: dict[str, np.ndarray] = {
             "image": np.full(k, i, np.int32),
             "area": np.bincount(ids, minlength=k).astype(np.int64),
@@ -372,46 +383,133 @@ class DatasetWriter:
         }
         if self.has_gt:
             g = np.asarray(gt, np.uint8).ravel()
-            f["pixels/gt"][p0:p1] = g
+            pixels["gt"] = g
             gt_label, votes, void = mask_majority(ids, g[covered], k)
             nonvoid = cols["area"] - void
             cols["gt_label"] = gt_label
             cols["gt_purity"] = np.where(nonvoid > 0, votes / np.maximum(nonvoid, 1), 0).astype(np.float32)
+        f = self.f if self.f is not None else self._start_part()
+        for name, arr in pixels.items():
+            _append(f["pixels"][name], arr)
         for name, arr in cols.items():
-            d = f["masks"][name]
-            d.resize(start + k, axis=0)
-            d[start:] = arr
+            _append(f["masks"][name], arr)
+        _append(f["mask_end"], np.array([start + k], np.int64))
         self.n_masks = start + k
-        f["images/mask_offset"][i + 1] = self.n_masks
         self.images_done = i + 1
-        f.attrs["images_done"] = self.images_done
         return k
 
     def checkpoint(self) -> None:
-        """Flush so that an interrupted run can resume from the last added image."""
-        if self.f is not None:
-            self.f.flush()
+        """Make the images added so far durable: close the open part, fsync it, rename it into place."""
+        if self.f is None or self._open is None:
+            return
+        tmp, first, mask_first = self._open
+        self.f.attrs["end"] = self.images_done
+        self.f.attrs["mask_end"] = self.n_masks
+        self.f.close()
+        self.f, self._open = None, None
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        part = self.partial / f"part-{first:07d}-{self.images_done:07d}.h5"
+        faults.checkpoint(f"rename.{part.name}")
+        os.replace(tmp, part)
+        fsync_dir(self.partial)
+        self.parts.append((part, first, self.images_done, mask_first, self.n_masks))
 
     def finish(self) -> None:
-        """Close and rename the finished file into place."""
-        assert self.f is not None
+        """Copy the parts into ``dataset.h5`` (temporary name, fsync, rename) and remove the partial folder."""
+        self.checkpoint()
         if self.images_done != self.n:
             raise RuntimeError(f"only {self.images_done} of {self.n} images were added")
-        self.f.attrs["uid"] = uuid.uuid4().hex
-        self.f.attrs["created"] = _dt.datetime.now().isoformat(timespec="seconds")
-        self.f.close()
-        self.f = None
-        with open(self.partial, "rb+") as fh:
-            os.fsync(fh.fileno())
-        faults.checkpoint(f"rename.{self.path.name}")
-        os.replace(self.partial, self.path)
-        fsync_dir(self.path.parent)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        try:
+            with h5py.File(tmp, "w") as f:
+                self._write_final(f)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            faults.checkpoint(f"rename.{self.path.name}")
+            os.replace(tmp, self.path)
+            fsync_dir(self.path.parent)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        import shutil
+
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+    def _write_final(self, f: h5py.File) -> None:
+        _stamp(f, "dataset", {}, {})
+        f.attrs["meta"] = self.meta_json
+        f.attrs["images_total"] = self.n
+        f.attrs["images_done"] = self.n
+        f.attrs["num_classes"] = self.classes.num_classes
+        f.attrs["fill_label"] = self.classes.fill_label
+        f.attrs["convention"] = self.classes.convention
+        f.attrs["has_gt"] = self.has_gt
+        c = f.create_group("classes")
+        c.create_dataset("names", data=np.array(self.classes.names, dtype=object), dtype=STR)
+        c.create_dataset("palette", data=np.asarray(self.classes.palette, dtype=np.uint8).reshape(-1, 3))
+        g = f.create_group("images")
+        g.create_dataset("name", data=np.array(self.names, dtype=object), dtype=STR)
+        g.create_dataset("path", data=np.array(self.paths, dtype=object), dtype=STR)
+        hw = np.array(self.sizes, dtype=np.int64).reshape(-1, 2)
+        g.create_dataset("height", data=hw[:, 0].astype(np.int32))
+        g.create_dataset("width", data=hw[:, 1].astype(np.int32))
+        g.create_dataset("pixel_offset", data=self.pixel_offset)
+        mask_offset = np.zeros(self.n + 1, dtype=np.int64)
+        total = int(self.pixel_offset[-1])
+        chunk = (max(1, min(PIXEL_CHUNK, total)),)
+        p = f.create_group("pixels")
+        for name in ("segment", "label0", "gt") if self.has_gt else ("segment", "label0"):
+            p.create_dataset(name, shape=(total,), dtype=np.int32 if name == "segment" else np.uint8, chunks=chunk,
+                             compression="gzip", compression_opts=1)
+        m = f.create_group("masks")
+        for name, (dt, tail) in self.columns.items():
+            m.create_dataset(name, shape=(self.n_masks, *tail), maxshape=(None, *tail), dtype=dt, chunks=(4096, *tail))
+        for part, first, end, mask_first, mask_end in self.parts:
+            with h5py.File(part, "r") as src:
+                p0, p1 = int(self.pixel_offset[first]), int(self.pixel_offset[end])
+                for name in p:
+                    _copy_into(src["pixels"][name], p[name], at=p0, n=p1 - p0)
+                for name in m:
+                    _copy_into(src["masks"][name], m[name], at=mask_first, n=mask_end - mask_first)
+                mask_offset[first + 1:end + 1] = src["mask_end"][: end - first]
+        g.create_dataset("mask_offset", data=mask_offset)
 
     def close(self) -> None:
-        """Close without finishing (the partial file stays for a resume)."""
+        """Stop without finishing: the images added so far are kept for a resume."""
         if self.f is not None:
-            self.f.close()
-            self.f = None
+            self.checkpoint()
+
+
+def _append(d: h5py.Dataset, arr: np.ndarray) -> None:
+    n = d.shape[0]
+    d.resize(n + len(arr), axis=0)
+    d[n:] = arr
+
+
+def _copy_into(src: h5py.Dataset, dst: h5py.Dataset, *, at: int, n: int) -> None:
+    """Copy ``src[:n]`` into ``dst[at:at+n]`` a slice at a time (bounded memory).
+
+    A part closed after a failed ``add_image`` may hold rows past ``n``; they are not copied.
+    """
+    if src.shape[0] < n:
+        raise A2LCError(f"{src.file.filename}: damaged part file ({src.name} has {src.shape[0]} rows, expected {n})")
+    step = max(1, _COPY_SLICE // max(1, int(np.prod(src.shape[1:], dtype=np.int64))))
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        dst[at + s:at + e] = src[s:e]
+
+
+def _remove(p: Path) -> None:
+    import shutil
+
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
 
 
 class Dataset:
