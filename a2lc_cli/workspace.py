@@ -14,6 +14,7 @@ an exclusive lock (``.lock``); readers never take it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -147,13 +148,23 @@ class Workspace:
     def lock(self, command: str | None = None) -> Iterator[None]:
         """Hold the workspace's exclusive write lock for the duration of a command.
 
-        A second writer fails at once with a message naming the holder; a lock
-        left by a process that no longer exists (on this host) is cleared.
+        The lock is ``.lock``, holding ``{"pid", "host", "command", "since"}`` of the
+        holder, with an exclusive ``flock`` on it that the kernel drops when the
+        holder dies, however it dies. A second writer fails at once
+        (:class:`WorkspaceLocked`, exit status 3) with a message naming the holder; a
+        lock file nobody holds any more (its writer was killed) is stale and is taken
+        over, with a note naming the dead holder. Re-entrant within one process (e.g.
+        ``round`` running ``train``). Taking the lock also removes the temporary files
+        (``.<name>.tmp-<pid>``) that killed writers of this host left behind.
         """
         self.root.mkdir(parents=True, exist_ok=True)
-        held = self._read_holder()
-        if held and held.get("pid") == os.getpid() and held.get("host") == socket.gethostname():
-            yield  # re-entrant: this process already holds the lock (e.g. `round` running `train`)
+        key = os.path.realpath(self.lock_path)
+        if _HELD.get(key):
+            _HELD[key] += 1  # re-entrant: this process already holds the lock
+            try:
+                yield
+            finally:
+                _HELD[key] -= 1
             return
         command = command or " ".join(["a2lc", *sys.argv[1:]])
         holder = {
@@ -162,29 +173,91 @@ class Workspace:
             "command": command,
             "since": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
-        for _ in range(2):
-            try:
-                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._clear_stale_lock():
-                    continue
-                raise WorkspaceLocked(self._describe_holder()) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(holder, f)
-                f.flush()
-                os.fsync(f.fileno())
-            break
-        else:  # pragma: no cover - lock reappeared twice
-            raise WorkspaceLocked(self._describe_holder())
+        fd = self._acquire(holder)
+        _HELD[key] = 1
         try:
+            self._sweep_temporaries()
             yield
         finally:
+            _HELD.pop(key, None)
+            self._release(fd)
+
+    def _acquire(self, holder: dict) -> int:
+        """Open and flock ``.lock``, write ``holder`` into it; returns the open descriptor."""
+        for _ in range(50):
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                current = json.loads(self.lock_path.read_text())
-                if current.get("pid") == holder["pid"]:
-                    self.lock_path.unlink()
-            except (OSError, ValueError):
-                pass
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise WorkspaceLocked(self._describe_holder()) from None
+            except OSError as e:  # a filesystem without locks: fall back to the holder's pid
+                os.close(fd)
+                return self._acquire_without_flock(holder, e)
+            try:  # a releasing holder may have unlinked the file we opened: then retry on the new one
+                same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            self._note_stale(_read_fd(fd))
+            _write_fd(fd, holder)
+            return fd
+        raise WorkspaceLocked(self._describe_holder())  # pragma: no cover - lock file churning
+
+    def _acquire_without_flock(self, holder: dict, why: OSError) -> int:
+        """Best effort where ``flock`` is unsupported: exclusive create, stale if the holder's pid is dead."""
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+            except FileExistsError:
+                old = self._read_holder()
+                if old and old.get("host") == socket.gethostname() and isinstance(old.get("pid"), int) \
+                        and not _pid_alive(old["pid"]):
+                    self._note_stale(old)
+                    self.lock_path.unlink(missing_ok=True)
+                    continue
+                raise WorkspaceLocked(self._describe_holder()) from None
+            _write_fd(fd, holder)
+            return fd
+        raise WorkspaceLocked(self._describe_holder())
+
+    def _release(self, fd: int) -> None:
+        """Remove ``.lock`` (still ours: we hold its flock) and drop the flock."""
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(self.lock_path)):
+                self.lock_path.unlink()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _note_stale(self, old: dict | None) -> None:
+        if old and old.get("pid") not in (None, os.getpid()):
+            from . import ui
+
+            ui.info(f"cleared a stale lock of {self.root}: pid {old.get('pid')} on {old.get('host', '?')} "
+                    f"running '{old.get('command', '?')}' since {old.get('since', '?')} is gone")
+
+    def _sweep_temporaries(self) -> None:
+        """Delete ``.<name>.tmp-<pid>`` files of processes of this host that no longer exist.
+
+        Looks at the workspace and its folders up to three levels down (rounds, partial
+        folders, shard folders), without following symbolic links.
+        """
+        top = len(self.root.parts)
+        for folder, dirs, files in os.walk(self.root, followlinks=False):
+            if len(Path(folder).parts) - top >= 3:
+                dirs[:] = []
+            for name in files:
+                pid = name.rpartition(".tmp-")[2]
+                if name.startswith(".") and ".tmp-" in name and pid.isdigit() and int(pid) != os.getpid() \
+                        and not _pid_alive(int(pid)):
+                    try:
+                        os.unlink(os.path.join(folder, name))
+                    except OSError:
+                        pass
 
     def _read_holder(self) -> dict | None:
         try:
@@ -194,32 +267,38 @@ class Workspace:
         except (OSError, ValueError):
             return {}
 
-    def _clear_stale_lock(self) -> bool:
-        """Remove the lock if its holder is dead (same host) or the file is garbage. True if cleared."""
-        holder = self._read_holder()
-        if holder is None:
-            return True  # vanished meanwhile
-        stale = False
-        if not holder or not isinstance(holder.get("pid"), int):
-            # garbage; only clear if it is old enough not to be a writer mid-write
-            try:
-                stale = time.time() - self.lock_path.stat().st_mtime > 5
-            except FileNotFoundError:
-                return True
-        elif holder.get("host") == socket.gethostname() and not _pid_alive(holder["pid"]):
-            stale = True
-        if stale:
-            try:
-                self.lock_path.unlink()
-            except FileNotFoundError:
-                pass
-            return True
-        return False
-
     def _describe_holder(self) -> str:
-        h = self._read_holder() or {}
+        h: dict | None = None
+        for _ in range(5):  # the holder writes its details just after taking the lock
+            h = self._read_holder()
+            if h:
+                break
+            time.sleep(0.05)
+        h = h or {}
         return (
             f"workspace {self.root} is in use by pid {h.get('pid', '?')} on {h.get('host', '?')} "
             f"running '{h.get('command', '?')}' since {h.get('since', '?')}; wait for it to finish "
-            f"(or remove {self.lock_path} if that process is gone)"
+            f"(a2lc clears the lock by itself once that process is gone)"
         )
+
+
+_HELD: dict[str, int] = {}  # lock files this process holds → nesting depth
+
+
+def _read_fd(fd: int) -> dict | None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    try:
+        obj = json.loads(data.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _write_fd(fd: int, holder: dict) -> None:
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, json.dumps(holder).encode())
+    os.fsync(fd)
