@@ -677,10 +677,10 @@ class SyntheticSource(Source):
         s = cfg.source
         return cls(preset=s.preset, seed=cfg.seed, n_train=s.n_train, n_val=s.n_val, height=s.height, width=s.width)
 
-    def _check(self, split: str, index: int) -> None:
+    def _check(self, split: str, index: int | None = None) -> None:
         if split not in SPLITS:
             raise A2LCError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
-        if not 0 <= index < self.counts[split]:
+        if index is not None and not 0 <= index < self.counts[split]:
             raise A2LCError(f"{split} image {index} does not exist (the split has {self.counts[split]})")
 
     def _get(self, split: str, index: int) -> tuple[Scene, np.ndarray, np.ndarray]:
@@ -707,7 +707,7 @@ class SyntheticSource(Source):
         return self._get(split, index)[0]
 
     def names(self, split: str) -> list[str]:
-        self._check(split, 0) if self.counts.get(split, 0) else None
+        self._check(split)
         return [f"{self.preset}_{split}_{i:05d}" for i in range(self.counts[split])]
 
     def image(self, split: str, index: int) -> np.ndarray:

@@ -1,0 +1,379 @@
+"""The built-in benchmark (SPEC §4): generator determinism, class frequencies, the simulated
+foundation model's masks and noise, and the initial Data mIoU targets of issue 2."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from a2lc_cli.config import Config
+from a2lc_cli.data import open_source
+from a2lc_cli.data.base import VOID
+from a2lc_cli.data.synthetic import CITY_NAMES, CITY_PALETTE, PRESETS, VOC_NAMES, SyntheticSource
+from a2lc_cli.errors import A2LCError
+from a2lc_cli.labelers import make_labeler
+from a2lc_cli.labelers.simulate import NOISE, SimulatedFoundationModel, flip_probability
+from a2lc_cli.metrics import confusion_matrix, iou_from_confusion
+from a2lc_cli.state import mask_majority
+
+
+def _cfg(preset: str = "city", seed: int = 0, **source) -> Config:
+    cfg = Config()
+    cfg.seed = seed
+    cfg.source.preset = preset
+    for k, v in source.items():
+        setattr(cfg.source, k, v)
+    return cfg
+
+
+def _pair(preset: str = "city", seed: int = 0, **source) -> tuple[SyntheticSource, SimulatedFoundationModel]:
+    cfg = _cfg(preset, seed, **source)
+    src = open_source(cfg)
+    lab = make_labeler("simulate", cfg, src)
+    assert isinstance(src, SyntheticSource) and isinstance(lab, SimulatedFoundationModel)
+    return src, lab
+
+
+def _round0_miou(src: SyntheticSource, lab: SimulatedFoundationModel, *, oracle: bool = False) -> float:
+    """Data mIoU of the round-0 labels (or of every mask relabelled with its GT majority)."""
+    c = src.classes.num_classes
+    conf = np.zeros((c, c + 1), np.int64)
+    for i in range(len(src.names("train"))):
+        gt = src.label("train", i)
+        prop = lab.propose(i, src.image("train", i), gt)
+        labels = prop.label0
+        if oracle:
+            seg = prop.segment.ravel()
+            cov = seg >= 0
+            maj, _, _ = mask_majority(seg[cov], gt.ravel()[cov], int(seg.max()) + 1)
+            labels = labels.copy().ravel()
+            labels[cov] = maj[seg[cov]]
+        conf += confusion_matrix(labels, gt, c)
+    return iou_from_confusion(conf).miou
+
+
+# --------------------------------------------------------------------------- presets and determinism
+def test_presets_follow_the_dataset_conventions():
+    city = SyntheticSource(preset="city").classes
+    assert city.names == CITY_NAMES and len(city.names) == 19
+    assert city.names[:3] == ("road", "sidewalk", "building") and city.names[-1] == "bicycle"
+    assert city.fill_label == VOID and city.convention == "cityscapes"
+    assert tuple(city.palette[0]) == (128, 64, 128) and tuple(city.palette[10]) == (70, 130, 180)
+    np.testing.assert_array_equal(city.palette, CITY_PALETTE)
+    voc = SyntheticSource(preset="voc").classes
+    assert voc.names == VOC_NAMES and voc.names[0] == "background" and len(voc.names) == 21
+    assert voc.fill_label == 0 and voc.convention == "voc"
+    assert tuple(voc.palette[1]) == (128, 0, 0) and tuple(voc.palette[15]) == (192, 128, 128)  # aeroplane, person
+
+
+def test_default_sizes_and_config_overrides():
+    src = SyntheticSource.from_config(_cfg("city"))
+    assert len(src.names("train")) == PRESETS["city"].n_train and len(src.names("val")) == PRESETS["city"].n_val
+    assert src.image("train", 0).shape == (96, 192, 3) and src.label("val", 0).shape == (96, 192)
+    src = SyntheticSource.from_config(_cfg("voc", n_train=7, n_val=3, height=64, width=80))
+    assert len(src.names("train")) == 7 and len(src.names("val")) == 3 and len(set(src.names("train"))) == 7
+    img, gt = src.image("train", 6), src.label("train", 6)
+    assert img.shape == (64, 80, 3) and img.dtype == np.uint8 and gt.shape == (64, 80) and gt.dtype == np.uint8
+    assert src.size("train", 6) == (64, 80)
+    assert set(np.unique(gt)) <= set(range(21)) | {VOID}
+
+
+def test_same_seed_same_data_and_images_are_independent():
+    a = SyntheticSource(preset="city", seed=3)
+    b = SyntheticSource(preset="city", seed=3)
+    # b renders in another order: image 5 must not depend on what was drawn before it
+    for i in (9, 2, 5):
+        b.image("train", i)
+    for split, i in (("train", 5), ("val", 1)):
+        np.testing.assert_array_equal(a.image(split, i), b.image(split, i))
+        np.testing.assert_array_equal(a.label(split, i), b.label(split, i))
+        np.testing.assert_array_equal(a.scene(split, i).z, b.scene(split, i).z)
+    assert not np.array_equal(a.image("train", 5), a.image("train", 6))
+    assert not np.array_equal(a.image("train", 5), a.image("val", 5))
+    other = SyntheticSource(preset="city", seed=4)
+    assert not np.array_equal(a.image("train", 5), other.image("train", 5))
+    # a fresh source with a tiny cache still re-renders the same pixels
+    c = SyntheticSource(preset="city", seed=3)
+    c.CACHE = 1
+    first = c.image("train", 5)
+    c.image("train", 0)
+    np.testing.assert_array_equal(first, c.image("train", 5))
+    # returned arrays are copies: a caller scribbling on one cannot change the source
+    first[:] = 0
+    assert c.image("train", 5).any()
+
+
+def test_simulated_labels_are_deterministic():
+    src, lab = _pair("voc", seed=2, n_train=6)
+    _, lab2 = _pair("voc", seed=2, n_train=6)
+    for i in (4, 1):
+        p, q = lab.propose(i, src.image("train", i), None), lab2.propose(i, src.image("train", i), None)
+        np.testing.assert_array_equal(p.segment, q.segment)
+        np.testing.assert_array_equal(p.label0, q.label0)
+        np.testing.assert_array_equal(p.score, q.score)
+
+
+def test_bad_input_is_a_one_line_error():
+    with pytest.raises(A2LCError, match="preset 'kitti'"):
+        SyntheticSource(preset="kitti")
+    src = SyntheticSource(preset="city", n_train=4)
+    with pytest.raises(A2LCError, match="train image 4 does not exist"):
+        src.image("train", 4)
+    with pytest.raises(A2LCError, match="split 'test'"):
+        src.label("test", 0)
+    with pytest.raises(A2LCError, match="split 'test'"):
+        src.names("test")
+
+
+# --------------------------------------------------------------------------- class frequencies
+def _pixel_share(src: SyntheticSource, n: int) -> np.ndarray:
+    counts = np.zeros(256, np.int64)
+    for i in range(n):
+        counts += np.bincount(src.label("train", i).ravel(), minlength=256)
+    c = src.classes.num_classes
+    return counts[:c] / counts[:c].sum()
+
+
+def test_city_has_a_cityscapes_like_long_tail():
+    src = SyntheticSource(preset="city", seed=1)
+    share = _pixel_share(src, 60)
+    idx = {n: k for k, n in enumerate(src.classes.names)}
+    head = [idx[n] for n in ("road", "building", "vegetation", "sky")]
+    tail = [idx[n] for n in ("traffic light", "rider", "motorcycle", "bicycle")]
+    assert share[head].sum() > 0.6
+    assert share[head].min() > 0.05
+    assert (share > 0).all()  # every class appears in 60 images
+    assert share[tail].max() < 0.01 and share[tail].min() > 0
+    assert share[head].min() > 5 * share[tail].max()
+    # the head classes are the four most frequent apart from car (Cityscapes: car ≈ 7%)
+    top = set(np.argsort(share)[::-1][:5])
+    assert set(head) <= top
+
+
+def test_voc_background_dominates_with_a_milder_imbalance():
+    src = SyntheticSource(preset="voc", seed=1)
+    share = _pixel_share(src, 150)
+    assert 0.55 < share[0] < 0.9
+    objects = share[1:]
+    assert (objects > 0).all()
+    person = src.classes.index("person")
+    assert share[person] == objects.max()
+    # milder than city: no object class is below 1/30 of the most frequent one
+    assert objects.min() > objects.max() / 30
+    # a VOC-style 1-px void outline around objects, never on plain background
+    gt = src.label("train", 0)
+    assert (gt == VOID).any()
+    scene = src.scene("train", 0)
+    assert not (gt == VOID)[~scene.thing[scene.region]].any()
+
+
+# --------------------------------------------------------------------------- masks
+def test_masks_follow_the_proposal_conventions():
+    src, lab = _pair("city", seed=0, n_train=40)
+    fill = src.classes.fill_label
+    uncovered = merged = 0
+    for i in range(40):
+        gt = src.label("train", i)
+        p = lab.propose(i, src.image("train", i), gt)
+        k = int(p.segment.max()) + 1
+        assert p.segment.dtype == np.int32 and p.label0.dtype == np.uint8
+        assert p.segment.shape == p.label0.shape == gt.shape
+        # dense local ids, every one used, -1 = uncovered
+        assert p.segment.min() >= -1
+        assert (np.bincount(p.segment[p.segment >= 0], minlength=k) > 0).all()
+        assert p.score.shape == p.prompt.shape == (k,)
+        cov = p.segment >= 0
+        assert (p.label0[~cov] == fill).all()
+        # one label per mask (a mask is the unit every correction relabels)
+        per_mask = np.zeros(k, np.int64) - 1
+        per_mask[p.segment[cov]] = p.label0[cov]
+        assert (per_mask[p.segment[cov]] == p.label0[cov]).all()
+        assert (p.prompt == per_mask).all()
+        uncovered += int((~cov).sum())
+        # under-segmentation: masks whose ground truth is split between classes
+        maj, votes, void = mask_majority(p.segment[cov], gt[cov], k)
+        nonvoid = np.bincount(p.segment[cov], minlength=k) - void
+        purity = votes / np.maximum(nonvoid, 1)
+        merged += int(((purity < 0.8) & (nonvoid >= 20)).sum())
+    assert uncovered > 0
+    assert merged >= 3
+
+
+def test_objects_are_whole_masks_and_stuff_is_split():
+    src, lab = _pair("city", seed=0, n_train=20)
+    idx = {n: k for k, n in enumerate(src.classes.names)}
+    objects_in_one_mask, objects, road_masks = 0, 0, []
+    for i in range(20):
+        scene = src.scene("train", i)
+        p, info = lab.simulate(i)
+        road_masks.append(int((info["true"] == idx["road"]).sum()))
+        seg, reg = p.segment, scene.region
+        for r in np.flatnonzero(scene.thing & (scene.cls == idx["car"])):
+            inside = seg[(reg == r) & (seg >= 0)]
+            if inside.size < 30:
+                continue
+            objects += 1
+            objects_in_one_mask += np.bincount(inside).max() >= 0.85 * inside.size
+    assert objects >= 20 and objects_in_one_mask >= 0.9 * objects
+    assert np.mean(road_masks) >= 2.5
+
+
+def test_masks_are_written_consistently_to_the_dataset_file(cli, tmp_path):
+    ws = tmp_path / "ws"
+    assert cli("-w", ws, "init", "--source", "synthetic", "--preset", "city", "--seed", "1")[0] == 0
+    cfg_path = ws / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["source"]["n_train"] = 12
+    cfg["source"]["n_val"] = 4
+    cfg_path.write_text(json.dumps(cfg))
+    code, out, err = cli("-w", ws, "pseudolabel", "--json")
+    assert code == 0, err
+    src, lab = _pair("city", seed=1, n_train=12, n_val=4)
+    with h5py.File(ws / "dataset.h5", "r") as f:
+        offs = f["images/pixel_offset"][()]
+        moffs = f["images/mask_offset"][()]
+        assert f["masks/label0"].shape[0] == moffs[-1] > 12 * 20
+        for i in (0, 11):
+            p = lab.propose(i, src.image("train", i), None)
+            seg = f["pixels/segment"][offs[i]:offs[i + 1]].reshape(96, 192)
+            np.testing.assert_array_equal(seg, np.where(p.segment >= 0, p.segment + moffs[i], -1))
+            np.testing.assert_array_equal(f["pixels/label0"][offs[i]:offs[i + 1]].reshape(96, 192), p.label0)
+            np.testing.assert_array_equal(f["pixels/gt"][offs[i]:offs[i + 1]].reshape(96, 192), src.label("train", i))
+            k = moffs[i + 1] - moffs[i]
+            label0 = f["masks/label0"][moffs[i]:moffs[i + 1]]
+            assert label0.shape == (k,) and (f["masks/image"][moffs[i]:moffs[i + 1]] == i).all()
+            cov = p.segment >= 0
+            np.testing.assert_array_equal(label0[p.segment[cov]], p.label0[cov])
+    code, out, err = cli("-w", ws, "evaluate", "--metric", "data-miou", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["round"] == 0 and 0 < res["coverage"] < 100
+    assert abs(res["miou"] - _round0_miou(src, lab)) < 1e-3
+
+
+# --------------------------------------------------------------------------- noise
+def _mask_records(preset: str, seed: int, n: int) -> tuple[SyntheticSource, dict[str, np.ndarray]]:
+    src, lab = _pair(preset, seed=seed, n_train=n)
+    rec: dict[str, list[np.ndarray]] = {"true": [], "label": [], "flipped": [], "z": [], "partner": [], "style": []}
+    for i in range(n):
+        p, info = lab.simulate(i)
+        scene = src.scene("train", i)
+        per_mask = np.zeros(int(p.segment.max()) + 1, np.int64)
+        cov = p.segment >= 0
+        per_mask[p.segment[cov]] = p.label0[cov]
+        rec["label"].append(per_mask)
+        rec["partner"].append(scene.partner[info["region"]])
+        rec["style"].append(scene.style[info["region"]])
+        for k in ("true", "flipped", "z"):
+            rec[k].append(info[k])
+    return src, {k: np.concatenate(v) for k, v in rec.items()}
+
+
+def test_noise_is_class_dependent_and_heavier_on_tail_classes():
+    src, r = _mask_records("city", 0, 120)
+    idx = {n: k for k, n in enumerate(src.classes.names)}
+    valid = r["true"] != VOID
+    true, flipped = r["true"][valid], r["flipped"][valid]
+    rate = np.bincount(true, weights=flipped, minlength=19) / np.maximum(np.bincount(true, minlength=19), 1)
+    head = [idx[n] for n in ("road", "building", "vegetation", "sky", "car")]
+    tail = [idx[n] for n in ("traffic light", "rider", "motorcycle", "wall")]
+    assert rate[head].max() < 0.15
+    assert rate[tail].min() > 0.25
+    # the realised rates follow the configured ones
+    configured = np.array(NOISE["city"].flip_rate)
+    big = np.bincount(true, minlength=19) >= 150
+    assert np.abs(rate[big] - configured[big]).max() < 0.08
+    # a flipped mask's label is never its true class
+    assert (r["label"][valid][flipped] != true[flipped]).all()
+
+
+def test_flips_go_to_look_alike_partners():
+    for preset in ("city", "voc"):
+        src, r = _mask_records(preset, 1, 60)
+        f = r["flipped"]
+        assert f.sum() > 15
+        np.testing.assert_array_equal(r["label"][f], r["partner"][f])
+        spec = PRESETS[preset]
+        c = spec.classes.num_classes
+        for t, style, lab in zip(r["true"][f], r["style"][f], r["label"][f]):
+            key = int(style) if style >= c else int(t)  # background kinds have partners of their own
+            assert int(lab) in {p for p, _ in spec.partners[key]}
+    assert (3, 0.55) in [(p, w) for p, w in PRESETS["city"].partners[2]]  # building ↔ wall
+    assert {p for p, _ in PRESETS["voc"].partners[8]} == {12}  # cat → dog
+
+
+def test_flip_probability_grows_with_the_appearance_latent():
+    _, r = _mask_records("city", 2, 120)
+    z, f = r["z"][r["true"] != VOID], r["flipped"][r["true"] != VOID]
+    assert z[f].mean() > z[~f].mean() + 0.25
+    assert np.corrcoef(z, f)[0, 1] > 0.4
+    # and not independent coin flips: almost no typical-looking (low z) region is mislabelled
+    assert f[z < 0.1].mean() < 0.02
+    assert f[z > 0.6].mean() > 0.6
+    rate_by_z = [f[(z >= lo) & (z < lo + 0.15)].mean() for lo in (0.0, 0.15, 0.3, 0.45)]
+    assert all(a < b for a, b in zip(rate_by_z, rate_by_z[1:]))
+    model = NOISE["city"]
+    p = flip_probability(np.array([0.05, 0.3, 0.9]), np.array([0, 0, 0]), model)
+    assert p[0] < p[1] < p[2]
+    tail = flip_probability(np.array([0.3]), np.array([12]), model)  # rider
+    assert tail[0] > p[1]
+
+
+def test_the_latent_pulls_appearance_towards_the_partner():
+    """A region with a high z is coloured closer to its partner class's typical colour."""
+    src = SyntheticSource(preset="city", seed=0)
+    spec = src.spec
+    ratio, zs = [], []
+    for i in range(40):
+        scene = src.scene("train", i)
+        img = src.image("train", i).astype(np.float64)
+        n = scene.n_regions
+        area = np.bincount(scene.region.ravel(), minlength=n)
+        mean = np.stack([np.bincount(scene.region.ravel(), weights=img[..., ch].ravel(), minlength=n)
+                         for ch in range(3)], 1) / np.maximum(area, 1)[:, None]
+        own = np.array([spec.styles[s].colour for s in scene.style])
+        partner = np.array([spec.styles[p].colour for p in scene.partner])
+        gap = np.linalg.norm(own - partner, axis=1)
+        ok = (area >= 60) & (gap > 40) & (scene.cls != VOID)
+        # position of the region's mean colour along the own → partner axis (0 = own, 1 = partner)
+        t = ((mean - own) * (partner - own)).sum(1) / np.maximum(gap ** 2, 1)
+        ratio.append(t[ok])
+        zs.append(scene.z[ok])
+    t, z = np.concatenate(ratio), np.concatenate(zs)
+    assert t.size > 200
+    assert np.corrcoef(z, t)[0, 1] > 0.5
+    assert t[z > 0.5].mean() > t[z < 0.2].mean() + 0.2
+
+
+# --------------------------------------------------------------------------- targets (issue 2)
+@pytest.mark.parametrize("seed", [0, 3])
+def test_initial_data_miou_of_city_is_near_the_papers_start(seed):
+    src, lab = _pair("city", seed=seed, n_train=80)
+    assert 45 <= _round0_miou(src, lab) <= 58
+
+
+@pytest.mark.parametrize("seed", [0, 4])
+def test_initial_data_miou_of_voc_is_near_the_papers_start(seed):
+    src, lab = _pair("voc", seed=seed, n_train=120)
+    assert 52 <= _round0_miou(src, lab) <= 65
+
+
+def test_mask_level_oracle_is_capped_by_mask_realism():
+    src, lab = _pair("city", seed=1, n_train=60)
+    assert 84 <= _round0_miou(src, lab, oracle=True) <= 93
+    src, lab = _pair("voc", seed=1, n_train=80)
+    assert 84 <= _round0_miou(src, lab, oracle=True) <= 94
+
+
+def test_simulate_needs_the_synthetic_source(tmp_path):
+    cfg = _cfg("city")
+    cfg.source.kind = "folder"
+
+    class NotSynthetic:
+        classes = SyntheticSource().classes
+
+    with pytest.raises(A2LCError, match="simulate labeler needs the built-in synthetic source"):
+        SimulatedFoundationModel(cfg, NotSynthetic())  # type: ignore[arg-type]
