@@ -295,14 +295,18 @@ def test_missing_files_are_one_line_errors(models, tmp_path):
 
 def test_mismatched_checkpoints_are_one_line_errors(models, tmp_path):
     msg = _check_error(models, tmp_path, sam_type="vit_b")
-    assert "does not match the SAM checkpoint for --sam-type vit_b" in msg and "encoder width is 32" in msg
+    assert "does not match SAM --sam-type vit_b: the file's encoder width is 32, vit_b has 768" in msg
     msg = _check_error(models, tmp_path, sam_checkpoint=str(models["gdino"]))
     assert "GroundingDINO checkpoint, not a SAM one" in msg
     msg = _check_error(models, tmp_path, gdino_checkpoint=str(models["sam"]))
     assert "SAM checkpoint, not a GroundingDINO one" in msg
+    swinb = tmp_path / "swinb.pth"  # only the tensor that tells the backbone apart
+    torch.save({"model": {"backbone.0.patch_embed.proj.weight": torch.zeros(128, 3, 4, 4)}}, swinb)
+    msg = _check_error(models, tmp_path, gdino_checkpoint=str(swinb))
+    assert "the file's Swin backbone width is 128, the config's 96 — try --gdino-config SwinB" in msg
     deeper = write_gdino_config(tmp_path / "gdino_2layers.py", layers=2)
     msg = _check_error(models, tmp_path, gdino_config=str(deeper))
-    assert "does not match the GroundingDINO checkpoint" in msg and "weights are missing" in msg
+    assert f"does not match GroundingDINO config {deeper}" in msg and "weights are missing" in msg
     spec = tmp_path / "bad_spec.json"
     spec.write_text(json.dumps({**SAM_TINY, "depth": 3}))
     assert "unknown SAM spec key 'depth'" in _check_error(models, tmp_path, sam_type=str(spec))
@@ -497,3 +501,25 @@ def test_cli_rejects_bad_checkpoints_before_any_image(cli, models, tmp_path, mon
         flat = " ".join(err.split())  # rich wraps long lines at the terminal width
         assert flat.startswith("error: ") and message in flat and "Traceback" not in err
     assert seen == [] and not (ws / ".dataset.h5.partial").exists() and not (ws / "dataset.h5").exists()
+
+
+def test_text_encoder_weights_come_from_the_folder_when_the_checkpoint_lacks_them(models, tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from a2lc_cli.labelers.grounded_sam.models import load_gdino, read_state_dict
+
+    sd = read_state_dict(models["gdino"], what="GroundingDINO")
+    nobert = tmp_path / "nobert.pth"
+    torch.save({"model": {k: v for k, v in sd.items() if not k.startswith("bert.")}}, nobert)
+    msg = _check_error(models, tmp_path, gdino_checkpoint=str(nobert))  # the folder has no weights either
+    assert "weights are missing (first: bert." in msg
+    folder = write_bert(tmp_path / "bert-with-weights")
+    torch.manual_seed(1)
+    BertModel(BertConfig.from_pretrained(folder)).save_pretrained(folder)
+    model = load_gdino(nobert, str(models["gdino_config"]), folder)
+    ref = BertModel.from_pretrained(folder).state_dict()
+    own = model.bert.state_dict()
+    assert own.keys() <= ref.keys() and len(own) > 10
+    for k, v in own.items():
+        assert torch.equal(v, ref[k]), k
+    assert torch.equal(model.feat_map.weight, sd["feat_map.weight"])  # the rest from the checkpoint

@@ -141,46 +141,61 @@ class GroundedSamEngine:
         return dets
 
     @torch.inference_mode()
-    def segment(self, images: list[torch.Tensor], dets: list[Detections]) -> list[torch.Tensor]:
-        """One SAM mask per box: (k,H,W) bool per image (single-mask output, as the authors).
+    def encode(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """SAM image embeddings of a batch: ((B,E,S/16,S/16), the resized (h,w) of each image before padding).
 
-        images: B tensors (3,H,W) float 0..255 on the device. The image encoder runs
-        once over the images that have boxes; the decoder takes all boxes of an image
-        in chunks of ``box_chunk``.
+        images: B tensors (3,H,W) float 0..255 on the device; each is resized so its
+        long side is SAM's input size S (1024), normalised and padded to S×S.
         """
         sam, size = self.sam, self._sam_size
-        out: list[torch.Tensor] = [
-            torch.zeros((0, *x.shape[-2:]), dtype=torch.bool, device=self.device) for x in images
-        ]
-        todo = [i for i, d in enumerate(dets) if len(d.score)]
-        if not todo:
-            return out
         batch, input_sizes = [], []
-        for i in todo:
-            h, w = images[i].shape[-2:]
+        for x in images:
+            h, w = x.shape[-2:]
             target = self._resize.get_preprocess_shape(int(h), int(w), size)
-            x = F.interpolate(images[i][None], size=target, mode="bilinear", align_corners=False, antialias=True)
+            x = F.interpolate(x[None], size=target, mode="bilinear", align_corners=False, antialias=True)
             batch.append(sam.preprocess(x))
             input_sizes.append(target)
         with quiet(), self._autocast():
-            emb = sam.image_encoder(torch.cat(batch))  # (B',E,h/16,w/16)
+            return sam.image_encoder(torch.cat(batch)), input_sizes
+
+    @torch.inference_mode()
+    def decode(
+        self, embedding: torch.Tensor, boxes: torch.Tensor, input_size: tuple[int, int], image_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """One SAM mask per box (single-mask output, as the authors): (k,H,W) bool.
+
+        embedding: (1,E,S/16,S/16) of one image; boxes: (k,4) x0,y0,x1,y1 in image
+        pixels; image_size: (H,W). All boxes go through the prompt encoder and mask
+        decoder together, in chunks of ``box_chunk`` to bound memory.
+        """
+        sam = self.sam
+        boxes = self._resize.apply_boxes_torch(boxes, image_size)
+        masks = []
+        with quiet(), self._autocast():
             pe = sam.prompt_encoder.get_dense_pe()
-            for j, i in enumerate(todo):
-                h, w = (int(v) for v in images[i].shape[-2:])
-                boxes = self._resize.apply_boxes_torch(dets[i].boxes, (h, w))
-                masks = []
-                for c0 in range(0, len(boxes), self.box_chunk):
-                    sparse, dense = sam.prompt_encoder(points=None, boxes=boxes[c0 : c0 + self.box_chunk], masks=None)
-                    low, _ = sam.mask_decoder(
-                        image_embeddings=emb[j : j + 1],
-                        image_pe=pe,
-                        sparse_prompt_embeddings=sparse,
-                        dense_prompt_embeddings=dense,
-                        multimask_output=False,
-                    )
-                    up = sam.postprocess_masks(low.float(), input_sizes[j], (h, w))  # (k,1,H,W) logits
-                    masks.append(up[:, 0] > sam.mask_threshold)
-                out[i] = torch.cat(masks)
+            for c0 in range(0, len(boxes), self.box_chunk):
+                sparse, dense = sam.prompt_encoder(points=None, boxes=boxes[c0 : c0 + self.box_chunk], masks=None)
+                low, _ = sam.mask_decoder(
+                    image_embeddings=embedding,
+                    image_pe=pe,
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=False,
+                )
+                up = sam.postprocess_masks(low.float(), input_size, image_size)  # (k,1,H,W) logits
+                masks.append(up[:, 0] > sam.mask_threshold)
+        return torch.cat(masks)
+
+    def segment(self, images: list[torch.Tensor], dets: list[Detections]) -> list[torch.Tensor]:
+        """(k,H,W) bool masks of each image's boxes; the encoder runs once over the images that have boxes."""
+        out = [torch.zeros((0, *x.shape[-2:]), dtype=torch.bool, device=self.device) for x in images]
+        todo = [i for i, d in enumerate(dets) if len(d.score)]
+        if not todo:
+            return out
+        emb, input_sizes = self.encode([images[i] for i in todo])
+        for j, i in enumerate(todo):
+            h, w = (int(v) for v in images[i].shape[-2:])
+            out[i] = self.decode(emb[j : j + 1], dets[i].boxes, input_sizes[j], (h, w))
         return out
 
     def propose(self, images: list[np.ndarray]) -> list[ImageProposal]:

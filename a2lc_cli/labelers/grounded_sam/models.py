@@ -144,12 +144,12 @@ def load_sam(checkpoint: Path, sam_type: str) -> torch.nn.Module:
     if w is not None and w.shape[0] != spec.encoder_embed_dim:  # fail before building a large model
         guess = _SAM_WIDTH.get(int(w.shape[0]))
         raise A2LCError(
-            f"{checkpoint}: does not match the SAM checkpoint for --sam-type {sam_type}: the file's encoder width is "
+            f"{checkpoint}: does not match SAM --sam-type {sam_type}: the file's encoder width is "
             f"{w.shape[0]}, {sam_type} has {spec.encoder_embed_dim}" + (f" — try --sam-type {guess}" if guess else "")
         )
     with _quiet():
         model = build_sam(spec)
-    load_checked(model, sd, path=checkpoint, what=f"SAM checkpoint for --sam-type {sam_type}")
+    load_checked(model, sd, path=checkpoint, what=f"SAM --sam-type {sam_type}")
     return model
 
 
@@ -256,19 +256,20 @@ def load_gdino(checkpoint: Path, config: str, text_encoder: Path) -> torch.nn.Mo
     sd = read_state_dict(checkpoint, what="GroundingDINO")
     if any(k.startswith("image_encoder.") for k in sd):
         raise A2LCError(f"{checkpoint}: this is a SAM checkpoint, not a GroundingDINO one (swap --sam-checkpoint and --gdino-checkpoint?)")
-    hint = ""
     model = build_gdino(cfg_path, text_encoder)
-    w = sd.get("backbone.0.patch_embed.proj.weight")
-    own = model.state_dict().get("backbone.0.patch_embed.proj.weight")
+    key = "backbone.0.patch_embed.proj.weight"
+    w, own = sd.get(key), model.state_dict().get(key)
     if w is not None and own is not None and w.shape != own.shape:
         guess = _SWIN_WIDTH.get(int(w.shape[0]))
-        hint = f"; the file's backbone width is {w.shape[0]}" + (f" — try --gdino-config {guess}" if guess else "")
+        raise A2LCError(
+            f"{checkpoint}: does not match GroundingDINO config {config}: the file's Swin backbone width is "
+            f"{w.shape[0]}, the config's {own.shape[0]}" + (f" — try --gdino-config {guess}" if guess else "")
+        )
     optional: tuple[str, ...] = ()
     folder_weights = [text_encoder / f for f in _WEIGHT_FILES if (text_encoder / f).is_file()]
     if folder_weights:
         optional = ("bert.",)  # missing text-encoder weights come from the folder
-    missing = load_checked(model, sd, path=checkpoint, what=f"GroundingDINO checkpoint for config {config}",
-                           hint=hint, optional=optional)
+    missing = load_checked(model, sd, path=checkpoint, what=f"GroundingDINO config {config}", optional=optional)
     if any(k.startswith("bert.") for k in missing):
         from transformers import BertModel
 
@@ -309,7 +310,6 @@ def load_checked(
     *,
     path: Path,
     what: str,
-    hint: str = "",
     optional: tuple[str, ...] = (),
 ) -> list[str]:
     """Load ``sd`` into ``model``; any shape mismatch or missing key (not under ``optional``) is an error.
@@ -321,15 +321,15 @@ def load_checked(
     for k, v in own.items():
         if k in sd and tuple(sd[k].shape) != tuple(v.shape):
             raise A2LCError(
-                f"{path}: does not match the {what}: {k} has shape {tuple(sd[k].shape)} in the file "
-                f"but {tuple(v.shape)} in the model{hint}"
+                f"{path}: does not match {what}: {k} has shape {tuple(sd[k].shape)} in the file "
+                f"but {tuple(v.shape)} in the model"
             )
     missing = [k for k in own if k not in sd]
     required = [k for k in missing if not k.startswith(optional)] if optional else missing
     if required:
         raise A2LCError(
-            f"{path}: does not match the {what}: {len(required)} of {len(own)} weights are missing "
-            f"(first: {required[0]}){hint}"
+            f"{path}: does not match {what}: {len(required)} of {len(own)} weights are missing "
+            f"(first: {required[0]})"
         )
     model.load_state_dict({k: sd[k] for k in own if k in sd}, strict=False)
     return missing
