@@ -268,13 +268,15 @@ class Workspace:
             return {}
 
     def _describe_holder(self) -> str:
-        h: dict | None = None
-        for _ in range(5):  # the holder writes its details just after taking the lock
-            h = self._read_holder()
-            if h:
+        h: dict = {}
+        for _ in range(40):  # the holder writes its details just after taking the lock: until then the
+            h = self._read_holder() or {}  # file is empty or still names the dead holder it replaced
+            pid = h.get("pid")
+            if isinstance(pid, int) and (h.get("host") != socket.gethostname() or _pid_alive(pid)):
                 break
             time.sleep(0.05)
-        h = h or {}
+        else:
+            h = {"pid": "? (its details are not written yet)"}
         return (
             f"workspace {self.root} is in use by pid {h.get('pid', '?')} on {h.get('host', '?')} "
             f"running '{h.get('command', '?')}' since {h.get('since', '?')}; wait for it to finish "
