@@ -6,6 +6,7 @@ COMMAND_MODULES = [
     "train",
     "acquire",  # acquire, query
     "lcm",  # lcm-train, lcm-correct
+    "answers",  # export-answers
     "evaluate",
     "rounds",  # round, run, demo, export, report
 ]
