@@ -377,3 +377,11 @@ def test_simulate_needs_the_synthetic_source(tmp_path):
 
     with pytest.raises(A2LCError, match="simulate labeler needs the built-in synthetic source"):
         SimulatedFoundationModel(cfg, NotSynthetic())  # type: ignore[arg-type]
+
+
+def test_fill_label_override_reaches_the_simulated_labels():
+    src, lab = _pair("city", seed=0, n_train=8, fill_label=0)
+    assert src.classes.fill_label == 0
+    props = [lab.propose(i, src.image("train", i), None) for i in range(8)]
+    uncovered = np.concatenate([p.label0[p.segment < 0] for p in props])
+    assert uncovered.size > 0 and (uncovered == 0).all()

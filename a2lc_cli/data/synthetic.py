@@ -23,7 +23,7 @@ large objects on a background of several textured areas).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import cv2
@@ -656,7 +656,7 @@ def ground_truth(spec: PresetSpec, scene: Scene) -> np.ndarray:
 class SyntheticSource(Source):
     """The built-in benchmark (SPEC §4): seeded scenes rendered on demand, with a small cache."""
 
-    CACHE = 2048
+    CACHE = 1024  # images (≈150 kB each with ground truth and scene); the default sets fit
 
     def __init__(self, *, preset: str = "city", seed: int = 0, n_train: int | None = None, n_val: int | None = None,
                  height: int | None = None, width: int | None = None):
@@ -675,7 +675,10 @@ class SyntheticSource(Source):
     @classmethod
     def from_config(cls, cfg: Config) -> "SyntheticSource":
         s = cfg.source
-        return cls(preset=s.preset, seed=cfg.seed, n_train=s.n_train, n_val=s.n_val, height=s.height, width=s.width)
+        src = cls(preset=s.preset, seed=cfg.seed, n_train=s.n_train, n_val=s.n_val, height=s.height, width=s.width)
+        if s.fill_label is not None:  # --set source.fill_label=N
+            src.classes = replace(src.classes, fill_label=int(s.fill_label))
+        return src
 
     def _check(self, split: str, index: int | None = None) -> None:
         if split not in SPLITS:
