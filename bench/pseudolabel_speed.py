@@ -17,7 +17,8 @@ give an arbitrary number).
 Stages, per image: ``gdino`` (GroundingDINO forward + box selection, batched),
 ``sam_encoder`` (SAM image encoder at 1024², batched), ``sam_decoder`` (all boxes
 of one image in one prompt-encoder/mask-decoder call, masks upsampled to full
-resolution and thresholded), ``paint`` (overlap resolution on the CPU), and
+resolution and thresholded), ``paint`` (overlap resolution on the device, as the
+labeler does it; ``paint np`` is the same with NumPy on the CPU, for scale), and
 ``total`` = the labeler's whole ``propose_batch`` (the sum plus transfers; on the
 CPU, where a pass takes minutes, the sum of the stages).
 CUDA runs in bf16 autocast by default.
@@ -46,7 +47,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from a2lc_cli.labelers.base import paint_masks  # noqa: E402
-from a2lc_cli.labelers.grounded_sam.engine import GroundedSamEngine  # noqa: E402
+from a2lc_cli.labelers.grounded_sam.engine import GroundedSamEngine, paint_masks_device  # noqa: E402
 from a2lc_cli.labelers.grounded_sam.models import SAM_TYPES, build_gdino, build_sam, resolve_gdino_config  # noqa: E402
 from a2lc_cli.labelers.grounded_sam.prompts import build_prompts, token_classes  # noqa: E402
 
@@ -137,24 +138,26 @@ def main() -> None:
         emb, input_sizes = engine.encode(xs)
         t_enc = timed(lambda: engine.encode(xs), device, repeats, warmup) / b
         t_dec = timed(lambda: engine.decode(emb[:1], dets[0].boxes, input_sizes[0], (h, w)), device, repeats, warmup)
-        masks = engine.decode(emb[:1], dets[0].boxes, input_sizes[0], (h, w)).cpu().numpy()
-        labels = dets[0].label.cpu().numpy()
-        t_paint = timed(lambda: paint_masks(masks, labels, 255), torch.device("cpu"), max(1, min(repeats, 3)), 0)
+        masks = engine.decode(emb[:1], dets[0].boxes, input_sizes[0], (h, w))
+        labels = dets[0].label
+        t_paint = timed(lambda: paint_masks_device(masks, labels, 255), device, repeats, warmup)
+        masks_np, labels_np = masks.cpu().numpy(), labels.cpu().numpy()
+        t_paint_np = timed(lambda: paint_masks(masks_np, labels_np, 255), torch.device("cpu"), 1, 0)
         if cuda:  # the labeler's whole call, transfers included
             t_total = timed(lambda: engine.propose(images), device, repeats, warmup) / b
         else:  # a CPU pass of everything again would double a run of minutes: report the sum
             t_total = t_gdino + t_enc + t_dec + t_paint
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None
         rows.append({"batch": b, "gdino_s": t_gdino, "sam_encoder_s": t_enc, "sam_decoder_s": t_dec,
-                     "paint_s": t_paint, "total_s": t_total, "peak_gib": peak})
+                     "paint_s": t_paint, "paint_numpy_s": t_paint_np, "total_s": t_total, "peak_gib": peak})
 
     name = torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()
     print(f"Grounded SAM ({args.gdino_config} + SAM {args.sam_type}) on {name}, {'bf16' if bf16 else 'fp32'}, "
           f"{h}x{w} images, {args.boxes} boxes/image, median of {repeats}; build {build_s:.1f} s")
-    header = ["batch", "gdino", "sam enc", "sam dec", "paint(cpu)", "total", "img/s", "peak GiB"]
+    header = ["batch", "gdino", "sam enc", "sam dec", "paint", "paint np", "total", "img/s", "peak GiB"]
     print(" | ".join(f"{c:>10}" for c in header))
     for r in rows:
-        cells = [r["batch"], *(f"{r[k] * 1e3:.1f} ms" for k in ("gdino_s", "sam_encoder_s", "sam_decoder_s", "paint_s", "total_s")),
+        cells = [r["batch"], *(f"{r[k] * 1e3:.1f} ms" for k in ("gdino_s", "sam_encoder_s", "sam_decoder_s", "paint_s", "paint_numpy_s", "total_s")),
                  f"{1 / r['total_s']:.2f}", "—" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"]
         print(" | ".join(f"{c:>10}" for c in cells))
     print(f"reference (H100 bf16): SAM ViT-H encoder {REFERENCE_MS['sam_encoder']:.0f} ms/image, "

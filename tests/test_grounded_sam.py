@@ -523,3 +523,25 @@ def test_text_encoder_weights_come_from_the_folder_when_the_checkpoint_lacks_the
     for k, v in own.items():
         assert torch.equal(v, ref[k]), k
     assert torch.equal(model.feat_map.weight, sd["feat_map.weight"])  # the rest from the checkpoint
+
+
+def test_device_painting_equals_paint_masks():
+    from a2lc_cli.labelers.base import paint_masks
+    from a2lc_cli.labelers.grounded_sam.engine import paint_masks_device
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:40, :50]
+    for k in (0, 1, 7, 40):
+        masks = np.zeros((k, 40, 50), bool)
+        for i in range(k):
+            y0, x0 = rng.integers(0, 35), rng.integers(0, 45)
+            masks[i] = (yy >= y0) & (yy < y0 + rng.integers(1, 30)) & (xx >= x0) & (xx < x0 + rng.integers(1, 30))
+        if k >= 7:
+            masks[3] = masks[5]  # equal areas: input order decides (the later one ends on top)
+            masks[6] = False  # an empty mask
+        labels = rng.integers(0, 19, k)
+        seg_ref, lab_ref = paint_masks(masks, labels, 255)
+        seg, lab = paint_masks_device(torch.from_numpy(masks), torch.from_numpy(labels), 255, chunk=3)
+        np.testing.assert_array_equal(seg.numpy(), seg_ref)
+        np.testing.assert_array_equal(lab.numpy(), lab_ref)
+        assert seg.dtype == torch.int32 and lab.dtype == torch.uint8

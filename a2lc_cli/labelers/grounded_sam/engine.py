@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from ...state import ImageProposal
-from ..base import paint_masks
 from .models import quiet
 from .prompts import PromptSet
 
@@ -47,6 +46,38 @@ def gdino_input_size(h: int, w: int, short_side: int, max_side: int | None) -> t
     if w < h:
         return int(size * h / w), size
     return size, int(size * w / h)
+
+
+def paint_masks_device(
+    masks: torch.Tensor, labels: torch.Tensor, fill_label: int, *, chunk: int = 32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`a2lc_cli.labelers.base.paint_masks` on the masks' device, with the same result.
+
+    masks: (k,H,W) bool; labels: (k,) int. Masks are painted largest first (ties in
+    input order), so every pixel goes to the covering mask painted last: the one
+    with the highest painting rank, found as a max over masks (in chunks of
+    ``chunk`` to bound memory) instead of k sequential writes. Returns
+    (segment (H,W) int32 local mask index or -1, label0 (H,W) uint8 with ``fill_label``
+    where uncovered). On a GPU this takes milliseconds where the NumPy version
+    takes about a second for 50 full-resolution Cityscapes masks.
+    """
+    k, h, w = masks.shape
+    dev = masks.device
+    if k == 0:
+        return (torch.full((h, w), -1, dtype=torch.int32, device=dev),
+                torch.full((h, w), fill_label, dtype=torch.uint8, device=dev))
+    areas = masks.flatten(1).sum(1)
+    order = torch.sort(-areas, stable=True).indices  # painting order: largest first
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(k, device=dev)
+    best = torch.full((h, w), -1, dtype=torch.int64, device=dev)
+    for c0 in range(0, k, chunk):  # chunks of masks, not single masks: bounded memory
+        r = rank[c0 : c0 + chunk].view(-1, 1, 1)
+        best = torch.maximum(best, torch.where(masks[c0 : c0 + chunk], r, -1).amax(0))
+    covered = best >= 0
+    segment = torch.where(covered, order[best.clamp(min=0)], -1).to(torch.int32)
+    label0 = torch.where(covered, labels.to(dev)[segment.clamp(min=0).long()], fill_label).to(torch.uint8)
+    return segment, label0
 
 
 class GroundedSamEngine:
@@ -201,9 +232,10 @@ class GroundedSamEngine:
     def propose(self, images: list[np.ndarray]) -> list[ImageProposal]:
         """Correction units of a batch. images: B arrays (H,W,3) uint8 RGB.
 
-        Masks are painted largest first so smaller ones win (SPEC §3, via
-        :func:`paint_masks`); uncovered pixels get the fill label; each kept
-        mask carries its detector score and the class of its prompt.
+        Masks are painted largest first so smaller ones win (SPEC §3; the same
+        result as :func:`a2lc_cli.labelers.base.paint_masks`, computed on the
+        device); uncovered pixels get the fill label; each mask carries its
+        detector score and the class of its prompt.
         """
         tensors = [
             torch.from_numpy(np.ascontiguousarray(im)).to(self.device).permute(2, 0, 1).float() for im in images
@@ -212,12 +244,11 @@ class GroundedSamEngine:
         masks = self.segment(tensors, dets)
         props = []
         for d, m in zip(dets, masks):
-            labels = d.label.cpu().numpy().astype(np.int64)
-            segment, label0 = paint_masks(m.cpu().numpy(), labels, self.fill_label)
+            segment, label0 = paint_masks_device(m, d.label, self.fill_label)
             props.append(ImageProposal(
-                segment=segment,
-                label0=label0,
+                segment=segment.cpu().numpy(),
+                label0=label0.cpu().numpy(),
                 score=d.score.float().cpu().numpy().astype(np.float32),
-                prompt=labels.astype(np.int16),
+                prompt=d.label.cpu().numpy().astype(np.int16),
             ))
         return props
