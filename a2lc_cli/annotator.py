@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -197,7 +198,7 @@ def split_annotator(text: str) -> tuple[str, str]:
 
 def _parse_label(text: str, classes: ClassInfo) -> int:
     t = text.strip()
-    if t.isdigit():
+    if t.isascii() and t.isdigit():  # "²" and "٣" are digits to str.isdigit but not to int()
         v = int(t)
         if v == VOID or v < classes.num_classes:
             return v
@@ -216,14 +217,19 @@ def _read_rows(path: Path) -> list[tuple[str, Any]]:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise A2LCError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        except RecursionError:
+            raise A2LCError(f"{path}: JSON nested too deeply to be an answers file") from None
         items = data.get("masks") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise A2LCError(f"{path}: expected a list of answers or an object with a 'masks' list")
         return [(f"item {j + 1}", it) for j, it in enumerate(items)]
-    reader = csv.DictReader(text.splitlines())
-    if reader.fieldnames is None or "mask_id" not in reader.fieldnames or "answer" not in reader.fieldnames:
-        raise A2LCError(f"{path}: CSV needs the columns mask_id and answer (found {reader.fieldnames})")
-    return [(f"row {j + 2}", row) for j, row in enumerate(reader)]
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted fields may hold line breaks
+    try:
+        if reader.fieldnames is None or "mask_id" not in reader.fieldnames or "answer" not in reader.fieldnames:
+            raise A2LCError(f"{path}: CSV needs the columns mask_id and answer (found {reader.fieldnames})")
+        return [(f"row {reader.line_num}", row) for row in reader]
+    except csv.Error as e:
+        raise A2LCError(f"{path}: not a valid CSV file (line {reader.line_num}: {e})") from None
 
 
 # --------------------------------------------------------------------------- bundle for people

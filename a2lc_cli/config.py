@@ -169,6 +169,8 @@ def load_config(path: Path) -> Config:
         raise A2LCError(f"{path}: cannot read config ({e})") from None
     except json.JSONDecodeError as e:
         raise A2LCError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise A2LCError(f"{path}: JSON nested too deeply to be a config") from None
     return parse_config(raw, where=str(path))
 
 
@@ -211,4 +213,6 @@ def set_option(cfg: Config, dotted: str, value: str) -> Config:
         node[parts[-1]] = json.loads(value)
     except json.JSONDecodeError:
         node[parts[-1]] = value
+    except RecursionError:
+        raise A2LCError(f"{dotted}: value nested too deeply") from None
     return parse_config(data, where=f"--set {dotted}")

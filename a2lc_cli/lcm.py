@@ -16,6 +16,7 @@ prediction ĉ when all of these hold (Eq. 3–6, as SPEC §3 states them):
 from __future__ import annotations
 
 import math
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -224,11 +225,15 @@ def load_lcm(path: Path) -> tuple[LCMNet, dict[str, Any]]:
     """Load ψ_r saved by :func:`run_lcm_train`."""
     if not path.exists():
         raise A2LCError(f"{path} does not exist; run `a2lc lcm-train` first")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # weights_only: a damaged or planted file cannot run code, only fail to load
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or ckpt.get("kind") != "lcm":
+            raise ValueError("not an a2lc LCM checkpoint")
         model = LCMNet(int(ckpt["in_dim"]), int(ckpt["num_classes"]), tuple(ckpt["hidden"]))
         model.load_state_dict(ckpt["state_dict"])
-    except (OSError, RuntimeError, KeyError, EOFError, ValueError, TypeError) as e:
+    except pickle.UnpicklingError:
+        raise A2LCError(f"{path}: not a readable LCM checkpoint (damaged, or not written by a2lc)") from None
+    except (OSError, RuntimeError, KeyError, EOFError, ValueError, TypeError, AttributeError) as e:
         raise A2LCError(f"{path}: not a readable LCM checkpoint ({' '.join(str(e).split())[:160]})") from None
     model.eval()
     return model, ckpt

@@ -264,7 +264,7 @@ class Workspace:
             return json.loads(self.lock_path.read_text())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return {}
 
     def _describe_holder(self) -> str:
@@ -294,7 +294,7 @@ def _read_fd(fd: int) -> dict | None:
         data += chunk
     try:
         obj = json.loads(data.decode())
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     return obj if isinstance(obj, dict) else None
 
