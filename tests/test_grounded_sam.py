@@ -545,3 +545,31 @@ def test_device_painting_equals_paint_masks():
         np.testing.assert_array_equal(seg.numpy(), seg_ref)
         np.testing.assert_array_equal(lab.numpy(), lab_ref)
         assert seg.dtype == torch.int32 and lab.dtype == torch.uint8
+
+
+def test_gdino_falls_back_to_float32_when_bf16_autocast_fails(labeler, monkeypatch):
+    from a2lc_cli.labelers.grounded_sam.engine import GroundedSamEngine
+
+    ref = labeler._engine  # float32
+    eng = GroundedSamEngine(
+        ref.gdino, ref.sam, prompts=ref.prompts, token_class=token_classes(ref.prompts, ref.gdino.tokenizer),
+        fill_label=255, device=torch.device("cpu"), bf16=True, short_side=64, max_side=128,
+    )
+    forward = type(ref.gdino).forward
+    calls = []
+
+    def fragile(self, *args, **kw):
+        calls.append(torch.is_autocast_enabled("cpu"))
+        if calls[-1]:
+            raise RuntimeError("expected mat1 and mat2 to have the same dtype, but got: c10::BFloat16 != float")
+        return forward(self, *args, **kw)
+
+    monkeypatch.setattr(type(ref.gdino), "forward", fragile)
+    x = [torch.from_numpy(ImagesSource().image("train", 0)).permute(2, 0, 1).float()]
+    got = eng.detect(x)[0]
+    assert calls == [True, False] and not eng.gdino_bf16 and eng.bf16  # SAM keeps bf16
+    eng.detect(x)
+    assert calls == [True, False, False]  # no second bf16 attempt
+    want = ref.detect(x)[0]
+    np.testing.assert_array_equal(got.label.numpy(), want.label.numpy())
+    np.testing.assert_allclose(got.score.numpy(), want.score.numpy())

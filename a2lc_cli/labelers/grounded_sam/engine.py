@@ -106,6 +106,7 @@ class GroundedSamEngine:
         self.prompts = prompts
         self.device = device
         self.bf16 = bf16
+        self.gdino_bf16 = bf16  # turned off if GroundingDINO's code cannot run under bf16 autocast
         self.fill_label = int(fill_label)
         self.short_side, self.max_side = short_side, max_side
         self.nms_iou, self.max_boxes, self.box_chunk = nms_iou, max_boxes, box_chunk
@@ -119,10 +120,31 @@ class GroundedSamEngine:
         self._sam_size = int(self.sam.image_encoder.img_size)
         self._resize = ResizeLongestSide(self._sam_size)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.bf16:
+    def _autocast(self, enabled: bool | None = None) -> contextlib.AbstractContextManager:
+        if not (self.bf16 if enabled is None else enabled):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _gdino_forward(self, samples, n: int) -> dict[str, torch.Tensor]:
+        """GroundingDINO's forward, under bf16 autocast if possible.
+
+        groundingdino-py runs parts of its decoder with autocast disabled; should
+        that meet bf16 tensors (a dtype error), the model runs in float32 from then on.
+        """
+        captions = [self.prompts.caption] * n
+        if self.gdino_bf16:
+            try:
+                with quiet(), self._autocast(True):
+                    return self.gdino(samples, captions=captions)
+            except RuntimeError as e:
+                if "dtype" not in str(e) and "type" not in str(e):
+                    raise
+                from ... import ui
+
+                ui.info(f"GroundingDINO does not run under bf16 autocast here ({str(e).splitlines()[0][:120]}); using float32 for it")
+                self.gdino_bf16 = False
+        with quiet():
+            return self.gdino(samples, captions=captions)
 
     @torch.inference_mode()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
@@ -141,8 +163,7 @@ class GroundedSamEngine:
             x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
             inputs.append((x / 255.0 - self._mean) / self._std)
         samples = nested_tensor_from_tensor_list(inputs)
-        with quiet(), self._autocast():
-            out = self.gdino(samples, captions=[self.prompts.caption] * len(images))
+        out = self._gdino_forward(samples, len(images))
         probs = out["pred_logits"].float().sigmoid()[..., self._tok_idx]  # (B,nq,T) phrase tokens only
         b, nq, _ = probs.shape
         cls_score = torch.zeros(b, nq, self.num_classes, device=probs.device)
