@@ -101,7 +101,7 @@ def train_lcm(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         losses.append(total / n)
         faults.checkpoint("lcm.epoch")
     model.eval()

@@ -32,14 +32,22 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
                                   "has_gt": ds.has_gt, "uid": ds.uid}
         except A2LCError as e:
             out["dataset"] = {"error": str(e)}
+    from .rounds import STALE, WAITING, stage_state
+
     rounds = []
+    stale_round = None
+    waiting_round = None
     last = max([cfg.method.rounds, *ws.rounds_present()])
     for r in range(0, last + 1):
         stages = {}
         for stage in stages_of_round(r, cfg):
             if stage is PSEUDOLABEL:
                 continue
-            stages[stage.name] = "done" if artifact_path(ws, r, stage).exists() else "missing"
+            stages[stage.name] = stage_state(ws, cfg, r, stage)
+            if stages[stage.name] == STALE and stale_round is None:
+                stale_round = r
+            if stages[stage.name] == WAITING and waiting_round is None:
+                waiting_round = r
         entry: dict[str, Any] = {"round": r, "stages": stages}
         q = ws.artifact(r, "query.h5")
         if q.exists():
@@ -49,8 +57,6 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
                 qq = read_query(q)
                 entry["selected"] = int(len(qq.selected))
                 entry["answers"] = int(len(set(qq.answers.mask.tolist())))
-                if entry["answers"] < entry["selected"]:
-                    stages["query"] = "partial"
             except A2LCError as e:
                 stages["query"] = "damaged"
                 entry["error"] = str(e)
@@ -61,5 +67,11 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
         rounds.append(entry)
     out["rounds"] = rounds
     nxt = next_step(ws, cfg, max_round=last)
-    out["next"] = nxt[1].command.format(r=nxt[0]) if nxt else None
+    if waiting_round is not None and (stale_round is None or waiting_round <= stale_round):
+        out["next"] = (f"people's answers for round {waiting_round}: a2lc query --r {waiting_round} --serve "
+                       f"(or --export DIR, then --answers FILE)")
+    elif stale_round is not None and (nxt is None or nxt[0] >= stale_round):
+        out["next"] = f"a2lc round --r {stale_round}"
+    else:
+        out["next"] = nxt[1].command.format(r=nxt[0]) if nxt else None
     return out
