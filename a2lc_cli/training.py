@@ -74,15 +74,19 @@ class Recipe:
     flip: bool
     jitter: float
     bf16: bool
+    threads: int | None  # CPU threads while training/evaluating (None: torch's default)
 
 
 _PAPER = dict(
     optimizer="sgd", lr=0.05, batch_size=8, crop=768, iterations=30000, momentum=0.9, weight_decay=1e-4,
-    backbone_lr_mult=0.1, poly_power=0.9, scale_min=1.0, scale_max=1.0, flip=True, jitter=0.0, bf16=True,
+    backbone_lr_mult=0.1, poly_power=0.9, scale_min=1.0, scale_max=1.0, flip=True, jitter=0.0, bf16=True, threads=None,
 )
+# threads=1: the tiny model's small convolutions gain little from a second thread on 2 cores and lose
+# several-fold when the cores are shared (OpenMP barriers wait for descheduled threads); docs/training.md
 _TINY = dict(
     optimizer="adam", lr=0.01, batch_size=16, crop=64, iterations=400, momentum=0.9, weight_decay=0.0,
     backbone_lr_mult=1.0, poly_power=0.9, scale_min=1.0, scale_max=1.0, flip=True, jitter=0.0, bf16=True,
+    threads=1,
 )
 
 # (dataset kind, model family) → recipe. Lookup: exact, then (kind, "*"), then ("*", family).
@@ -112,6 +116,8 @@ def resolve_recipe(cfg: Config) -> Recipe:
         v = getattr(t, f.name, None)
         if v is not None and f.name not in ("flip", "bf16"):
             values[f.name] = v
+    if t.threads is None and os.environ.get("OMP_NUM_THREADS"):
+        values["threads"] = None  # the user's OMP_NUM_THREADS wins over the recipe
     values["flip"] = bool(t.flip) and bool(base["flip"])
     values["bf16"] = bool(t.bf16)
     rec = Recipe(**values)
@@ -394,6 +400,20 @@ def poly_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.opt
 
 
 # --------------------------------------------------------------------------- checkpoints
+@contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the body with ``n`` torch CPU threads (None: unchanged), restoring the previous count."""
+    if not n:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _seed_everything(seed: int, r: int, rank: int) -> None:
     torch.manual_seed(int(np.random.default_rng([seed, r, 0x5EED]).integers(2**62)))
     np.random.seed((seed * 1_000_003 + r * 101 + rank) % 2**32)
@@ -525,9 +545,36 @@ def train_round(ws: Workspace, cfg: Config, r: int, *, device: str | torch.devic
         raise A2LCError(f"{ws.dataset_path} has no train images")
     preload = int((heights * widths).sum()) * 4 <= PRELOAD_BYTES
     crop_hw = _crop_hw(recipe, heights, widths)
+    job = _Job(dev, dist_info, recipe, per_rank, state, inputs, n_images, num_classes, class_names, stages,
+               preload, crop_hw)
     _seed_everything(cfg.seed, r, dist_info.rank)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
+    with cpu_threads(recipe.threads if dev.type == "cpu" else None):
+        return _train(ws, cfg, r, job, resume=resume, progress=progress, stop_at=stop_at)
+
+
+@dataclass
+class _Job:
+    """What train_round resolved before the loop."""
+
+    dev: torch.device
+    dist_info: DistInfo
+    recipe: Recipe
+    per_rank: int
+    state: Any
+    inputs: dict
+    n_images: int
+    num_classes: int
+    class_names: list[str]
+    stages: list[str]
+    preload: bool
+    crop_hw: tuple[int, int]
+
+
+def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progress: bool,
+           stop_at: int | None) -> dict:
+    dev, dist_info, recipe, per_rank, state = job.dev, job.dist_info, job.recipe, job.per_rank, job.state
+    inputs, n_images, num_classes, class_names = job.inputs, job.n_images, job.num_classes, job.class_names
+    stages, preload, crop_hw = job.stages, job.preload, job.crop_hw
     cuda = dev.type == "cuda"
     if cuda:
         torch.backends.cudnn.benchmark = True
@@ -698,11 +745,43 @@ def latest_model_round(ws: Workspace) -> int:
     return rounds[-1]
 
 
-def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | None = None, batch_size: int = 4,
-                        progress: bool = True, **_: Any) -> dict:
+def val_confusion(model: nn.Module, source, num_classes: int, *, batch_size: int | None = None,
+                  progress: str | None = None) -> np.ndarray:
+    """(C, C+1) confusion of the model's argmax over the source's validation split (rows = ground truth).
+
+    Images of equal size are batched (default: as many as make ≈ 4M pixels, at most 16).
+    """
+    dev = next(model.parameters()).device
+    n = len(source.names("val"))
+    conf = np.zeros((num_classes, num_classes + 1), np.int64)
+    idx = ui.progress(range(n), progress) if progress else range(n)
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        logits = predict_logits(model, np.stack([p[0] for p in pending]), dev)
+        pred = logits.argmax(1).to(torch.uint8).cpu().numpy()
+        for k, (_, gt) in enumerate(pending):
+            conf[...] += confusion_matrix(pred[k], gt, num_classes)
+        pending.clear()
+
+    for i in idx:
+        image, gt = source.image("val", i), source.label("val", i)
+        if batch_size is None:
+            batch_size = max(1, min(16, (1 << 22) // max(1, image.shape[0] * image.shape[1])))
+        if pending and (len(pending) == batch_size or image.shape != pending[0][0].shape):
+            flush()
+        pending.append((image, gt))
+    if pending:
+        flush()
+    return conf
+
+
+def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | None = None,
+                        batch_size: int | None = None, progress: bool = True, **_: Any) -> dict:
     """Model mIoU: θ_r's predictions on the validation split against its ground truth (void ignored).
 
     The checkpoint is the last one of training (no selection on the reported set).
+    batch_size: images per forward pass (default: see :func:`val_confusion`).
     Returns the ``--json`` object: metric, round, miou, per_class, coverage, pixel_accuracy,
     checkpoint, model, val_images, stale (the labels θ_r was trained on changed since).
     """
@@ -723,24 +802,12 @@ def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | No
     c = int(info["num_classes"])
     if c != source.classes.num_classes:
         raise A2LCError(f"{path}: model has {c} classes but the source has {source.classes.num_classes}")
-    conf = np.zeros((c, c + 1), np.int64)
-    idx = ui.progress(range(len(names)), f"model mIoU θ_{r}") if progress else range(len(names))
-    pending: list[tuple[np.ndarray, np.ndarray]] = []
-
-    def flush() -> None:
-        logits = predict_logits(model, np.stack([p[0] for p in pending]), dev)
-        pred = logits.argmax(1).to(torch.uint8).cpu().numpy()
-        for k, (_, gt) in enumerate(pending):
-            conf[...] += confusion_matrix(pred[k], gt, c)
-        pending.clear()
-
-    for i in idx:
-        image, gt = source.image("val", i), source.label("val", i)
-        if pending and (len(pending) == batch_size or image.shape != pending[0][0].shape):
-            flush()
-        pending.append((image, gt))
-    if pending:
-        flush()
+    threads = (info.get("recipe") or {}).get("threads")
+    if dev.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        threads = None
+    with cpu_threads(threads):
+        conf = val_confusion(model, source, c, batch_size=batch_size,
+                             progress=f"model mIoU θ_{r}" if progress else None)
     res = iou_from_confusion(conf)
     stale = None
     if ws.dataset_path.exists():
@@ -754,4 +821,4 @@ def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | No
 __all__ = ["RECIPES", "Recipe", "DistInfo", "augment", "batch_indices", "evaluate_model_miou", "init_distributed",
            "latest_model_round", "load_model", "main_rank_lock", "make_optimizer", "pick_device", "poly_schedule",
            "predict_logits", "resolve_recipe", "round_inputs", "save_model", "segmentation_loss", "shutdown_distributed",
-           "train_round"]
+           "train_round", "val_confusion", "cpu_threads"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,7 +16,6 @@ from a2lc_cli.errors import A2LCError
 from a2lc_cli.models import build_model
 from a2lc_cli.state import Dataset
 from a2lc_cli.training import (
-    Recipe,
     augment,
     batch_indices,
     evaluate_model_miou,
@@ -86,7 +86,7 @@ def test_augment_keeps_image_and_label_aligned_and_pads_with_void():
     rng = np.random.default_rng(0)
     label = np.kron(rng.integers(0, 3, (3, 4)), np.ones((4, 4), np.int64)).astype(np.uint8)  # 12×16
     image = COLOURS[label].astype(np.uint8)
-    rec = Recipe("sgd", 0.1, 2, 20, 10, 0.9, 0, 1, 0.9, 0.5, 2.0, True, 0.0, False)
+    rec = replace(resolve_recipe(parse_config({})), crop=20, scale_min=0.5, scale_max=2.0, flip=True, jitter=0.0)
     for k in range(20):
         im, lab = augment(image, label, np.random.default_rng(k), crop_hw=(20, 20), recipe=rec)
         assert im.shape == (20, 20, 3) and lab.shape == (20, 20)
@@ -98,6 +98,9 @@ def test_augment_keeps_image_and_label_aligned_and_pads_with_void():
         assert match > 0.6
         if (~valid).any():  # padding: the mean colour
             assert np.abs(im[~valid].astype(int) - [124, 116, 104]).max() <= 1 or match < 1
+        # colour jitter changes the colours, never the geometry
+        im2, lab2 = augment(image, label, np.random.default_rng(k), crop_hw=(20, 20), recipe=replace(rec, jitter=0.4))
+        assert np.array_equal(lab2, lab) and not np.array_equal(im2, im)
 
 
 def test_recipes_are_the_papers_and_config_overrides_win():
@@ -109,6 +112,9 @@ def test_recipes_are_the_papers_and_config_overrides_win():
     assert (voc.lr, voc.batch_size, voc.crop, voc.scale_min, voc.scale_max) == (0.1, 16, 513, 0.5, 2.0)
     tiny = resolve_recipe(parse_config({"train": {"lr": 0.003, "iterations": 7, "flip": False}}))
     assert (tiny.lr, tiny.iterations, tiny.flip) == (0.003, 7, False)
+    assert resolve_recipe(parse_config({})).threads == 1  # the tiny recipe: one CPU thread
+    assert resolve_recipe(parse_config({"train": {"threads": 2}})).threads == 2
+    assert cs.threads is None
     with pytest.raises(A2LCError, match="scale_max"):
         resolve_recipe(parse_config({"train": {"scale_min": 2.0, "scale_max": 1.0}}))
 

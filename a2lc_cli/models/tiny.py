@@ -1,10 +1,12 @@
 """The small default model for the built-in data: a dilated CNN of a few ten thousand parameters.
 
-Structure: a full-resolution stem, a strided convolution to half resolution, a
-stack of dilated residual 3×3 convolutions (the receptive field grows with the
-dilations without further downsampling), bilinear upsampling back to full
-resolution, concatenation with the stem's features (sharp borders) and a 1×1
-classifier. It trains on 2 CPU cores in seconds per hundred iterations.
+Structure: a full-resolution stem, ``down`` strided convolutions (each halving
+the resolution), a stack of dilated residual 3×3 convolutions (the receptive
+field grows with the dilations without further downsampling), bilinear
+upsampling back to full resolution, concatenation with the stem's features
+(colour and sharp borders at full resolution) and a 1×1 classifier. The default
+(stride 4, dilations 1/2/4) trains on 2 CPU cores at ≈ 10 iterations of batch 16
+on 64×64 crops per second; docs/training.md has the measurements behind it.
 """
 
 from __future__ import annotations
@@ -35,12 +37,10 @@ class _Residual(nn.Module):
 class TinySeg(nn.Module):
     """Dilated CNN: (B,3,H,W) → logits (B,C,H,W); embedding (B,E,H,W) with E = width + stem."""
 
-    def __init__(self, num_classes: int, *, stem: int, width: int, dilations: tuple[int, ...]):
+    def __init__(self, num_classes: int, *, stem: int, width: int, dilations: tuple[int, ...], down: int = 2):
         super().__init__()
-        self.backbone = nn.Sequential(
-            _conv_bn(3, stem),
-        )
-        self.down = _conv_bn(stem, width, stride=2)
+        self.backbone = _conv_bn(3, stem)
+        self.down = nn.Sequential(*[_conv_bn(stem if k == 0 else width, width, stride=2) for k in range(down)])
         self.body = nn.Sequential(*[_Residual(width, d) for d in dilations])
         self.embed_dim = width + stem
         self.classifier = nn.Conv2d(self.embed_dim, num_classes, 1)
