@@ -10,6 +10,10 @@ os.environ.setdefault("A2LC_TEST", "1")
 
 import pytest  # noqa: E402
 
+# Import the whole CLI once, before any test monkeypatches a module attribute: modules that do
+# `from .data import open_source` at import time would otherwise keep a test's fake for good.
+import a2lc_cli.cli  # noqa: E402,F401
+
 try:
     import torch
 
