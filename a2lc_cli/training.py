@@ -84,7 +84,7 @@ _PAPER = dict(
 # threads=1: the tiny model's small convolutions gain little from a second thread on 2 cores and lose
 # several-fold when the cores are shared (OpenMP barriers wait for descheduled threads); docs/training.md
 _TINY = dict(
-    optimizer="adam", lr=0.01, batch_size=16, crop=64, iterations=400, momentum=0.9, weight_decay=0.0,
+    optimizer="adam", lr=0.01, batch_size=16, crop=48, iterations=650, momentum=0.9, weight_decay=0.0,
     backbone_lr_mult=1.0, poly_power=0.9, scale_min=1.0, scale_max=1.0, flip=True, jitter=0.0, bf16=True,
     threads=1,
 )
@@ -374,7 +374,10 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     contribute neither to the loss nor to its gradient; a batch without any
     valid pixel gives 0 (with a zero gradient) instead of NaN.
     """
-    total = F.cross_entropy(logits.float(), target, ignore_index=VOID, reduction="sum")
+    c = logits.shape[1]
+    # (B*H*W, C) rows: a view, without a copy, of channels-last logits
+    flat = logits.float().permute(0, 2, 3, 1).reshape(-1, c)
+    total = F.cross_entropy(flat, target.reshape(-1), ignore_index=VOID, reduction="sum")
     return total / (target != VOID).sum().clamp(min=1)
 
 

@@ -230,3 +230,10 @@ def test_resume_continues_from_the_checkpoint_to_the_same_model(tmp_path):
     other = set_option(cfg, "train.lr", "0.5")
     with pytest.raises(A2LCError, match="different recipe"):
         train_round(ws, other, 0, device="cpu", progress=False, resume=True)
+
+
+def test_cli_train_errors_are_one_line(tmp_path, cli):
+    code, out, err = cli("-w", tmp_path / "empty", "train", "--r", "0")
+    assert code == 2 and "a2lc pseudolabel" in err and "Traceback" not in err
+    code, _, err = cli("-w", tmp_path / "empty", "train", "--model", "resnet9")
+    assert code == 2 and "unknown model 'resnet9'" in err

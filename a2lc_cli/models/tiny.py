@@ -45,13 +45,26 @@ class TinySeg(nn.Module):
         self.embed_dim = width + stem
         self.classifier = nn.Conv2d(self.embed_dim, num_classes, 1)
 
-    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B,3,H,W) normalised. Returns (logits (B,C,H,W), embedding (B,E,H,W))."""
+    def _parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         low = self.backbone(x)
-        h = self.body(self.down(low))
-        h = F.interpolate(h, size=low.shape[-2:], mode="bilinear", align_corners=False)
-        emb = torch.cat([h, low], 1)
+        return low, self.body(self.down(low))
+
+    def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B,3,H,W) normalised. Returns (logits (B,C,H,W), embedding (B,E,H,W) = [upsampled body, stem])."""
+        low, h = self._parts(x)
+        emb = torch.cat([F.interpolate(h, size=low.shape[-2:], mode="bilinear", align_corners=False), low], 1)
         return self.classifier(emb), emb
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_features(x)[0]
+        """Logits (B,C,H,W): the same function as ``forward_features(x)[0]``, computed cheaply.
+
+        The 1×1 classifier and bilinear upsampling are both linear, so they commute:
+        the body's share of the classifier runs at the body's resolution and only C
+        channels are upsampled, instead of concatenating E channels at full resolution.
+        """
+        low, h = self._parts(x)
+        w, b = self.classifier.weight, self.classifier.bias
+        k = h.shape[1]
+        coarse = F.conv2d(h, w[:, :k], b)
+        fine = F.conv2d(low, w[:, k:])
+        return F.interpolate(coarse, size=low.shape[-2:], mode="bilinear", align_corners=False) + fine
