@@ -474,31 +474,31 @@ def _voc_layout(c: _Canvas, rng: np.random.Generator) -> None:
 
 _VOC_STYLES = (
     Style((0, 0, 0)),  # background (never used: background regions use a kind's style)
-    Style((186, 188, 200), noise=3, blotch=3),  # aeroplane
-    Style((150, 60, 60), noise=8, blotch=2, stripes=((14, 3, 45),)),  # bicycle
-    Style((156, 140, 118), noise=12, blotch=4),  # bird
-    Style((168, 160, 140), noise=5, blotch=3, stripes=((10, 5, 0),)),  # boat
-    Style((60, 124, 88), noise=4, blotch=2, stripes=((14, 4, 90),)),  # bottle
-    Style((190, 160, 60), noise=5, blotch=3, stripes=((16, 6, 0),)),  # bus
-    Style((64, 74, 146), noise=5, blotch=4),  # car
-    Style((166, 122, 80), noise=10, blotch=4, stripes=((16, 4, 60),)),  # cat
-    Style((122, 84, 52), noise=6, blotch=2, stripes=((12, 4, 90),)),  # chair
-    Style((96, 78, 62), noise=8, blotch=16),  # cow
-    Style((158, 108, 62), noise=5, blotch=3, stripes=((12, 5, 0),)),  # diningtable
-    Style((148, 106, 92), noise=14, blotch=5),  # dog
-    Style((132, 88, 58), noise=6, blotch=5),  # horse
-    Style((128, 50, 86), noise=8, blotch=2),  # motorbike
-    Style((204, 150, 128), noise=10, blotch=5),  # person
-    Style((52, 122, 44), noise=20, blotch=6),  # pottedplant
-    Style((206, 200, 186), noise=16, blotch=3),  # sheep
-    Style((146, 70, 64), noise=5, blotch=4),  # sofa
-    Style((176, 70, 70), noise=5, blotch=3, stripes=((16, 4, 0),)),  # train
-    Style((46, 46, 58), noise=4, blotch=3, stripes=((12, 8, 90),)),  # tvmonitor
-    Style((194, 184, 164), noise=4, blotch=6),  # 21 wall
-    Style((88, 140, 64), noise=18, blotch=8),  # 22 grass
-    Style((140, 180, 228), noise=2, blotch=8),  # 23 sky
-    Style((132, 102, 72), noise=7, blotch=6, stripes=((8, 8, 0),)),  # 24 floor
-    Style((84, 112, 144), noise=6, blotch=10, stripes=((8, 5, 10),)),  # 25 water
+    Style((204, 204, 218), noise=3, blotch=3),  # aeroplane
+    Style((40, 160, 160), noise=8, blotch=2, stripes=((14, 3, 45),)),  # bicycle
+    Style((176, 156, 206), noise=14, blotch=4),  # bird
+    Style((222, 212, 112), noise=4, blotch=3, stripes=((12, 5, 0),)),  # boat
+    Style((40, 176, 80), noise=4, blotch=2, stripes=((14, 4, 90),)),  # bottle
+    Style((236, 170, 30), noise=4, blotch=3, stripes=((16, 6, 0),)),  # bus
+    Style((222, 112, 40), noise=5, blotch=4),  # car
+    Style((232, 152, 96), noise=8, blotch=3, stripes=((18, 4, 60),)),  # cat
+    Style((150, 64, 24), noise=5, blotch=2, stripes=((14, 4, 90),)),  # chair
+    Style((62, 42, 32), noise=6, blotch=18),  # cow
+    Style((190, 104, 24), noise=4, blotch=3, stripes=((14, 5, 0),)),  # diningtable
+    Style((196, 124, 78), noise=16, blotch=5),  # dog
+    Style((112, 62, 32), noise=5, blotch=4),  # horse
+    Style((30, 128, 176), noise=6, blotch=2),  # motorbike
+    Style((250, 198, 170), noise=8, blotch=4),  # person
+    Style((48, 100, 28), noise=22, blotch=6),  # pottedplant
+    Style((236, 234, 224), noise=16, blotch=3),  # sheep
+    Style((172, 40, 64), noise=4, blotch=4),  # sofa
+    Style((206, 70, 112), noise=4, blotch=3, stripes=((16, 4, 0),)),  # train
+    Style((24, 24, 34), noise=3, blotch=2, stripes=((14, 8, 90),)),  # tvmonitor
+    Style((190, 186, 170), noise=3, blotch=6),  # 21 wall
+    Style((124, 164, 84), noise=10, blotch=8),  # 22 grass
+    Style((140, 180, 236), noise=2, blotch=8),  # 23 sky
+    Style((160, 132, 104), noise=5, blotch=6, stripes=((8, 8, 0),)),  # 24 floor
+    Style((70, 110, 150), noise=5, blotch=10, stripes=((8, 5, 10),)),  # 25 water
 )
 _VOC_PARTNERS: dict[int, tuple[tuple[int, float], ...]] = {
     AERO: ((BIRD, 0.6), (BOAT, 0.4)),
