@@ -368,7 +368,7 @@ def test_mask_level_oracle_is_capped_by_mask_realism():
     assert 84 <= _round0_miou(src, lab, oracle=True) <= 94
 
 
-def test_simulate_needs_the_synthetic_source(tmp_path):
+def test_simulate_needs_the_synthetic_source():
     cfg = _cfg("city")
     cfg.source.kind = "folder"
 
@@ -385,3 +385,20 @@ def test_fill_label_override_reaches_the_simulated_labels():
     props = [lab.propose(i, src.image("train", i), None) for i in range(8)]
     uncovered = np.concatenate([p.label0[p.segment < 0] for p in props])
     assert uncovered.size > 0 and (uncovered == 0).all()
+
+
+def test_detector_scores_track_the_latent_and_voc_background_masks_have_none():
+    _, lab = _pair("city", seed=0, n_train=10)
+    props = [lab.simulate(i) for i in range(10)]
+    score = np.concatenate([p.score for p, _ in props])
+    z = np.concatenate([info["z"] for _, info in props])
+    assert np.isfinite(score).all() and ((score > 0) & (score < 1)).all()
+    assert np.corrcoef(score, z)[0, 1] < -0.5  # typical-looking regions are detected confidently
+    src, lab = _pair("voc", seed=0, n_train=10)
+    for i in range(10):
+        p = lab.propose(i, src.image("train", i), None)
+        k = p.score.shape[0]
+        per_mask = np.zeros(k, np.int64)
+        per_mask[p.segment[p.segment >= 0]] = p.label0[p.segment >= 0]
+        assert np.isnan(p.score[per_mask == 0]).all() and (p.prompt[per_mask == 0] == -1).all()
+        assert np.isfinite(p.score[per_mask > 0]).all() and (p.prompt[per_mask > 0] == per_mask[per_mask > 0]).all()

@@ -410,7 +410,8 @@ def _voc_object(c: _Canvas, cls: int, cy: float, cx: float, s: float) -> np.ndar
         m |= _triangle(c, (cy, cx - s * 0.05), (cy - s * 0.45, cx), (cy, cx + s * 0.3))
         return m
     if cls == BOTTLE:
-        return r(cy - s * 0.15, cx - s * 0.14, cy + s * 0.4, cx + s * 0.14) | r(cy - s * 0.4, cx - s * 0.06, cy, cx + s * 0.06)
+        body = r(cy - s * 0.15, cx - s * 0.14, cy + s * 0.4, cx + s * 0.14)
+        return body | r(cy - s * 0.4, cx - s * 0.06, cy, cx + s * 0.06)
     if cls == PLANT:
         m = r(cy + s * 0.1, cx - s * 0.15, cy + s * 0.45, cx + s * 0.15)
         m |= e(cy - s * 0.12, cx, s * 0.25, s * 0.3) | e(cy - s * 0.2, cx - s * 0.2, s * 0.15, s * 0.15)
@@ -421,8 +422,8 @@ def _voc_object(c: _Canvas, cls: int, cy: float, cx: float, s: float) -> np.ndar
         return m
     if cls == SOFA:
         m = r(cy - s * 0.1, cx - s * 0.45, cy + s * 0.2, cx + s * 0.45) | r(cy - s * 0.3, cx - s * 0.4, cy, cx + s * 0.4)
-        m |= r(cy - s * 0.15, cx - s * 0.5, cy + s * 0.2, cx - s * 0.38) | r(cy - s * 0.15, cx + s * 0.38, cy + s * 0.2,
-                                                                              cx + s * 0.5)
+        m |= r(cy - s * 0.15, cx - s * 0.5, cy + s * 0.2, cx - s * 0.38)
+        m |= r(cy - s * 0.15, cx + s * 0.38, cy + s * 0.2, cx + s * 0.5)
         return m
     if cls == TABLE:
         m = _trapezoid(c, cy - s * 0.15, cy + s * 0.05, cx - s * 0.4, cx + s * 0.4, -s * 0.08)
@@ -554,7 +555,8 @@ _PRESET_CODE = {"city": 11, "voc": 22}
 
 def scene_rng(seed: int, preset: str, split: str, index: int, stream: int = 0) -> np.random.Generator:
     """The generator of one image: independent of every other (seed, preset, split, index, stream)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, _PRESET_CODE[preset], _SPLIT_CODE[split], index, stream]))
+    entropy = [seed, _PRESET_CODE[preset], _SPLIT_CODE[split], index, stream]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
 def make_scene(spec: PresetSpec, rng: np.random.Generator, h: int, w: int) -> Scene:

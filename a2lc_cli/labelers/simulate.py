@@ -31,7 +31,7 @@ import numpy as np
 
 from ..config import Config
 from ..data.base import VOID, Source
-from ..data.synthetic import PRESETS, Z_BETA, Scene, SyntheticSource, scene_rng
+from ..data.synthetic import Z_BETA, Scene, SyntheticSource, scene_rng
 from ..errors import A2LCError
 from ..state import ImageProposal
 from .base import Labeler
@@ -52,6 +52,7 @@ class NoiseModel:
         drop + drop_small·exp(−area / drop_scale).
     background_cover: share of background regions covered by a mask (``voc``; 1 = all).
     void_label: what a mask over a void region (the ego hood) is called; dropped otherwise.
+    background: the background class (``voc``): its masks get no detector score (NaN) nor prompt (−1).
     """
 
     flip_rate: tuple[float, ...]
@@ -63,6 +64,7 @@ class NoiseModel:
     drop_scale: float = 25.0
     background_cover: float = 1.0
     void_label: int = VOID
+    background: int | None = None
 
 
 NOISE: dict[str, NoiseModel] = {
@@ -87,6 +89,7 @@ NOISE: dict[str, NoiseModel] = {
         drop_small=0.3,
         drop_scale=30.0,
         background_cover=0.6,
+        background=0,
     ),
 }
 
@@ -177,7 +180,7 @@ def jitter_borders(seg: np.ndarray, rng: np.random.Generator, amplitude: float) 
 
 
 def simulate_proposal(
-    scene: Scene, model: NoiseModel, rng: np.random.Generator, *, fill_label: int, num_classes: int
+    scene: Scene, model: NoiseModel, rng: np.random.Generator, *, fill_label: int
 ) -> tuple[ImageProposal, dict[str, np.ndarray]]:
     """Masks and round-0 labels of one scene (steps 1–5 of the module docstring).
 
@@ -219,8 +222,8 @@ def simulate_proposal(
     label0[covered] = lab[segment[covered]]
     score = np.clip(0.35 + 0.6 * (1 - z[kept]) + rng.normal(0, 0.08, kept.size), 0.05, 0.99).astype(np.float32)
     prompt = lab.astype(np.int16)
-    if fill_label == 0:  # "voc": masks named background are segmenter proposals, not detections
-        bgm = lab == 0
+    if model.background is not None:  # masks named background are segmenter proposals, not detections
+        bgm = lab == model.background
         score[bgm] = np.nan
         prompt[bgm] = -1
     info = {"region": dom[kept], "true": cls[kept], "flipped": flipped[kept], "z": z[kept]}
@@ -240,7 +243,6 @@ class SimulatedFoundationModel(Labeler):
             )
         self.source = source
         self.model = NOISE[source.preset]
-        self.num_classes = PRESETS[source.preset].classes.num_classes
 
     def meta(self) -> dict[str, Any]:
         return {"labeler": self.name, "noise_version": NOISE_VERSION}
@@ -249,8 +251,7 @@ class SimulatedFoundationModel(Labeler):
         """The proposal of train image ``index`` and its per-mask diagnostics."""
         src = self.source
         rng = scene_rng(src.seed, src.preset, "train", index, stream=1)
-        return simulate_proposal(src.scene("train", index), self.model, rng,
-                                 fill_label=src.classes.fill_label, num_classes=self.num_classes)
+        return simulate_proposal(src.scene("train", index), self.model, rng, fill_label=src.classes.fill_label)
 
     def propose(self, index: int, image: np.ndarray, gt: np.ndarray | None) -> ImageProposal:
         return self.simulate(index)[0]
