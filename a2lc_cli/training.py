@@ -635,11 +635,11 @@ def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progr
             loss.backward()
             optimizer.step()
             scheduler.step()
-            run_loss += float(loss.detach())
+            run_loss = run_loss + loss.detach()  # a tensor: no device sync per iteration
             run_n += 1
             done = it + 1
             if done % log_every == 0 or done == stop:
-                mean = _mean_over_ranks(run_loss / run_n, dev, dist_info)
+                mean = _mean_over_ranks(float(run_loss) / run_n, dev, dist_info)
                 log.append({"iteration": done, "loss": round(mean, 5), "lr": optimizer.param_groups[1]["lr"],
                             "seconds": round(elapsed_before + time.perf_counter() - t0, 2)})
                 run_loss, run_n = 0.0, 0
