@@ -237,3 +237,18 @@ def test_cli_train_errors_are_one_line(tmp_path, cli):
     assert code == 2 and "a2lc pseudolabel" in err and "Traceback" not in err
     code, _, err = cli("-w", tmp_path / "empty", "train", "--model", "resnet9")
     assert code == 2 and "unknown model 'resnet9'" in err
+
+
+def test_streaming_path_with_workers_trains_the_same_model(tmp_path, monkeypatch):
+    """Large train sets are read per sample in DataLoader workers; the batches are the same as preloaded."""
+    from a2lc_cli import training
+
+    ws, cfg = write_tile_dataset(tmp_path, n_train=6, n_val=2, train={"iterations": 5, "batch_size": 4, "crop": 16})
+    first = train_round(ws, cfg, 0, device="cpu", progress=False)
+    ref = torch.load(ws.artifact(0, "model.pt"), weights_only=True)["state_dict"]
+    monkeypatch.setattr(training, "PRELOAD_BYTES", 0)
+    second = train_round(ws, set_option(cfg, "train.workers", "1"), 0, device="cpu", progress=False)
+    got = torch.load(ws.artifact(0, "model.pt"), weights_only=True)["state_dict"]
+    assert first["preloaded"] is True and second["preloaded"] is False
+    for k in ref:
+        assert torch.allclose(ref[k].float(), got[k].float(), atol=1e-6), k
