@@ -62,5 +62,7 @@ def train(
         ["device", f"{summary['device']} × {summary['world_size']}"],
         ["saved", summary["path"]],
     ]
-    ui.out.print(ui.table(f"θ_{r} trained", ["", ""], rows))
+    table = ui.table(f"θ_{r} trained", ["", ""], rows)
+    table.show_header = False
+    ui.out.print(table)
     ui.out.print(f"next: a2lc evaluate --metric model-miou --r {r}")
