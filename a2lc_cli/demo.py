@@ -33,7 +33,7 @@ def demo_config(*, preset: str, seed: int, method: str, budget: int | None, roun
     return cfg
 
 
-def _share_round0(src: Workspace, dst: Workspace) -> None:
+def share_round0(src: Workspace, dst: Workspace) -> None:
     """Copy the dataset and round 0 (θ_0, its log and metrics) so both methods start identically."""
     dst.root.mkdir(parents=True, exist_ok=True)
     if not dst.dataset_path.exists():
@@ -59,7 +59,7 @@ def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5
     with spaces[first].lock("a2lc demo"):
         ui.info(f"[bold]round 0[/]: pseudo-labels and θ_0 (shared by both methods)")
         run_round(spaces[first], cfgs[first], 0, device=device)
-    _share_round0(spaces[first], spaces[METHODS[1]])
+    share_round0(spaces[first], spaces[METHODS[1]])
     if budget is None:  # the same budget for both: fix the default share now
         from .query import default_budget
         from .state import Dataset

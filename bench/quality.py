@@ -1,0 +1,181 @@
+"""The quality study: the paper's Tables 1, 3, 4 and 5 on the built-in benchmark, several seeds.
+
+    .venv/bin/python bench/quality.py                 # full study (background-able, resumes)
+    .venv/bin/python bench/quality.py --quick         # 1 seed, `city`, A²LC vs ALC: under 10 minutes
+    .venv/bin/python bench/quality.py --report-only   # regenerate docs/results.md from the saved results
+    .venv/bin/python bench/quality.py --presets voc --seeds 0 1 --configs a2lc alc
+
+For every (preset, seed) round 0 (pseudo-labels, θ_0) is computed once in
+``bench/work/quality/<preset>-s<seed>/base`` and copied into one workspace per
+configuration, which then runs rounds 1–5 with the same budget per round: a
+fixed share of all masks (``--budget-share``, default 4%). Each finished run
+is saved as ``bench/results/quality/<preset>-s<seed>-<config>.json``; a run
+whose file exists is skipped, and a run interrupted part-way continues from
+its last finished stage (the stages skip up-to-date artifacts), so killing and
+restarting the script loses at most one stage. Runs go in priority order
+(A²LC/ALC first, then the ablations, the acquisition functions, the options),
+all seeds of one tier before the next, so a partial study is still useful.
+
+At the end (and with ``--report-only``) ``bench/quality_report.py`` writes
+``docs/results.md`` and its plots from the saved files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from a2lc_cli import ui  # noqa: E402
+from a2lc_cli.config import Config  # noqa: E402
+from a2lc_cli.demo import demo_config, share_round0  # noqa: E402
+from a2lc_cli.report import collect_run  # noqa: E402
+from a2lc_cli.rounds import run_round  # noqa: E402
+from a2lc_cli.state import Dataset  # noqa: E402
+from a2lc_cli.status import saved_metric  # noqa: E402
+from a2lc_cli.workspace import Workspace, write_text_atomic  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "quality"
+WORK = ROOT / "bench" / "work" / "quality"
+
+# name -> (tier, description, method preset, method overrides, lcm overrides, budget factor)
+CONFIGS: dict[str, tuple[int, str, str, dict[str, Any], dict[str, Any], float]] = {
+    # Table 1 (and the first and last rows of Table 5)
+    "a2lc": (1, "A²LC: ABC + mask-level query + LCM", "a2lc", {}, {}, 1.0),
+    "alc": (1, "ALC: SIM + pixel-level query, no LCM (Table 5: no component)", "alc", {}, {}, 1.0),
+    # Table 5 ablations (pixel-level query unless Mask is on)
+    "lcm": (2, "LCM only (SIM, pixel-level)", "alc", {"lcm": True}, {}, 1.0),
+    "abc": (2, "ABC only (pixel-level, no LCM)", "alc", {"acquisition": "abc"}, {}, 1.0),
+    "lcm+abc": (2, "LCM + ABC (pixel-level)", "alc", {"acquisition": "abc", "lcm": True}, {}, 1.0),
+    # budget needed to reach ALC's round-5 Data mIoU, at a finer step
+    "a2lc-half": (2, "A²LC with half the budget per round", "a2lc", {}, {}, 0.5),
+    # Table 4: acquisition functions inside the A²LC framework (mask-level query + LCM)
+    "acq-random": (3, "A²LC framework, random acquisition", "a2lc", {"acquisition": "random"}, {}, 1.0),
+    "acq-entropy": (3, "A²LC framework, entropy", "a2lc", {"acquisition": "entropy"}, {}, 1.0),
+    "acq-margin": (3, "A²LC framework, margin", "a2lc", {"acquisition": "margin"}, {}, 1.0),
+    "acq-cil": (3, "A²LC framework, CIL", "a2lc", {"acquisition": "cil"}, {}, 1.0),
+    "acq-sim": (3, "A²LC framework, SIM", "a2lc", {"acquisition": "sim"}, {}, 1.0),
+    # the LCM alternatives SPEC §4 asks to measure (defaults stay the authors')
+    "a2lc-tail-dataset": (4, "A²LC, LCM tail classes from the dataset's label counts", "a2lc", {}, {"tail_from": "dataset"}, 1.0),
+    "a2lc-train-all": (4, "A²LC, ψ trained on all rounds' answers", "a2lc", {}, {"train_on": "all"}, 1.0),
+}
+QUICK = {"presets": ["city"], "seeds": [0], "configs": ["a2lc", "alc"]}
+
+
+def run_config(preset: str, seed: int, name: str) -> Config:
+    """The workspace config of one run: built-in data, the configuration's switches, 5 rounds."""
+    _, _, method, overrides, lcm, _ = CONFIGS[name]
+    cfg = demo_config(preset=preset, seed=seed, method=method, budget=None, rounds=5)
+    for key, value in overrides.items():
+        setattr(cfg.method, key, value)
+    for key, value in lcm.items():
+        setattr(cfg.lcm, key, value)
+    return cfg
+
+
+def ensure_base(preset: str, seed: int) -> Workspace:
+    """Round 0 of (preset, seed): pseudo-labels, θ_0 and their metrics, computed once."""
+    ws = Workspace(WORK / f"{preset}-s{seed}" / "base")
+    ws.root.mkdir(parents=True, exist_ok=True)
+    cfg = run_config(preset, seed, "a2lc")
+    if saved_metric(ws, 0, "model-miou") is None:  # round 0 not finished yet
+        ws.save_config(cfg)
+        with ws.lock("bench/quality.py"):
+            run_round(ws, cfg, 0)
+    return ws
+
+
+def round_budget(base: Workspace, share: float, factor: float) -> int:
+    """Masks per round: ``share`` of all masks of the dataset, times the configuration's factor."""
+    with Dataset(base.dataset_path) as ds:
+        return max(1, int(round(share * ds.n_masks * factor)))
+
+
+def run_one(preset: str, seed: int, name: str, *, share: float, rounds: int) -> dict[str, Any]:
+    """Run one configuration for ``rounds`` rounds (resuming) and return its results."""
+    t0 = time.perf_counter()
+    base = ensure_base(preset, seed)
+    ws = Workspace(WORK / f"{preset}-s{seed}" / name)
+    share_round0(base, ws)
+    cfg = run_config(preset, seed, name)
+    cfg.method.budget = round_budget(base, share, CONFIGS[name][5])
+    ws.save_config(cfg)
+    for r in range(1, rounds + 1):
+        with ws.lock("bench/quality.py"):
+            res = run_round(ws, cfg, r)
+        m = res["metrics"]
+        ui.info(f"  {preset} s{seed} {name} round {r}: data {m.get('data_miou', float('nan')):.2f} "
+                f"model {m.get('model_miou', float('nan')):.2f}")
+    run = collect_run(ws)
+    last = saved_metric(ws, rounds, "data-miou") or {}
+    return {
+        "preset": preset, "seed": seed, "config": name, "description": CONFIGS[name][1],
+        "budget_per_round": cfg.method.budget, "budget_share": share, "rounds": run["rounds"],
+        "classes": run["classes"], "pseudo_frequency": run["pseudo_frequency"],
+        "queried_by_class": run["queried_by_class"], "data_iou_last": last.get("per_class"),
+        "data_iou_init": (saved_metric(ws, 0, "data-miou") or {}).get("per_class"),
+        "lcm": [_lcm_accuracy(ws, r) for r in range(1, rounds + 1)],
+        "seconds": round(time.perf_counter() - t0, 1), "machine": f"{platform.node()} ({os.cpu_count()} CPUs)",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def _lcm_accuracy(ws: Workspace, r: int) -> dict[str, Any] | None:
+    """Round r's saved LCM accuracy (paper Table 3) without the per-class breakdown, or None."""
+    m = saved_metric(ws, r, "lcm-accuracy")
+    return None if m is None else {k: v for k, v in m.items() if k != "by_new_label"}
+
+
+def plan(presets: list[str], seeds: list[int], configs: list[str]) -> list[tuple[str, int, str]]:
+    """The runs in priority order: by tier, then seed, then preset."""
+    return [(p, s, c) for tier in sorted({CONFIGS[c][0] for c in configs}) for s in seeds for p in presets
+            for c in configs if CONFIGS[c][0] == tier]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1 seed, city, A²LC and ALC only (under 10 minutes)")
+    ap.add_argument("--presets", nargs="+", default=["city", "voc"], choices=["city", "voc"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    ap.add_argument("--budget-share", type=float, default=0.04, help="masks queried per round / all masks")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--report-only", action="store_true", help="only regenerate docs/results.md")
+    ap.add_argument("--verbose", action="store_true", help="show every stage's progress bars")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.presets, args.seeds, args.configs = QUICK["presets"], QUICK["seeds"], QUICK["configs"]
+    if not args.report_only:
+        ui.set_quiet(not args.verbose)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        todo = plan(args.presets, args.seeds, args.configs)
+        t_start = time.perf_counter()
+        for i, (preset, seed, name) in enumerate(todo, 1):
+            out = RESULTS / f"{preset}-s{seed}-{name}.json"
+            if out.exists():
+                continue
+            print(f"[{i}/{len(todo)}] {preset} seed {seed} {name} ...", flush=True)
+            ui.set_quiet(not args.verbose)
+            res = run_one(preset, seed, name, share=args.budget_share, rounds=args.rounds)
+            write_text_atomic(out, json.dumps(res, indent=1) + "\n")
+            print(f"[{i}/{len(todo)}] {preset} seed {seed} {name}: Data mIoU "
+                  f"{res['rounds'][0]['data_miou']:.2f} -> {res['rounds'][-1]['data_miou']:.2f} "
+                  f"({res['seconds']:.0f} s; {(time.perf_counter() - t_start) / 60:.1f} min so far)", flush=True)
+    from quality_report import write_results  # bench/ is on sys.path as the script's folder
+
+    path = write_results(RESULTS, ROOT / "docs")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

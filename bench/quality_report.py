@@ -1,0 +1,360 @@
+"""Write docs/results.md and its plots from the quality study's saved runs (bench/results/quality/*.json).
+
+    .venv/bin/python bench/quality_report.py            # same as bench/quality.py --report-only
+
+Everything between the ``<!-- generated -->`` markers of docs/results.md is
+rewritten from the files; the hand-written discussion outside them is kept.
+Means ± sample standard deviations are over the seeds present for each
+configuration (the count is shown where it is not 3).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from a2lc_cli.report import plot_queried_classes  # noqa: E402
+from a2lc_cli.workspace import write_text_atomic  # noqa: E402
+
+START, END = "<!-- generated: start (bench/quality_report.py) -->", "<!-- generated: end -->"
+PRESETS = ("city", "voc")
+TABLE5 = (("alc", "", "", ""), ("lcm", "✓", "", ""), ("abc", "", "✓", ""), ("lcm+abc", "✓", "✓", ""),
+          ("a2lc", "✓", "✓", "✓"))
+TABLE4 = (("acq-random", "Random"), ("acq-entropy", "Entropy"), ("acq-margin", "Margin"), ("acq-cil", "CIL"),
+          ("acq-sim", "SIM"), ("a2lc", "ABC (ours)"))
+LCM_CONFIGS = (("a2lc", "A²LC (authors' rules)"), ("a2lc-tail-dataset", "tail from dataset label counts"),
+               ("a2lc-train-all", "ψ trained on all rounds' answers"), ("lcm", "LCM only (SIM, pixel)"),
+               ("lcm+abc", "LCM + ABC (pixel)"))
+PAPER_TABLE1 = {  # reference-code-notes.md, Data mIoU, mean of 3 seeds
+    ("city", "alc"): [50.68, 62.28, 65.36, 66.19, 66.87, 67.01],
+    ("city", "a2lc"): [50.68, 70.01, 75.60, 80.84, 82.69, 85.26],
+    ("voc", "alc"): [58.63, 68.19, 72.72, 74.84, 76.41, 77.06],
+    ("voc", "a2lc"): [58.63, 67.49, 74.88, 80.88, 84.81, 88.08],
+}
+
+
+# --------------------------------------------------------------------------- loading and statistics
+def load_runs(results: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(preset, config) -> finished runs, sorted by seed."""
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for f in sorted(Path(results).glob("*.json")):
+        r = json.loads(f.read_text())
+        runs.setdefault((r["preset"], r["config"]), []).append(r)
+    for v in runs.values():
+        v.sort(key=lambda r: r["seed"])
+    return runs
+
+
+def curve(run: dict[str, Any], key: str) -> list[float | None]:
+    """Per-round values of one metric (index = round)."""
+    return [r.get(key) for r in run["rounds"]]
+
+
+def stats(values: list[float | None]) -> tuple[float, float, int] | None:
+    """(mean, sample std, n) of the non-missing values, or None."""
+    v = np.array([x for x in values if x is not None], float)
+    if not len(v):
+        return None
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def fmt(s: tuple[float, float, int] | None, *, n_expected: int = 3) -> str:
+    if s is None:
+        return "—"
+    mean, std, n = s
+    tail = "" if n == n_expected else f" (n={n})"
+    return f"{mean:.2f} ± {std:.2f}{tail}" if n > 1 else f"{mean:.2f}{tail}"
+
+
+def per_round(runs: list[dict[str, Any]], key: str, r: int) -> tuple[float, float, int] | None:
+    return stats([curve(run, key)[r] if r < len(run["rounds"]) else None for run in runs])
+
+
+def lcm_pooled(run: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(masks corrected, of them with a non-void GT majority, right before, right after) over all rounds."""
+    tot = valid = before = after = 0
+    for m in run.get("lcm") or []:
+        if m:
+            tot += m["corrected"]
+            valid += m["corrected"] - m.get("void_gt", 0)
+            before += m["correct_before"]
+            after += m["correct_after"]
+    return tot, valid, before, after
+
+
+def first_reach(run: dict[str, Any], target: float) -> int | None:
+    """Cumulative budget at the first round whose Data mIoU reaches ``target`` (None if never)."""
+    for r in run["rounds"]:
+        if r.get("data_miou") is not None and r["data_miou"] >= target:
+            return int(r["budget_used"])
+    return None
+
+
+# --------------------------------------------------------------------------- tables
+def _rounds_header(first: str, n: int = 6) -> list[str]:
+    return [f"| {first} | " + " | ".join("Init." if k == 0 else f"{k}R" for k in range(n)) + " |",
+            "| --- |" + " --- |" * n]
+
+
+def table1(runs, preset: str) -> list[str]:
+    out = _rounds_header("method · metric")
+    for key, label in (("data_miou", "Data mIoU"), ("model_miou", "Model mIoU")):
+        for cfg, name in (("alc", "ALC"), ("a2lc", "A²LC")):
+            rs = runs.get((preset, cfg), [])
+            out.append(f"| {name} · {label} | " + " | ".join(fmt(per_round(rs, key, k)) for k in range(6)) + " |")
+    for cfg, name in (("alc", "ALC"), ("a2lc", "A²LC")):
+        paper = PAPER_TABLE1.get((preset, cfg))
+        out.append(f"| paper {name} · Data mIoU | " + " | ".join(f"{v:.2f}" for v in paper) + " |")
+    return out
+
+
+def table5(runs, preset: str) -> list[str]:
+    out = ["| LCM | ABC | Mask | " + " | ".join(f"Data {k}R" for k in range(1, 6)) + " | Model 5R |",
+           "| --- | --- | --- |" + " --- |" * 6]
+    for cfg, lcm, abc, mask in TABLE5:
+        rs = runs.get((preset, cfg), [])
+        cells = [fmt(per_round(rs, "data_miou", k)) for k in range(1, 6)] + [fmt(per_round(rs, "model_miou", 5))]
+        out.append(f"| {lcm} | {abc} | {mask} | " + " | ".join(cells) + " |")
+    return out
+
+
+def table4(runs) -> list[str]:
+    out = ["| acquisition function | " + " | ".join(PRESETS) + " |", "| --- |" + " --- |" * len(PRESETS)]
+    out.append("| Init. | " + " | ".join(fmt(per_round(runs.get((p, "a2lc"), []), "data_miou", 0)) for p in PRESETS) + " |")
+    for cfg, name in TABLE4:
+        out.append(f"| {name} | " + " | ".join(fmt(per_round(runs.get((p, cfg), []), "data_miou", 5)) for p in PRESETS) + " |")
+    return out
+
+
+def table3(runs) -> list[str]:
+    out = ["| preset | configuration | masks corrected (5 rounds) | accuracy before (%) | accuracy after (%) | Data mIoU 5R |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for p in PRESETS:
+        for cfg, name in LCM_CONFIGS:
+            rs = runs.get((p, cfg), [])
+            if not rs:
+                continue
+            pooled = [lcm_pooled(r) for r in rs]
+            acc_b = stats([100 * b / v if v else None for _, v, b, _ in pooled])
+            acc_a = stats([100 * a / v if v else None for _, v, _, a in pooled])
+            out.append(f"| {p} | {name} | {fmt(stats([t for t, *_ in pooled]))} | {fmt(acc_b)} | {fmt(acc_a)} | "
+                       f"{fmt(per_round(rs, 'data_miou', 5))} |")
+    return out
+
+
+def table3_rounds(runs, preset: str) -> list[str]:
+    """A²LC's corrections per round (sum over seeds) with pooled accuracies."""
+    rs = runs.get((preset, "a2lc"), [])
+    out = ["| round | τ | masks corrected (all seeds) | accuracy before (%) | accuracy after (%) |",
+           "| --- | --- | --- | --- | --- |"]
+    for k in range(5):
+        ms = [r["lcm"][k] for r in rs if r.get("lcm") and k < len(r["lcm"]) and r["lcm"][k]]
+        if not ms:
+            continue
+        tot = sum(m["corrected"] for m in ms)
+        valid = sum(m["corrected"] - m.get("void_gt", 0) for m in ms)
+        b = sum(m["correct_before"] for m in ms)
+        a = sum(m["correct_after"] for m in ms)
+        pct = (lambda x: f"{100 * x / valid:.1f}") if valid else (lambda x: "—")
+        out.append(f"| {k + 1} | {ms[0].get('tau')} | {tot} | {pct(b)} | {pct(a)} |")
+    return out
+
+
+def budget_table(runs) -> list[str]:
+    """Budget at which A²LC (steps of B, and B/2 with the half-budget run) first reaches ALC's 5R Data mIoU."""
+    out = ["| preset | seed | ALC 5R Data mIoU | ALC budget (5 rounds) | A²LC reaches it at | A²LC (B/2 steps) reaches it at | share of ALC's budget |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for p in PRESETS:
+        alc = {r["seed"]: r for r in runs.get((p, "alc"), [])}
+        full = {r["seed"]: r for r in runs.get((p, "a2lc"), [])}
+        half = {r["seed"]: r for r in runs.get((p, "a2lc-half"), [])}
+        for s in sorted(alc):
+            target = alc[s]["rounds"][-1]["data_miou"]
+            total = alc[s]["rounds"][-1]["budget_used"]
+            reach = [b for b in (first_reach(full[s], target) if s in full else None,
+                                 first_reach(half[s], target) if s in half else None) if b is not None]
+            f_cell = lambda run: ("not within 5 rounds" if first_reach(run, target) is None else str(first_reach(run, target)))  # noqa: E731
+            share = f"{100 * min(reach) / total:.0f}%" if reach else "—"
+            out.append(f"| {p} | {s} | {target:.2f} | {total} | {f_cell(full[s]) if s in full else '—'} | "
+                       f"{f_cell(half[s]) if s in half else '—'} | {share} |")
+    return out
+
+
+def per_class_table(runs, preset: str) -> list[str]:
+    """Per-class Data IoU: initial, ALC 5R, A²LC 5R (means over seeds)."""
+    a2 = runs.get((preset, "a2lc"), [])
+    al = runs.get((preset, "alc"), [])
+    if not a2 or not al or not a2[0].get("data_iou_last"):
+        return []
+    names = list(a2[0]["data_iou_last"])
+    mean = lambda rs, key, c: np.mean([r[key][c] for r in rs if r.get(key) and r[key].get(c) is not None])  # noqa: E731
+    out = ["| class | Init. | ALC 5R | A²LC 5R | masks queried ALC / A²LC (all seeds) |", "| --- | --- | --- | --- | --- |"]
+    qa = np.sum([r["queried_by_class"] for r in al], 0)
+    q2 = np.sum([r["queried_by_class"] for r in a2], 0)
+    for i, c in enumerate(names):
+        out.append(f"| {c} | {mean(a2, 'data_iou_init', c):.1f} | {mean(al, 'data_iou_last', c):.1f} | "
+                   f"{mean(a2, 'data_iou_last', c):.1f} | {qa[i]} / {q2[i]} |")
+    return out
+
+
+def targets(runs) -> list[str]:
+    """SPEC §5's targets, checked on the saved runs."""
+    lines = []
+    for p in PRESETS:
+        a2 = {r["seed"]: r for r in runs.get((p, "a2lc"), [])}
+        al = {r["seed"]: r for r in runs.get((p, "alc"), [])}
+        seeds = sorted(set(a2) & set(al))
+        if not seeds:
+            continue
+        d = [a2[s]["rounds"][-1]["data_miou"] - al[s]["rounds"][-1]["data_miou"] for s in seeds]
+        wins = sum(x > 0 for x in d)
+        lines.append(f"- `{p}`: A²LC − ALC Data mIoU after 5 rounds = {fmt(stats(d), n_expected=len(seeds))} points; "
+                     f"A²LC ahead in {wins} of {len(seeds)} seeds. "
+                     f"**{'met' if wins == len(seeds) and np.mean(d) > 0 else 'not met'}**.")
+        halves = []
+        for s in seeds:
+            target, total = al[s]["rounds"][-1]["data_miou"], al[s]["rounds"][-1]["budget_used"]
+            cands = [first_reach(run, target) for run in (a2[s], *[r for r in runs.get((p, "a2lc-half"), []) if r["seed"] == s])]
+            cands = [c for c in cands if c is not None]
+            halves.append(min(cands) / total if cands else None)
+        ok = all(h is not None and h <= 0.5 for h in halves)
+        shown = ", ".join("never" if h is None else f"{100 * h:.0f}%" for h in halves)
+        lines.append(f"- `{p}`: budget A²LC needs to reach ALC's round-5 Data mIoU, per seed: {shown} of ALC's "
+                     f"(target ≤ 50%). **{'met' if ok else 'not met'}**.")
+        pooled = [lcm_pooled(r) for r in a2.values()]
+        b = sum(x[2] for x in pooled)
+        a = sum(x[3] for x in pooled)
+        v = sum(x[1] for x in pooled)
+        if v:
+            lines.append(f"- `{p}`: LCM's corrected masks right before / after: {100 * b / v:.1f}% / {100 * a / v:.1f}% "
+                         f"({v} masks, all seeds). **{'met' if a > b else 'not met'}**.")
+        full = [r["rounds"][-1]["data_miou"] for r in runs.get((p, "a2lc"), [])]
+        subsets = {cfg: stats([r["rounds"][-1]["data_miou"] for r in runs.get((p, cfg), [])]) for cfg, *_ in TABLE5[:-1]}
+        if full and all(subsets.values()):
+            best = max(subsets, key=lambda c: subsets[c][0])
+            ok = np.mean(full) >= subsets[best][0]
+            lines.append(f"- `{p}`: ablation order (all three ≥ any subset, 5R Data mIoU): all three {np.mean(full):.2f}, "
+                         f"best subset `{best}` {subsets[best][0]:.2f}. **{'met' if ok else 'not met'}**.")
+    return lines
+
+
+# --------------------------------------------------------------------------- plots
+def plot_curves(runs, preset: str, path: Path) -> Path:
+    """Data and Model mIoU per round (mean ± std over seeds) for the Table 5 configurations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {"alc": "ALC (none)", "lcm": "LCM", "abc": "ABC", "lcm+abc": "LCM+ABC", "a2lc": "A²LC (all)",
+              "a2lc-half": "A²LC, B/2 per round"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in ((axes[0], "data_miou", "Data mIoU (train labels)"), (axes[1], "model_miou", "Model mIoU (val)")):
+        for cfg, label in labels.items():
+            rs = runs.get((preset, cfg), [])
+            if not rs:
+                continue
+            budget = np.array(curve(rs[0], "budget_used"), float) / max(1, rs[0]["budget_per_round"] / (0.5 if cfg == "a2lc-half" else 1))
+            ys = np.array([[np.nan if v is None else v for v in curve(r, key)] for r in rs], float)
+            m, s = np.nanmean(ys, 0), np.nanstd(ys, 0)
+            ax.plot(budget, m, marker="o", label=label, lw=2.2 if cfg in ("a2lc", "alc") else 1.2)
+            ax.fill_between(budget, m - s, m + s, alpha=0.15)
+        ax.set_xlabel("budget used (× B, the per-round budget)")
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title(f"{title} — {preset}")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_queried(runs, preset: str, path: Path) -> Path | None:
+    """Queried-class distribution of ALC and A²LC, summed over seeds (paper Fig. 5)."""
+    agg = {}
+    for cfg in ("alc", "a2lc"):
+        rs = runs.get((preset, cfg), [])
+        if not rs:
+            return None
+        agg[cfg] = {"classes": rs[0]["classes"], "pseudo_frequency": np.sum([r["pseudo_frequency"] for r in rs], 0).tolist(),
+                    "queried_by_class": np.sum([r["queried_by_class"] for r in rs], 0).tolist()}
+    return plot_queried_classes(agg, path)
+
+
+# --------------------------------------------------------------------------- document
+def generated_section(runs, docs: Path) -> str:
+    n_runs = sum(len(v) for v in runs.values())
+    seconds = sum(r.get("seconds", 0) for v in runs.values() for r in v)
+    any_run = next(iter(runs.values()))[0]
+    parts = [START, "",
+             f"*Generated from {n_runs} runs in `bench/results/quality/` by `bench/quality_report.py`; "
+             f"{seconds / 3600:.1f} h of compute on {any_run['machine']}. Regenerate with "
+             "`make bench-quality` (runs what is missing, then writes this) or `python bench/quality.py --report-only`.*", ""]
+    budgets = {p: runs[(p, "a2lc")][0]["budget_per_round"] for p in PRESETS if runs.get((p, "a2lc"))}
+    share = any_run["budget_share"]
+    parts += ["## Setup", "",
+              f"Built-in benchmark at its default sizes (`city`: 300 train / 120 val images of 96×192, ≈10.5k masks; "
+              f"`voc`: 400 / 120 of 96×128, ≈2.3k masks), the default `tiny` model, seeds 0–2. Budget per round "
+              f"B = {100 * share:.0f}% of all masks (" + ", ".join(f"`{p}`: {b} masks" for p, b in budgets.items()) +
+              "); the paper gives 10k masks per round on Cityscapes and 1k on PASCAL VOC. Every configuration of a "
+              "(preset, seed) starts from the same round 0 (pseudo-labels and θ_0). Mean ± sample std over seeds.", ""]
+    parts += ["## Targets (SPEC §5)", "", *targets(runs), ""]
+    for p in PRESETS:
+        if not runs.get((p, "a2lc")):
+            continue
+        parts += [f"## Table 1 — `{p}`: Data and Model mIoU per round (%)", "", *table1(runs, p), "",
+                  f"![mIoU per round, {p}](results/miou-{p}.png)", ""]
+        plot_curves(runs, p, docs / "results" / f"miou-{p}.png")
+    parts += ["## Budget to reach ALC's round-5 Data mIoU", "", *budget_table(runs), ""]
+    parts += ["## Table 3 — label correction module", "",
+              "Pooled over the 5 rounds of each seed; accuracy = share of the corrected masks (non-void GT majority) "
+              "whose label equals the GT majority.", "", *table3(runs), ""]
+    for p in PRESETS:
+        t = table3_rounds(runs, p)
+        if len(t) > 2:
+            parts += [f"A²LC per round, `{p}`:", "", *t, ""]
+    parts += ["## Table 4 — acquisition functions (Data mIoU after 5 rounds, %)", "",
+              "Inside the A²LC framework (mask-level query, LCM on), only the acquisition function changes.", "",
+              *table4(runs), ""]
+    for p in PRESETS:
+        if any(runs.get((p, c)) for c, *_ in TABLE5):
+            parts += [f"## Table 5 — `{p}`: ablation (%)", "",
+                      "Columns: LCM, ABC acquisition (else SIM), Mask-level query (else pixel-level with expansion).", "",
+                      *table5(runs, p), ""]
+    for p in PRESETS:
+        t = per_class_table(runs, p)
+        if t:
+            parts += [f"## Per-class Data IoU after 5 rounds — `{p}`", "", *t, ""]
+            if plot_queried(runs, p, docs / "results" / f"queried-{p}.png"):
+                parts += [f"![queried classes, {p}](results/queried-{p}.png)", ""]
+    parts.append(END)
+    return "\n".join(parts)
+
+
+def write_results(results: Path, docs: Path) -> Path:
+    """Rewrite the generated part of ``docs/results.md`` (creating the file if needed)."""
+    runs = load_runs(results)
+    path = Path(docs) / "results.md"
+    if not runs:
+        raise SystemExit(f"no results in {results}; run bench/quality.py first")
+    body = generated_section(runs, Path(docs))
+    if path.exists() and START in path.read_text():
+        old = path.read_text()
+        text = old[: old.index(START)] + body + old[old.index(END) + len(END):]
+    else:
+        text = "# Results on the built-in benchmark\n\n" + body + "\n"
+    write_text_atomic(path, text)
+    return path
+
+
+if __name__ == "__main__":
+    print(write_results(ROOT / "bench" / "results" / "quality", ROOT / "docs"))
