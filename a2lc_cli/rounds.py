@@ -37,12 +37,28 @@ def recorded_inputs(ws: Workspace, r: int, stage: Stage) -> dict[str, Any] | Non
 
         return load_lcm(p)[1].get("inputs")  # a damaged file is an A2LCError: the stage is stale
     if stage is TRAIN:
-        log = ws.artifact(r, "train.json")
-        try:
-            return json.loads(log.read_text()).get("inputs")
-        except (OSError, ValueError):
-            return None
+        return model_inputs(p)
     return None
+
+
+def model_inputs(path) -> dict[str, Any] | None:
+    """The inputs recorded inside ``model.pt`` (written in the same atomic step as the weights).
+
+    Memory-mapped, so even a ResNet-101 checkpoint costs no read of its tensors.
+    Falls back to the round's ``train.json`` for model files without the field.
+    """
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - torch.load raises assorted types on damaged files
+        raise A2LCError(f"{path}: not a readable model checkpoint") from None
+    if isinstance(obj, dict) and obj.get("inputs"):
+        return obj["inputs"]
+    try:
+        return json.loads(path.with_name("train.json").read_text()).get("inputs")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def expected_inputs(ws: Workspace, r: int, stage: Stage) -> dict[str, Any] | None:

@@ -56,8 +56,10 @@ CONFIGS: dict[str, tuple[int, str, str, dict[str, Any], dict[str, Any], float]] 
     "lcm": (2, "LCM only (SIM, pixel-level)", "alc", {"lcm": True}, {}, 1.0),
     "abc": (2, "ABC only (pixel-level, no LCM)", "alc", {"acquisition": "abc"}, {}, 1.0),
     "lcm+abc": (2, "LCM + ABC (pixel-level)", "alc", {"acquisition": "abc", "lcm": True}, {}, 1.0),
-    # budget needed to reach ALC's round-5 Data mIoU, at a finer step
+    # half the budget per round: the budget A²LC needs to reach ALC's round-5 Data mIoU, at a finer
+    # step, and A²LC vs ALC when the budget is scarcer relative to the wrong masks
     "a2lc-half": (2, "A²LC with half the budget per round", "a2lc", {}, {}, 0.5),
+    "alc-half": (2, "ALC with half the budget per round", "alc", {}, {}, 0.5),
     # Table 4: acquisition functions inside the A²LC framework (mask-level query + LCM)
     "acq-random": (3, "A²LC framework, random acquisition", "a2lc", {"acquisition": "random"}, {}, 1.0),
     "acq-entropy": (3, "A²LC framework, entropy", "a2lc", {"acquisition": "entropy"}, {}, 1.0),

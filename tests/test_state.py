@@ -166,3 +166,33 @@ def test_answer_log_checksum_detects_damage(tmp_path):
         f["answers/label"][0] = 2
     with pytest.raises(A2LCError, match="checksum"):
         read_query(p)
+
+
+def test_train_stage_state_reads_inputs_from_the_model_file(tmp_path):
+    """θ_r records its inputs inside model.pt (one atomic write): a kill before train.json is written
+    leaves the stage done, and a model of other labels is stale even when train.json says otherwise."""
+    from support import write_workspace
+
+    from a2lc_cli.config import Config
+    from a2lc_cli.models import build_model
+    from a2lc_cli.rounds import DONE, STALE, stage_state
+    from a2lc_cli.stages import TRAIN
+    from a2lc_cli.state import Dataset
+    from a2lc_cli.training import round_inputs, save_model
+
+    seg = np.array([[0, 0, 1, 1]], np.int32)
+    ws, _ = write_workspace(tmp_path / "ws", num_classes=2, segments=[seg], labels0=[np.array([[0, 0, 1, 1]], np.uint8)],
+                            gts=[np.array([[0, 0, 1, 1]], np.uint8)])
+    with Dataset(ws.dataset_path) as ds:
+        inputs = round_inputs(ws, ds, 0)
+    names = ["c0", "c1"]
+    save_model(ws.artifact(0, "model.pt"), build_model("tiny", 2), model_name="tiny", class_names=names, round=0,
+               inputs=inputs)
+    assert not ws.artifact(0, "train.json").exists()
+    assert stage_state(ws, Config(), 0, TRAIN) == DONE
+    ws.artifact(0, "train.json").write_text(json.dumps({"inputs": inputs}))
+    save_model(ws.artifact(0, "model.pt"), build_model("tiny", 2), model_name="tiny", class_names=names, round=0,
+               inputs={**inputs, "dataset": "another dataset"})
+    assert stage_state(ws, Config(), 0, TRAIN) == STALE
+    ws.artifact(0, "model.pt").write_bytes(b"\x80damaged")
+    assert stage_state(ws, Config(), 0, TRAIN) == STALE
