@@ -81,7 +81,9 @@ def init(
         from ..data import open_source
 
         open_source(cfg)  # validate the dataset root and layout now
-    ws.save_config(cfg)
+    ws.root.mkdir(parents=True, exist_ok=True)
+    with ws.lock("a2lc init"):  # never change the config under a running command
+        ws.save_config(cfg)
     if json_out:
         ui.print_json({"workspace": str(ws.root), "config": cfg.model_dump(mode="json")})
     else:
