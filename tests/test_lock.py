@@ -71,7 +71,7 @@ def test_second_writer_fails_at_once_readers_work_and_a_killed_holders_lock_is_c
         lock = json.loads((ws / ".lock").read_text())
         assert lock["pid"] == holder.pid and "pseudolabel --force --restart" in lock["command"]
 
-        for args in (("pseudolabel", "--force"), ("train", "--r", 0, "--device", "cpu"), ("config", "set", "seed=3"), ("init", "--force", "--seed", 5),
+        for args in (("pseudolabel", "--force"), ("train", "--r", 0, "--device", "cpu"), ("config", "set", "seed=3"),
                      ("round", "--r", 1)):
             code, _, err = cli("-w", ws, *args)
             line = " ".join(err.split())
