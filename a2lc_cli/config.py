@@ -117,6 +117,10 @@ class LCMConfig(_Strict):
     """Label correction module ψ (paper Eq. 1–6); defaults are the authors'."""
 
     epochs: int = Field(default=100, gt=0)
+    # train ψ for at least this many optimiser steps (epochs raised as needed). None: the authors'
+    # epochs only, so ψ's training shrinks with the budget: their Cityscapes setting (10k answers,
+    # batch 8, 100 epochs) is 125,000 steps, the built-in `city` demo (423 answers) 5,300
+    min_steps: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=8, gt=0)
     lr: float = Field(default=1e-4, gt=0)
     hidden: list[int] = Field(default_factory=lambda: [256, 128, 64])

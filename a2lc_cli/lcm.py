@@ -73,8 +73,11 @@ def train_lcm(
     lr: float = 1e-4,
     hidden: tuple[int, ...] = (256, 128, 64),
     seed: int = 0,
+    min_steps: int | None = None,
 ) -> tuple[LCMNet, dict[str, Any]]:
     """Train ψ on (N,F) features and (N,) labels with Adam and class-weighted CE on logits (Eq. 2).
+
+    ``epochs`` passes over the data, raised to reach ``min_steps`` optimiser steps when given.
 
     The minibatch loop indexes pre-built tensors (no DataLoader), so the
     authors' batch size of 8 costs microseconds per step.
@@ -90,6 +93,9 @@ def train_lcm(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(lam, dtype=torch.float32))
     n = len(y)
+    steps_per_epoch = math.ceil(n / batch_size)
+    if min_steps:
+        epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     losses = []
     model.train()
     for _ in range(epochs):
@@ -108,7 +114,7 @@ def train_lcm(
     with torch.no_grad():
         train_acc = float((model(x).argmax(1) == y).float().mean())
     return model, {"loss": losses, "train_accuracy": train_acc, "class_weight": lam.tolist(),
-                   "samples": int(n), "steps": int(epochs * math.ceil(n / batch_size))}
+                   "samples": int(n), "epochs": int(epochs), "steps": int(epochs * steps_per_epoch)}
 
 
 # --------------------------------------------------------------------------- selection criteria
@@ -205,6 +211,7 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
         model, log = train_lcm(
             feats[ids], labels, ds.num_classes, epochs=cfg.lcm.epochs, batch_size=cfg.lcm.batch_size,
             lr=cfg.lcm.lr, hidden=tuple(cfg.lcm.hidden), seed=cfg.seed * 1009 + r if seed is None else seed,
+            min_steps=cfg.lcm.min_steps,
         )
         class_names = list(ds.classes.names)
     seconds = time.perf_counter() - t0

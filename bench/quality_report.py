@@ -30,7 +30,8 @@ TABLE5 = (("alc", "", "", ""), ("lcm", "✓", "", ""), ("abc", "", "✓", ""), (
 TABLE4 = (("acq-random", "Random"), ("acq-entropy", "Entropy"), ("acq-margin", "Margin"), ("acq-cil", "CIL"),
           ("acq-sim", "SIM"), ("a2lc", "ABC (ours)"))
 LCM_CONFIGS = (("a2lc", "A²LC (authors' rules)"), ("a2lc-tail-dataset", "tail from dataset label counts"),
-               ("a2lc-train-all", "ψ trained on all rounds' answers"), ("lcm", "LCM only (SIM, pixel)"),
+               ("a2lc-train-all", "ψ trained on all rounds' answers"), ("a2lc-lcm-steps", "ψ trained ≥ 20k steps"),
+               ("a2lc-lcm-steps-tail-dataset", "ψ ≥ 20k steps + tail from dataset"), ("lcm", "LCM only (SIM, pixel)"),
                ("lcm+abc", "LCM + ABC (pixel)"))
 PAPER_TABLE1 = {  # reference-code-notes.md, Data mIoU, mean of 3 seeds
     ("city", "alc"): [50.68, 62.28, 65.36, 66.19, 66.87, 67.01],
@@ -204,6 +205,29 @@ def per_class_table(runs, preset: str) -> list[str]:
     return out
 
 
+def error_table(runs) -> list[str]:
+    """The pool of wrong masks against the budget, and how the queries of ALC and A²LC hit it (means over seeds)."""
+    out = ["| preset | masks | wrong at start | impure masks | budget, 5 rounds | wrong left after 5R (ALC / A²LC) | "
+           "queried masks that were wrong, 1R→5R (ALC) | (A²LC) | ALC's pixel answer = mask's GT majority |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for p in PRESETS:
+        al = [r for r in runs.get((p, "alc"), []) if r.get("errors")]
+        a2 = [r for r in runs.get((p, "a2lc"), []) if r.get("errors")]
+        if not al or not a2:
+            continue
+        e = lambda rs, f: np.mean([f(r["errors"]) for r in rs])  # noqa: E731
+        hits = lambda rs: " → ".join(f"{100 * np.mean([r['errors']['rounds'][k]['queried_wrong_share'] for r in rs]):.0f}%"  # noqa: E731
+                                     for k in range(len(rs[0]["errors"]["rounds"])))
+        masks, wrong = e(al, lambda x: x["masks"]), e(al, lambda x: x["wrong_start"])
+        out.append(
+            f"| {p} | {masks:.0f} | {wrong:.0f} ({100 * wrong / masks:.1f}%) | {100 * e(al, lambda x: x['impure_share']):.1f}% | "
+            f"{np.mean([r['rounds'][-1]['budget_used'] for r in al]):.0f} | "
+            f"{e(al, lambda x: x['rounds'][-1]['wrong_left']):.0f} / {e(a2, lambda x: x['rounds'][-1]['wrong_left']):.0f} | "
+            f"{hits(al)} | {hits(a2)} | "
+            f"{100 * np.mean([k['answer_is_gt_majority'] for r in al for k in r['errors']['rounds']]):.1f}% |")
+    return out
+
+
 def targets(runs) -> list[str]:
     """SPEC §5's targets, checked on the saved runs."""
     lines = []
@@ -293,11 +317,10 @@ def plot_queried(runs, preset: str, path: Path) -> Path | None:
 # --------------------------------------------------------------------------- document
 def generated_section(runs, docs: Path) -> str:
     n_runs = sum(len(v) for v in runs.values())
-    seconds = sum(r.get("seconds", 0) for v in runs.values() for r in v)
     any_run = next(iter(runs.values()))[0]
     parts = [START, "",
-             f"*Generated from {n_runs} runs in `bench/results/quality/` by `bench/quality_report.py`; "
-             f"{seconds / 3600:.1f} h of compute on {any_run['machine']}. Regenerate with "
+             f"*Generated from {n_runs} runs in `bench/results/quality/` by `bench/quality_report.py` "
+             f"(machine: {any_run['machine']}). Regenerate with "
              "`make bench-quality` (runs what is missing, then writes this) or `python bench/quality.py --report-only`.*", ""]
     budgets = {p: runs[(p, "a2lc")][0]["budget_per_round"] for p in PRESETS if runs.get((p, "a2lc"))}
     share = any_run["budget_share"]
@@ -315,6 +338,11 @@ def generated_section(runs, docs: Path) -> str:
                   f"![mIoU per round, {p}](results/miou-{p}.png)", ""]
         plot_curves(runs, p, docs / "results" / f"miou-{p}.png")
     parts += ["## Budget to reach ALC's round-5 Data mIoU", "", *budget_table(runs), ""]
+    t = error_table(runs)
+    if len(t) > 2:
+        parts += ["## The pool of wrong masks", "",
+                  "Wrong = the mask's label differs from its ground-truth majority (masks with a void majority left out); "
+                  "impure = the majority class holds < 75% of the mask's non-void pixels.", "", *t, ""]
     parts += ["## Table 3 — label correction module", "",
               "Pooled over the 5 rounds of each seed; accuracy = share of the corrected masks (non-void GT majority) "
               "whose label equals the GT majority.", "", *table3(runs), ""]

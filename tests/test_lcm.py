@@ -101,6 +101,22 @@ def test_training_is_deterministic_by_seed():
         assert torch.equal(a, b)
 
 
+def test_min_steps_raises_the_epochs_and_sharpens_confidence():
+    """20 samples at batch 8 are 3 steps an epoch: min_steps=300 means 100 epochs instead of 5, and the
+    longer-trained ψ is more confident on the same data (what τ is compared with, Eq. 4)."""
+    rng = np.random.default_rng(2)
+    y = np.arange(20) % 2
+    x = (np.eye(2, dtype=np.float32)[y] * 0.6 + 0.2 + rng.normal(0, 0.02, (20, 2))).astype(np.float32)
+    short, log_s = train_lcm(x, y, 2, epochs=5, batch_size=8, lr=1e-3, seed=0)
+    long, log_l = train_lcm(x, y, 2, epochs=5, batch_size=8, lr=1e-3, seed=0, min_steps=300)
+    assert (log_s["epochs"], log_s["steps"]) == (5, 15)
+    assert (log_l["epochs"], log_l["steps"]) == (100, 300)
+    assert len(log_l["loss"]) == 100
+    _, conf_s = predict_confidence(short, x)
+    _, conf_l = predict_confidence(long, x)
+    assert conf_l.mean() > conf_s.mean()
+
+
 def test_no_answers_is_a_clear_error():
     with pytest.raises(A2LCError, match="no non-void answers"):
         train_lcm(np.zeros((0, 3), np.float32), np.zeros(0, np.int64), 3)

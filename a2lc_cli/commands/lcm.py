@@ -21,6 +21,8 @@ def lcm_train(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Default: the config's (100)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Default: the config's (8)."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Default: the config's (1e-4)."),
+    min_steps: Optional[int] = typer.Option(None, "--min-steps", min=1,
+                                            help="Train for at least this many steps (epochs raised). Default: none."),
     json_out: bool = JSON,
 ) -> None:
     """Train ψ_r on this round's answered masks (paper Eq. 1–2)."""
@@ -29,7 +31,7 @@ def lcm_train(
     ws = workspace(ctx)
     r = require_round(r, "lcm-train")
     cfg = ws.ensure_config()
-    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr)):
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("min_steps", min_steps)):
         if value is not None:
             setattr(cfg.lcm, key, value)
     with ws.lock():
