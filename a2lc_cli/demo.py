@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from . import ui
-from .config import Config
+from .config import Config, set_option
+from .errors import A2LCError
 from .report import collect_run, write_report
 from .rounds import run_round
 from .workspace import Workspace
@@ -22,9 +23,18 @@ from .workspace import Workspace
 METHODS = ("a2lc", "alc")
 
 
-def demo_config(*, preset: str, seed: int, method: str, budget: int | None, rounds: int) -> Config:
-    """The config of one demo workspace: built-in data, the method preset, the shared budget."""
+def demo_config(*, preset: str, seed: int, method: str, budget: int | None, rounds: int,
+                options: dict[str, str] | None = None) -> Config:
+    """The config of one demo workspace: built-in data, the method preset, the shared budget.
+
+    ``options``: dotted config keys set for both methods (``train.iterations`` → ``"200"``);
+    the method and its switches are the demo's to set.
+    """
     cfg = Config()
+    for key, value in (options or {}).items():
+        if key.split(".")[0] == "method" or key == "seed":
+            raise A2LCError(f"--set {key}: the demo sets the method, budget, rounds and seed itself")
+        cfg = set_option(cfg, key, value)
     cfg.seed = seed
     cfg.source.preset = preset  # type: ignore[assignment]
     cfg.method.preset = method  # type: ignore[assignment]
@@ -46,11 +56,12 @@ def share_round0(src: Workspace, dst: Workspace) -> None:
 
 
 def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5, budget: int | None = None,
-             device: str | None = None) -> dict[str, Any]:
+             device: str | None = None, options: dict[str, str] | None = None) -> dict[str, Any]:
     """Run both methods for ``rounds`` rounds; return per-method per-round results and the report path."""
     root = Path(root)
     spaces = {m: Workspace(root / m) for m in METHODS}
-    cfgs = {m: demo_config(preset=preset, seed=seed, method=m, budget=budget, rounds=rounds) for m in METHODS}
+    cfgs = {m: demo_config(preset=preset, seed=seed, method=m, budget=budget, rounds=rounds, options=options)
+            for m in METHODS}
     t0 = time.perf_counter()
     first = METHODS[0]
     for m in METHODS:

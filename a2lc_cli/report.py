@@ -46,7 +46,9 @@ def collect_run(ws: Workspace) -> dict[str, Any]:
                         "lcm_accuracy_after": acc.get("accuracy_after")})
         rounds.append(row)
         r += 1
-    return {"workspace": str(ws.root), "rounds": rounds, "classes": names,
+    first, last = saved_metric(ws, 0, "data-miou"), saved_metric(ws, r - 1, "data-miou")
+    per_class = {"init": (first or {}).get("per_class"), "last": (last or {}).get("per_class")}
+    return {"workspace": str(ws.root), "rounds": rounds, "classes": names, "data_iou_per_class": per_class,
             "pseudo_frequency": freq.tolist(), "queried_by_class": queried.tolist()}
 
 
@@ -117,6 +119,25 @@ def markdown_table(runs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def per_class_table(runs: dict[str, dict[str, Any]]) -> list[str]:
+    """Per-class Data IoU before the first round and after the last one, per method (Markdown lines)."""
+    have = {name: run["data_iou_per_class"] for name, run in runs.items()
+            if run.get("data_iou_per_class", {}).get("last")}
+    if not have:
+        return []
+    first = next(iter(have.values()))
+    label = lambda name: name.upper() if name in ("a2lc", "alc") else name  # noqa: E731
+    fmt = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
+    n_last = max(len(runs[name]["rounds"]) - 1 for name in have)
+    lines = ["## Data IoU per class (%)", "",
+             "| class | Init. | " + " | ".join(f"{label(n)} {n_last}R" for n in have) + " |",
+             "| --- | --- |" + " --- |" * len(have)]
+    for c in first["last"]:
+        lines.append(f"| {c} | {fmt((first.get('init') or {}).get(c))} | "
+                     + " | ".join(fmt(pc["last"].get(c)) for pc in have.values()) + " |")
+    return lines + [""]
+
+
 def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], *, title: str = "a2lc report", notes: str = "") -> Path:
     """``report.md`` with the table, LCM accuracy, and the two plots, under ``out_dir``."""
     out_dir = Path(out_dir)
@@ -135,6 +156,7 @@ def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], *, title: str =
             parts.append(f"| {name.upper() if name in ('a2lc', 'alc') else name} | {r['round']} | {r['lcm_corrected']} | "
                          f"{fmt(r['lcm_accuracy_before'])} | {fmt(r['lcm_accuracy_after'])} |")
         parts.append("")
+    parts += per_class_table(runs)
     path = out_dir / "report.md"
     write_text_atomic(path, "\n".join(parts))
     return path

@@ -82,6 +82,8 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed of the data and of training."),
     budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Masks per round for both methods (default: 4% of all masks)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
+    set_: list[str] = typer.Option([], "--set", help="A config key for both methods, e.g. --set source.n_train=100 "
+                                   "(repeatable; not method.*)."),
     json_out: bool = JSON,
 ) -> None:
     """A²LC vs ALC for 5 rounds on the built-in data: progress, a per-round table, a report with plots."""
@@ -89,8 +91,14 @@ def demo(
 
     if preset not in ("city", "voc"):
         raise A2LCError(f"--preset must be city or voc (got {preset!r})")
+    options = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise A2LCError(f"--set expects KEY=VALUE (got {item!r})")
+        options[key.strip()] = value
     ws = workspace(ctx)
-    res = run_demo(ws.root, preset=preset, seed=seed, rounds=rounds, budget=budget, device=device)
+    res = run_demo(ws.root, preset=preset, seed=seed, rounds=rounds, budget=budget, device=device, options=options)
     if json_out:
         ui.print_json(demo_json(res))
         ui.info(f"report: {res['report']}")

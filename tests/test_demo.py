@@ -1,0 +1,47 @@
+"""`a2lc demo` on tiny data through the CLI: both methods, shared round 0, same budget, the JSON
+shape of issue 5, the report and its plots, and a rerun that continues instead of redoing."""
+
+from __future__ import annotations
+
+import json
+
+from a2lc_cli.state import read_query
+
+TINY = ["--set", "source.n_train=12", "--set", "source.n_val=4", "--set", "source.height=48",
+        "--set", "source.width=96", "--set", "train.iterations=20", "--set", "lcm.epochs=5"]
+
+
+def test_demo_runs_both_methods_with_one_budget_and_writes_the_report(tmp_path, cli):
+    root = tmp_path / "demo"
+    code, out, err = cli("-w", root, "demo", "--rounds", "2", "--budget", "7", "--json", *TINY)
+    assert code == 0, err
+    res = json.loads(out)
+    assert set(res) == {"a2lc", "alc"}
+    for method, rounds in res.items():
+        assert [r["round"] for r in rounds] == [0, 1, 2]
+        assert [r["budget_used"] for r in rounds] == [0, 7, 14]
+        assert set(rounds[0]) == {"round", "data_miou", "model_miou", "budget_used"}
+        assert all(0 <= r["data_miou"] <= 100 and 0 <= r["model_miou"] <= 100 for r in rounds)
+    # round 0 is shared: same pseudo-labels and the same θ_0, so the same starting metrics
+    assert res["a2lc"][0] == res["alc"][0]
+    assert (root / "a2lc/rounds/r000/model.pt").read_bytes() == (root / "alc/rounds/r000/model.pt").read_bytes()
+    # the presets took effect: mask-level answers and LCM for A²LC, pixel-level answers and no LCM for ALC
+    assert read_query(root / "a2lc/rounds/r001/query.h5").answers.unit.tolist() == [0] * 7  # 0 = mask-level
+    assert read_query(root / "alc/rounds/r001/query.h5").answers.unit.tolist() == [1] * 7  # 1 = pixel-level
+    assert (root / "a2lc/rounds/r001/lcm.h5").exists() and not (root / "alc/rounds/r001/lcm.h5").exists()
+    report = (root / "report/report.md").read_text()
+    assert "| A2LC | Data mIoU |" in report and "| ALC | Data mIoU |" in report and "Data IoU per class" in report
+    for png in ("miou.png", "queried_classes.png"):
+        assert (root / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    before = (root / "alc/rounds/r002/model.pt").stat().st_mtime_ns
+    code, out2, err = cli("-w", root, "demo", "--rounds", "2", "--budget", "7", "--json", *TINY)
+    assert code == 0, err
+    assert json.loads(out2) == res  # finished rounds are not redone
+    assert (root / "alc/rounds/r002/model.pt").stat().st_mtime_ns == before
+
+
+def test_demo_refuses_method_options(tmp_path, cli):
+    code, _, err = cli("-w", tmp_path / "d", "demo", "--set", "method.lcm=false")
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
