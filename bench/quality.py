@@ -45,6 +45,7 @@ from a2lc_cli.status import saved_metric  # noqa: E402
 from a2lc_cli.workspace import Workspace, write_text_atomic  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "quality"
+BASES = ROOT / "bench" / "results" / "quality-base"  # per (preset, seed): what is wrong in round 0
 WORK = ROOT / "bench" / "work" / "quality"
 
 # name -> (tier, description, method preset, method overrides, lcm overrides, budget factor)
@@ -165,6 +166,56 @@ def error_pool(ws: Workspace, rounds: int) -> dict[str, Any]:
     return out
 
 
+def error_mix(base: Workspace) -> dict[str, Any]:
+    """Which masks are wrong in round 0, seen by ABC's class weight (Eq. 7–9) and by the paper's tail split.
+
+    Classes are ranked by round-0 label pixels; the ⌈C/2⌉ rarest are the tail (α = 0.5, the LCM's split).
+    Wrong masks (label ≠ GT majority, neither void) are counted, in masks and in pixels, by
+    (label head|tail) × (truth head|tail); ``w_label_*`` is the area-weighted mean of Eq. 9's
+    w_c of the mask's current label over wrong and over right masks (ABC's prior points at the
+    errors when wrong > right).
+    """
+    import numpy as np
+
+    from a2lc_cli.acquisition import adaptive_class_weights
+    from a2lc_cli.lcm import tail_classes
+    from a2lc_cli.state import mask_state
+
+    with Dataset(base.dataset_path) as ds:
+        gt = ds.mask_column("gt_label").astype(np.int64)
+        area = ds.mask_column("area").astype(np.float64)
+        label = mask_state(base.root, ds, 0).label.astype(np.int64)
+        c = ds.num_classes
+    labelled = label != 255
+    counts = np.bincount(label[labelled], weights=area[labelled], minlength=c)[:c]
+    w, kl, _ = adaptive_class_weights(counts)
+    is_tail = np.zeros(c, bool)
+    is_tail[tail_classes(counts, 0.5)[0]] = True
+    valid = labelled & (gt != 255)
+    wrong, right = valid & (label != gt), valid & (label == gt)
+    lt, tt = is_tail[np.where(labelled, label, 0)], is_tail[np.where(gt != 255, gt, 0)]
+    kinds = {"tail_label_head_truth": lt & ~tt, "head_label_tail_truth": ~lt & tt,
+             "both_tail": lt & tt, "both_head": ~lt & ~tt}
+    mean_w = lambda m: float((w[label[m]] * area[m]).sum() / max(area[m].sum(), 1.0))  # noqa: E731
+    return {
+        "kl": round(kl, 4), "masks": int(len(gt)), "wrong": int(wrong.sum()), "wrong_pixels": int(area[wrong].sum()),
+        "mix": {k: {"masks": int((wrong & v).sum()), "pixels": int(area[wrong & v].sum())} for k, v in kinds.items()},
+        "w_label_wrong": round(mean_w(wrong), 4), "w_label_right": round(mean_w(right), 4),
+    }
+
+
+def save_error_mixes() -> None:
+    """Write ``bench/results/quality-base/<preset>-s<seed>.json`` for every finished round 0 that lacks one."""
+    for base_dir in sorted(WORK.glob("*-s*/base")):
+        out = BASES / f"{base_dir.parent.name}.json"
+        ws = Workspace(base_dir)
+        if out.exists() or saved_metric(ws, 0, "model-miou") is None:
+            continue
+        preset, seed = base_dir.parent.name.rsplit("-s", 1)
+        BASES.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out, json.dumps({"preset": preset, "seed": int(seed), **error_mix(ws)}, indent=1) + "\n")
+
+
 def _lcm_accuracy(ws: Workspace, r: int) -> dict[str, Any] | None:
     """Round r's saved LCM accuracy (paper Table 3) without the per-class breakdown, or None."""
     m = saved_metric(ws, r, "lcm-accuracy")
@@ -206,9 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{i}/{len(todo)}] {preset} seed {seed} {name}: Data mIoU "
                   f"{res['rounds'][0]['data_miou']:.2f} -> {res['rounds'][-1]['data_miou']:.2f} "
                   f"({res['seconds']:.0f} s; {(time.perf_counter() - t_start) / 60:.1f} min so far)", flush=True)
+    save_error_mixes()
     from quality_report import write_results  # bench/ is on sys.path as the script's folder
 
-    path = write_results(RESULTS, ROOT / "docs")
+    path = write_results(RESULTS, ROOT / "docs", bases=BASES)
     print(f"wrote {path}")
     return 0
 

@@ -39,6 +39,15 @@ PAPER_TABLE1 = {  # reference-code-notes.md, Data mIoU, mean of 3 seeds
     ("voc", "alc"): [58.63, 68.19, 72.72, 74.84, 76.41, 77.06],
     ("voc", "a2lc"): [58.63, 67.49, 74.88, 80.88, 84.81, 88.08],
 }
+# the paper's Table 4 (Data mIoU after 5 rounds, Cityscapes / PASCAL VOC), Table 5 (Cityscapes, Data 1R..5R,
+# Model 5R) and Table 3 (masks corrected, accuracy before / after), from ../shared/reference/a2lc-paper.txt
+PAPER_TABLE4 = {"init": (50.68, 58.63), "acq-random": (63.78, 68.84), "acq-entropy": (58.12, 59.95),
+                "acq-margin": (62.68, 58.72), "acq-cil": (61.51, 59.29), "acq-sim": (78.98, 87.32),
+                "a2lc": (84.92, 87.24)}
+PAPER_TABLE5 = {"alc": (62.60, 65.20, 66.03, 66.85, 66.86, 58.59), "lcm": (65.66, 71.53, 76.00, 78.38, 80.59, 66.94),
+                "abc": (67.31, 70.06, 74.49, 78.32, 81.58, 67.75), "lcm+abc": (70.62, 77.29, 80.39, 82.80, 84.15, 70.11),
+                "a2lc": (71.04, 76.08, 81.13, 83.53, 85.57, 70.88)}
+PAPER_TABLE3 = {"city": (22105, 19.13, 60.99), "voc": (1629, 4.85, 82.26)}
 
 
 # --------------------------------------------------------------------------- loading and statistics
@@ -123,14 +132,21 @@ def table5(runs, preset: str) -> list[str]:
         rs = runs.get((preset, cfg), [])
         cells = [fmt(per_round(rs, "data_miou", k)) for k in range(1, 6)] + [fmt(per_round(rs, "model_miou", 5))]
         out.append(f"| {lcm} | {abc} | {mask} | " + " | ".join(cells) + " |")
+    if preset == "city":  # the paper's Table 5 is on Cityscapes only
+        for cfg, lcm, abc, mask in TABLE5:
+            marks = " | ".join(m or "·" for m in (lcm, abc, mask))
+            out.append(f"| paper: {marks} | " + " | ".join(f"{v:.2f}" for v in PAPER_TABLE5[cfg]) + " |")
     return out
 
 
 def table4(runs) -> list[str]:
-    out = ["| acquisition function | " + " | ".join(PRESETS) + " |", "| --- |" + " --- |" * len(PRESETS)]
-    out.append("| Init. | " + " | ".join(fmt(per_round(runs.get((p, "a2lc"), []), "data_miou", 0)) for p in PRESETS) + " |")
-    for cfg, name in TABLE4:
-        out.append(f"| {name} | " + " | ".join(fmt(per_round(runs.get((p, cfg), []), "data_miou", 5)) for p in PRESETS) + " |")
+    out = ["| acquisition function | " + " | ".join(f"{p} | paper ({p})" for p in PRESETS) + " |",
+           "| --- |" + " --- |" * (2 * len(PRESETS))]
+    rows = [("init", "Init.", lambda p: per_round(runs.get((p, "a2lc"), []), "data_miou", 0))]
+    rows += [(cfg, name, lambda p, cfg=cfg: per_round(runs.get((p, cfg), []), "data_miou", 5)) for cfg, name in TABLE4]
+    for cfg, name, value in rows:
+        out.append(f"| {name} | " + " | ".join(f"{fmt(value(p))} | {PAPER_TABLE4[cfg][i]:.2f}"
+                                               for i, p in enumerate(PRESETS)) + " |")
     return out
 
 
@@ -147,6 +163,8 @@ def table3(runs) -> list[str]:
             acc_a = stats([100 * a / v if v else None for _, v, _, a in pooled])
             out.append(f"| {p} | {name} | {fmt(stats([t for t, *_ in pooled]))} | {fmt(acc_b)} | {fmt(acc_a)} | "
                        f"{fmt(per_round(rs, 'data_miou', 5))} |")
+        n, before, after = PAPER_TABLE3[p]
+        out.append(f"| {p} | paper (A²LC) | {n:,} | {before:.2f} | {after:.2f} | {PAPER_TABLE1[(p, 'a2lc')][-1]:.2f} |")
     return out
 
 
@@ -225,6 +243,30 @@ def error_table(runs) -> list[str]:
             f"{e(al, lambda x: x['rounds'][-1]['wrong_left']):.0f} / {e(a2, lambda x: x['rounds'][-1]['wrong_left']):.0f} | "
             f"{hits(al)} | {hits(a2)} | "
             f"{100 * np.mean([k['answer_is_gt_majority'] for r in al for k in r['errors']['rounds']]):.1f}% |")
+    return out
+
+
+def load_bases(bases: Path | None) -> list[dict[str, Any]]:
+    """The round-0 error-mix files written by ``bench/quality.py`` (one per preset and seed)."""
+    if bases is None or not Path(bases).is_dir():
+        return []
+    return [json.loads(f.read_text()) for f in sorted(Path(bases).glob("*.json"))]
+
+
+def mix_table(bases: list[dict[str, Any]]) -> list[str]:
+    """What kind of masks are wrong in round 0 (means over seeds): the head/tail mix and ABC's class weight."""
+    kinds = (("tail_label_head_truth", "label tail, truth head"), ("head_label_tail_truth", "label head, truth tail"),
+             ("both_tail", "both tail"), ("both_head", "both head"))
+    out = ["| preset | KL (Eq. 8) | wrong masks | " + " | ".join(f"{n}: masks / pixels" for _, n in kinds) +
+           " | mean w of the label (Eq. 9): wrong / right masks |", "| --- | --- | --- |" + " --- |" * (len(kinds) + 1)]
+    for p in PRESETS:
+        bs = [b for b in bases if b["preset"] == p]
+        if not bs:
+            continue
+        share = lambda k, unit, total: np.mean([100 * b["mix"][k][unit] / max(b[total], 1) for b in bs])  # noqa: E731
+        out.append(f"| {p} | {np.mean([b['kl'] for b in bs]):.2f} | {np.mean([b['wrong'] for b in bs]):.0f} | " +
+                   " | ".join(f"{share(k, 'masks', 'wrong'):.0f}% / {share(k, 'pixels', 'wrong_pixels'):.0f}%" for k, _ in kinds) +
+                   f" | {np.mean([b['w_label_wrong'] for b in bs]):.3f} / {np.mean([b['w_label_right'] for b in bs]):.3f} |")
     return out
 
 
@@ -315,7 +357,7 @@ def plot_queried(runs, preset: str, path: Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------- document
-def generated_section(runs, docs: Path) -> str:
+def generated_section(runs, docs: Path, bases: list[dict[str, Any]] | None = None) -> str:
     n_runs = sum(len(v) for v in runs.values())
     any_run = next(iter(runs.values()))[0]
     parts = [START, "",
@@ -343,6 +385,12 @@ def generated_section(runs, docs: Path) -> str:
         parts += ["## The pool of wrong masks", "",
                   "Wrong = the mask's label differs from its ground-truth majority (masks with a void majority left out); "
                   "impure = the majority class holds < 75% of the mask's non-void pixels.", "", *t, ""]
+    t = mix_table(bases or [])
+    if len(t) > 2:
+        parts += ["Which masks are wrong in round 0. Tail = the ⌈C/2⌉ classes with the fewest round-0 label pixels "
+                  "(α = 0.5); ABC's weight w (Eq. 9) follows the mask's *current label*, so it can lift a wrong mask "
+                  "only when the label is a rare class — what the paper calls correcting \"masks misclassified as "
+                  "tail class labels\".", "", *t, ""]
     parts += ["## Table 3 — label correction module", "",
               "Pooled over the 5 rounds of each seed; accuracy = share of the corrected masks (non-void GT majority) "
               "whose label equals the GT majority.", "", *table3(runs), ""]
@@ -368,13 +416,13 @@ def generated_section(runs, docs: Path) -> str:
     return "\n".join(parts)
 
 
-def write_results(results: Path, docs: Path) -> Path:
+def write_results(results: Path, docs: Path, *, bases: Path | None = None) -> Path:
     """Rewrite the generated part of ``docs/results.md`` (creating the file if needed)."""
     runs = load_runs(results)
     path = Path(docs) / "results.md"
     if not runs:
         raise SystemExit(f"no results in {results}; run bench/quality.py first")
-    body = generated_section(runs, Path(docs))
+    body = generated_section(runs, Path(docs), load_bases(bases))
     if path.exists() and START in path.read_text():
         old = path.read_text()
         text = old[: old.index(START)] + body + old[old.index(END) + len(END):]
@@ -385,4 +433,4 @@ def write_results(results: Path, docs: Path) -> Path:
 
 
 if __name__ == "__main__":
-    print(write_results(ROOT / "bench" / "results" / "quality", ROOT / "docs"))
+    print(write_results(ROOT / "bench" / "results" / "quality", ROOT / "docs", bases=ROOT / "bench" / "results" / "quality-base"))
