@@ -157,8 +157,9 @@ def run_round(
             run_query(ws, cfg, r)
             outcome[stage.name] = "waiting"
             raise A2LCError(
-                f"round {r} waits for people's answers: `a2lc query --r {r} --export DIR`, fill in the answers, "
-                f"`a2lc query --r {r} --answers FILE`, then rerun `a2lc round --r {r}`", exit_code=4,
+                f"round {r} waits for people's answers: answer in the browser with `a2lc query --r {r} --serve`, or "
+                f"`a2lc query --r {r} --export DIR`, fill in the answers and `a2lc query --r {r} --answers FILE`; "
+                f"then rerun `a2lc round --r {r}`", exit_code=4,
             )
         if on_stage:
             on_stage(r, stage.name, "running")

@@ -284,3 +284,19 @@ def test_json_answers_file(ws, cli, tmp_path):
     path.write_text("{not json")
     code, _, err = cli("-w", ws.root, "query", "--r", "1", "--answers", path)
     assert code != 0 and "not valid JSON" in err
+
+
+def test_round_stops_for_people_and_waits(ws, cli):
+    """With a human annotator, `round` runs acquire and selects the masks, then stops (exit 4) naming the
+    ways to answer; rerunning it before any answer arrives changes nothing."""
+    assert cli("-w", ws.root, "config", "set", "method.annotator=human", "method.budget=2")[0] == 0
+    code, _, err = cli("-w", ws.root, "round", "--r", "1")
+    assert code == 4 and "Traceback" not in err
+    assert "--serve" in err and "--answers FILE" in err and "--export DIR" in err
+    q = read_query(ws.artifact(1, "query.h5"))
+    assert sorted(q.selected.tolist()) == sorted([E, B])  # ABC's top 2, worked out in the module docstring
+    assert len(q.answers.effective()[0]) == 0
+    assert not ws.artifact(1, "lcm.pt").exists()
+    before = ws.artifact(1, "query.h5").read_bytes()
+    code, _, err = cli("-w", ws.root, "round", "--r", "1")
+    assert code == 4 and ws.artifact(1, "query.h5").read_bytes() == before
