@@ -142,11 +142,10 @@ def table5(runs, preset: str) -> list[str]:
 def table4(runs) -> list[str]:
     out = ["| acquisition function | " + " | ".join(f"{p} | paper ({p})" for p in PRESETS) + " |",
            "| --- |" + " --- |" * (2 * len(PRESETS))]
-    rows = [("init", "Init.", lambda p: per_round(runs.get((p, "a2lc"), []), "data_miou", 0))]
-    rows += [(cfg, name, lambda p, cfg=cfg: per_round(runs.get((p, cfg), []), "data_miou", 5)) for cfg, name in TABLE4]
-    for cfg, name, value in rows:
-        out.append(f"| {name} | " + " | ".join(f"{fmt(value(p))} | {PAPER_TABLE4[cfg][i]:.2f}"
-                                               for i, p in enumerate(PRESETS)) + " |")
+    for cfg, name in (("init", "Init."), *TABLE4):
+        run, r = ("a2lc", 0) if cfg == "init" else (cfg, 5)  # Init. = round 0, shared by every configuration
+        out.append(f"| {name} | " + " | ".join(f"{fmt(per_round(runs.get((p, run), []), 'data_miou', r))} | "
+                                               f"{PAPER_TABLE4[cfg][i]:.2f}" for i, p in enumerate(PRESETS)) + " |")
     return out
 
 
