@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import pickle
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,7 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
     seconds = time.perf_counter() - t0
     inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath)}
     ckpt = {
-        "kind": "lcm", "state_dict": model.state_dict(), "in_dim": int(feats.shape[1]), "num_classes": len(class_names),
+        "kind": "lcm", "uid": uuid.uuid4().hex, "state_dict": model.state_dict(), "in_dim": int(feats.shape[1]), "num_classes": len(class_names),
         "hidden": list(cfg.lcm.hidden), "answer_counts": counts.tolist(), "class_names": class_names,
         "log": log, "inputs": inputs, "options": cfg.lcm.model_dump(mode="json"), "round": r, "seconds": seconds,
     }

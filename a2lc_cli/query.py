@@ -54,7 +54,7 @@ def parse_budget(text: str | None) -> int | str | None:
 def check_acquisition_current(ws: Workspace, r: int, acq: dict[str, Any]) -> None:
     """Refuse an ``acquire.h5`` computed from another θ_{r-1} or other earlier rounds."""
     recorded = acq["attrs"].get("inputs", {})
-    if recorded != acquire_inputs(ws, r):
+    if recorded != acquire_inputs(ws, r, recorded):
         raise A2LCError(
             f"{ws.artifact(r, 'acquire.h5')} is stale (the model or earlier rounds changed since it was computed); "
             f"rerun `a2lc acquire --r {r}`"

@@ -31,10 +31,14 @@ def acquire(
 ) -> None:
     """Score every mask with the acquisition function (one streaming pass of θ_{r-1})."""
     from ..acquire import run_acquire
+    from ..rounds import check_order
+    from ..stages import ACQUIRE
 
     ws = workspace(ctx)
     r = require_round(r, "acquire")
     cfg = ws.ensure_config()
+    if r >= 1:
+        check_order(ws, cfg, r, ACQUIRE)
     with ws.lock():
         res = run_acquire(ws, cfg, r, fn=fn, device=device, batch_size=batch_size, workers=workers,
                           checkpoint_images=checkpoint_every)
@@ -64,10 +68,14 @@ def query(
 ) -> None:
     """Select the top-B masks of round r and obtain the annotator's answers."""
     from ..query import parse_budget, run_query
+    from ..rounds import check_order
+    from ..stages import QUERY
 
     ws = workspace(ctx)
     r = require_round(r, "query")
     cfg = ws.ensure_config()
+    if r >= 1:
+        check_order(ws, cfg, r, QUERY)
     if answers is not None and annotator == "gt":
         raise A2LCError("--answers imports people's answers; it does not go with --annotator gt")
     if serve and (annotator == "gt" or answers is not None or export is not None):

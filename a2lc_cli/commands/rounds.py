@@ -97,7 +97,7 @@ def demo(
         if not sep:
             raise A2LCError(f"--set expects KEY=VALUE (got {item!r})")
         options[key.strip()] = value
-    ws = workspace(ctx)
+    ws = workspace(ctx, must_exist=False)
     res = run_demo(ws.root, preset=preset, seed=seed, rounds=rounds, budget=budget, device=device, options=options)
     if json_out:
         ui.print_json(demo_json(res))
