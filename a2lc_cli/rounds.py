@@ -165,7 +165,7 @@ def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
     if not people:
         return None
     return (f"round {r}'s acquisition must be recomputed (the model of round {r - 1} or an earlier round changed), "
-            f"but {qpath} holds {len(people)} answer(s) of people for the old selection, which a2lc never overwrites: "
+            f"but {qpath} holds {ui.plural(len(people), 'answer')} of people for the old selection, which a2lc never overwrites: "
             f"keep a copy (`a2lc export-answers --r {r} --out FILE`), move {qpath} aside, then run `a2lc round --r {r}`")
 
 

@@ -67,6 +67,7 @@ def query(
     json_out: bool = JSON,
 ) -> None:
     """Select the top-B masks of round r and obtain the annotator's answers."""
+    from ..annotator import SIMULATED
     from ..query import parse_budget, run_query
     from ..rounds import check_order
     from ..stages import QUERY
@@ -93,12 +94,14 @@ def query(
     if json_out:
         ui.print_json(res)
         return
-    line = f"query r{r}: {res['selected']} masks selected, {res['answered']} answered ({res['annotator']}, {res['unit']}-level)"
+    who = ", ".join(f"{n} by {'the simulated annotator' if a == SIMULATED else a}" for a, n in res["answered_by"].items())
+    line = (f"query r{r}: {res['selected']} masks selected, {res['answered']} answered"
+            + (f" ({who})" if who else "") + f"; {res['unit']}-level")
     if "imported" in res:
         line += f"; imported {res['imported']} new, {res['unchanged']} unchanged"
     ui.out.print(line + f"; {res['changed']} labels changed; {res['remaining_unqueried']} masks left unqueried")
     if "bundle" in res:
-        ui.out.print(f"bundle written to {res['bundle']}: fill in answers.csv, then `a2lc query --r {r} --answers {res['bundle']}/answers.csv`")
+        ui.out.print(f"bundle written to {res['bundle']}: fill in answers.csv, then `{res['import_command']}`")
 
 
 def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bool, lease: float, json_out: bool) -> None:
@@ -122,4 +125,5 @@ def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bo
 
     done = serve_query(ws, cfg, r, host=host, port=port, allow_remote=allow_remote, lease_s=lease,
                        on_start=started, on_answer=answered)
-    ui.info(f"stopped: {done['saved_now']} answers saved in this session; {done['answered']} of {done['budget']} answered")
+    ui.info(f"stopped: {ui.plural(done['saved_now'], 'answer')} saved in this session; "
+            f"{done['answered']} of {done['budget']} answered")

@@ -133,6 +133,9 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
             st["error"] = damage
         ui.print_json(st)
         if damage is not None:
+            from rich.text import Text
+
+            ui.err.print(Text("error: ", style="bold red") + Text(damage), soft_wrap=True)
             raise typer.Exit(2)
         return
     cfg = st["config"]
