@@ -101,7 +101,8 @@ def query(
         line += f"; imported {res['imported']} new, {res['unchanged']} unchanged"
     ui.out.print(line + f"; {res['changed']} labels changed; {res['remaining_unqueried']} masks left unqueried")
     if "bundle" in res:
-        ui.out.print(f"bundle written to {res['bundle']}: fill in answers.csv, then `{res['import_command']}`")
+        ui.out.print(f"bundle written to {res['bundle']}: fill in answers.csv, then `{res['import_command']}`",
+                     soft_wrap=True)  # the command stays one line to copy
 
 
 def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bool, lease: float, json_out: bool) -> None:

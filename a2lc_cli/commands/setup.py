@@ -94,7 +94,7 @@ def init(
     else:
         ui.out.print(f"initialised workspace {ws.root} ({cfg.source.kind}"
                      + (f", preset {cfg.source.preset}" if cfg.source.kind == "synthetic" else f", {cfg.source.root}")
-                     + f", method {cfg.method.preset}); next: {nxt}")
+                     + f", method {cfg.method.preset}); next: {nxt}", soft_wrap=True)  # one line to copy
 
 
 def _abs(path: Optional[Path]) -> Optional[str]:
@@ -162,7 +162,7 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
             col.no_wrap = True
         ui.out.print(t)
         ui.out.print(f"[dim]{STATUS_LEGEND}[/]")
-    ui.out.print(f"next: {st['next'] or 'nothing — all configured rounds are done'}")
+    ui.out.print(f"next: {st['next'] or 'nothing — all configured rounds are done'}", soft_wrap=True)
     _raise_if_damaged(st)
 
 

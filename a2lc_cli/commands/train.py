@@ -49,7 +49,7 @@ def train(
             ui.print_json({"round": r, "already_trained": True, "path": str(model_path)})
         else:
             ui.out.print(f"θ_{r} is already trained and up to date ({model_path}); nothing to resume. "
-                         f"To train it again, run `a2lc train --r {r}` without --resume")
+                         f"To train it again, run `a2lc train --r {r}` without --resume", soft_wrap=True)
         return
     dist_info = init_distributed(device)
     try:
