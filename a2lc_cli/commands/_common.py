@@ -21,8 +21,8 @@ def workspace(ctx: typer.Context, *, must_exist: bool = True) -> Workspace:
     obj = ctx.find_root().obj
     assert isinstance(obj, Workspace)
     if must_exist and not obj.root.is_dir():
-        raise A2LCError(f"workspace {obj.root.absolute()} does not exist (start one with `a2lc -w {obj.root} init` "
-                        f"or `a2lc -w {obj.root} pseudolabel`)")
+        raise A2LCError(f"workspace {obj.root.absolute()} does not exist: check -w, or start one there with "
+                        f"`a2lc init` or `a2lc pseudolabel` (with -w {obj.root})")
     return obj
 
 

@@ -172,8 +172,8 @@ def _raise_if_damaged(st: dict) -> None:
         raise A2LCError(damage)
 
 
-STATUS_LEGEND = ("✓ done · · missing · stale: redo (an input changed) · waiting: people's answers incomplete · "
-                 "blank: not a stage of this round · — no value")
+STATUS_LEGEND = ("legend: ✓ done, · missing, stale = an input changed since (rerun it), "
+                 "waiting = people's answers incomplete, blank = not a stage of this round, — = no value")
 
 
 def _cell(v: str | None) -> str:
