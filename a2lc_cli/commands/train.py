@@ -41,6 +41,9 @@ def train(
                        ("crop", crop), ("pretrained", pretrained), ("checkpoint_every", checkpoint_every)):
         if value is not None:
             cfg = set_option(cfg, f"train.{key}", json.dumps(value))
+    from ..models import model_spec
+
+    model_spec(cfg.train.model)  # the command's own options first: an unknown --model is named before the workspace
     check_order(ws, cfg, r, TRAIN)
     model_path = ws.artifact(r, "model.pt")
     if resume and not ws.artifact(r, "model.ckpt").exists() and model_path.exists() \
