@@ -342,3 +342,18 @@ def test_lcm_train_shows_steps_and_loss(ws, cli, tmp_path):
     assert "loss " in err
     code, out, err = cli("-q", "-w", ws.root, "lcm-train", "--r", "1", "--epochs", "5")
     assert code == 0 and "lcm-train ψ_1" not in err
+
+
+# --------------------------------------------------------------------------- 1: skipped masks (session side)
+def test_next_mask_counts_skipped_masks_and_says_where_the_rest_are(ws, cli):
+    from a2lc_cli.serve.session import AnnotationSession
+
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human")
+    s = AnnotationSession(ws, 1)
+    assert s.next_mask("tab1", "Ana", skip=[])["mask"]["mask_id"] == E
+    got = s.next_mask("tab2", "Bo", skip=[B, D])  # E is open in tab1; B and D skipped in tab2
+    assert got["mask"] is None and got["skipped_left"] == 2
+    assert got["message"] == "no mask to show: of the 3 without an answer, 2 skipped here and 1 open in other tabs"
+    again = s.next_mask("tab2", "Bo", skip=[])  # the page drops its skip list: they come back in rank order
+    assert again["mask"]["mask_id"] == B and again["skipped_left"] == 0
