@@ -155,18 +155,26 @@ def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
     qpath = ws.artifact(r, "query.h5")
     if r < 1 or not qpath.exists() or stage_state(ws, cfg, r, ACQUIRE) == DONE:
         return None
-    from .annotator import SIMULATED
-    from .state import read_query
-
-    try:
-        people = [a for a in read_query(qpath).answers.annotator if a != SIMULATED]
-    except A2LCError:
-        return None
+    people = people_answers(ws, r)
     if not people:
         return None
     return (f"round {r}'s acquisition must be recomputed (the model of round {r - 1} or an earlier round changed), "
-            f"but {qpath} holds {ui.plural(len(people), 'answer')} of people for the old selection, which a2lc never overwrites: "
+            f"but {qpath} holds {ui.plural(people, 'answer')} of people for the old selection, which a2lc never overwrites: "
             f"keep a copy (`a2lc export-answers --r {r} --out FILE`), move {qpath} aside, then run `a2lc round --r {r}`")
+
+
+def people_answers(ws: Workspace, r: int) -> int:
+    """Rows of round ``r``'s answer log given by people (not the simulated annotator); 0 without a readable log."""
+    from .annotator import SIMULATED
+    from .state import read_query
+
+    qpath = ws.artifact(r, "query.h5")
+    if not qpath.exists():
+        return 0
+    try:
+        return sum(1 for a in read_query(qpath).answers.annotator if a != SIMULATED)
+    except A2LCError:
+        return 0
 
 
 def run_round(

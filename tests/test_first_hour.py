@@ -357,3 +357,12 @@ def test_next_mask_counts_skipped_masks_and_says_where_the_rest_are(ws, cli):
     assert got["message"] == "no mask to show: of the 3 without an answer, 2 skipped here and 1 open in other tabs"
     again = s.next_mask("tab2", "Bo", skip=[])  # the page drops its skip list: they come back in rank order
     assert again["mask"]["mask_id"] == B and again["skipped_left"] == 0
+
+
+def test_acquire_is_not_redone_under_peoples_answers(ws, cli, tmp_path):
+    _answered_round_1(ws, cli, tmp_path)
+    before = ws.artifact(1, "acquire.h5").read_bytes()
+    code, _, err = cli("-w", ws.root, "acquire", "--r", "1")
+    assert code == 2 and "of people" in err and "export-answers --r 1" in err
+    assert ws.artifact(1, "acquire.h5").read_bytes() == before
+    ok(cli, "-w", ws.root, "query", "--r", "1")  # the round still works
