@@ -40,9 +40,15 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def acquire_inputs(ws: Workspace, r: int) -> dict[str, str]:
-    """The uids of what round ``r``'s acquisition is computed from (for staleness checks)."""
-    inputs = {"dataset": artifact_uid(ws.dataset_path) or "", "model": artifact_uid(ws.artifact(r - 1, "model.pt")) or ""}
+def acquire_inputs(ws: Workspace, r: int, recorded: dict | None = None) -> dict[str, str]:
+    """The uids of what round ``r``'s acquisition is computed from (for staleness checks).
+
+    ``recorded``: the inputs an existing ``acquire.h5`` recorded, to compare with (an older
+    a2lc's size-and-time identity of ``model.pt`` is kept while it still holds, see
+    :func:`a2lc_cli.state.artifact_uid`).
+    """
+    model = artifact_uid(ws.artifact(r - 1, "model.pt"), recorded=(recorded or {}).get("model"))
+    inputs = {"dataset": artifact_uid(ws.dataset_path) or "", "model": model or ""}
     for k in range(1, r):
         for name in ("query.h5", "lcm.h5"):
             uid = artifact_uid(ws.artifact(k, name))

@@ -250,8 +250,12 @@ def export_bundle(
     mean_prob: np.ndarray,
     answered: dict[int, int] | None = None,
     progress: Callable[[Iterable, str], Iterable] | None = None,
+    workspace: Path | None = None,
 ) -> Path:
     """Write a self-contained annotation bundle for the queried masks of round ``r``.
+
+    ``workspace``: the workspace folder, named (absolute) in the README's import command so
+    that the command works from any directory.
 
     For each mask (in rank order): ``masks/<rank>_m<id>_crop.png`` (the mask's
     neighbourhood, mask outlined, enlarged) and ``masks/<rank>_m<id>_full.png``
@@ -300,9 +304,17 @@ def export_bundle(
     (out_dir / "answers.json").write_text(json.dumps(
         {"round": r, "classes": list(classes.names) + ["void"], "masks": entries}, indent=1) + "\n")
     (out_dir / "classes.txt").write_text("\n".join(list(classes.names) + ["void"]) + "\n")
-    (out_dir / "README.txt").write_text(_README.format(r=r, n=len(selected)))
+    (out_dir / "README.txt").write_text(_README.format(r=r, n=len(selected), command=import_command(r, out_dir, workspace)))
     (out_dir / "index.html").write_text(_index_html(r, entries))
     return out_dir
+
+
+def import_command(r: int, bundle: Path, workspace: Path | None) -> str:
+    """``a2lc -w WS query --r R --answers BUNDLE/answers.csv`` with absolute paths (quoted where needed)."""
+    import shlex
+
+    ws = f"-w {shlex.quote(str(Path(workspace).absolute()))} " if workspace is not None else ""
+    return f"a2lc {ws}query --r {r} --answers {shlex.quote(str((Path(bundle) / 'answers.csv').absolute()))}"
 
 
 def _render_mask(img: np.ndarray, mask: np.ndarray, box: np.ndarray, cv2) -> tuple[np.ndarray, np.ndarray]:
@@ -337,7 +349,8 @@ classes.txt (or its index), or `void` if it is mostly nothing nameable.
 `annotator` (your name) and `seconds` (time spent). Leave `answer` empty for
 masks you did not look at; they can be answered later.
 
-Import with:  a2lc query --r {r} --answers answers.csv
+Import with (from any folder):
+  {command}
 Importing the same file twice changes nothing; an answer that contradicts an
 earlier one is reported and not stored unless you pass --replace.
 index.html shows all masks on one page.

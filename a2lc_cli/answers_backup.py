@@ -56,7 +56,9 @@ def answer_rows(ws: Workspace, *, r: int | None = None, current_only: bool = Fal
                     "round": k, "row": j, "mask_id": m, "image": ds.names[int(images[j])],
                     "answer": ds.classes.name(lab), "answer_index": lab, "unit": UNITS[int(a.unit[j])],
                     "annotator": str(a.annotator[j]),
-                    "seconds": "" if not np.isfinite(a.seconds[j]) else repr(float(a.seconds[j])),
+                    # float32 in the log: its shortest text (5.664), not the float64 widening (5.664000034332275)
+                    "seconds": "" if not np.isfinite(a.seconds[j]) else
+                    np.format_float_positional(np.float32(a.seconds[j]), unique=True, trim="-"),
                     "time": repr(t),
                     "time_iso": _dt.datetime.fromtimestamp(t, _dt.timezone.utc).isoformat(timespec="seconds")
                     if np.isfinite(t) else "",

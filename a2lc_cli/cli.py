@@ -65,6 +65,28 @@ def _register() -> None:
 _register()
 
 
+def _no_type_for_flags() -> None:
+    """``--help`` shows no value type (``<bool>``) for plain flags such as ``--json`` or ``--force``."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - another typer layout: keep its display
+        return
+    show = getattr(TyperOption, "display_type_rich", None)
+    if show is None or getattr(show, "_a2lc", False):
+        return
+
+    def display_type_rich(self, ctx):  # noqa: ANN001 - typer's signature
+        if getattr(self, "is_flag", False) and not getattr(self, "count", False):
+            return None
+        return show(self, ctx)
+
+    display_type_rich._a2lc = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_type_for_flags()
+
+
 _GLOBAL_WITH_VALUE = ("--workspace", "-w")
 _GLOBAL_FLAGS = ("--quiet", "-q")
 
@@ -91,26 +113,40 @@ def hoist_global_options(argv: list[str]) -> list[str]:
     return front + rest
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """``--json`` among the options (not after ``--``)."""
+    return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+
+
+def _fail(message: str, code: int, *, as_json: bool) -> int:
+    """Report an error: one line on stderr; under ``--json`` also ``{"error": message}`` on stdout."""
+    ui.err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
+    if as_json:
+        ui.print_json({"error": message})
+    return code
+
+
 def invoke(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (errors printed as one line)."""
+    """Run the CLI and return its exit code (errors printed as one line; with ``--json`` also as one
+    JSON object ``{"error": ...}`` on stdout, with the same exit code)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    as_json = _wants_json(argv)
     try:
         rv = app(args=argv, prog_name="a2lc", standalone_mode=False)
     except A2LCError as e:
-        ui.err.print(Text("error: ", style="bold red") + Text(str(e)), soft_wrap=True)
-        return e.exit_code
+        return _fail(str(e), e.exit_code, as_json=as_json)
     except _Exit as e:
         return e.exit_code
     except UsageError as e:
         msg = e.format_message().replace("\n", " ")
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-        ui.err.print(Text("error: ", style="bold red") + Text(msg + hint), soft_wrap=True)
-        return 2
+        return _fail(msg + hint, 2, as_json=as_json)
     except ClickException as e:
-        ui.err.print(Text("error: ", style="bold red") + Text(e.format_message().replace("\n", " ")), soft_wrap=True)
-        return e.exit_code
+        return _fail(e.format_message().replace("\n", " "), e.exit_code, as_json=as_json)
     except (*_Abort, KeyboardInterrupt):
+        if as_json:
+            ui.print_json({"error": "interrupted"})
         ui.err.print("interrupted")
         return 130
     return rv if isinstance(rv, int) else 0

@@ -33,7 +33,7 @@ class SourceConfig(_Strict):
 
     kind: SourceKind = "synthetic"
     root: str | None = None
-    preset: Preset = "city"
+    preset: Preset | None = "city"  # the built-in benchmark's (synthetic source only; None for real data)
     n_train: int | None = Field(default=None, gt=0)
     n_val: int | None = Field(default=None, gt=0)
     height: int | None = Field(default=None, ge=16)
@@ -161,6 +161,19 @@ def resolve_method(method: MethodConfig) -> dict[str, object]:
         if value is not None:
             resolved[key] = value
     return resolved
+
+
+def describe_method(method: MethodConfig) -> str:
+    """The method in words, named by its effective switches, e.g. ``alc (acquisition sim, pixel-level query,
+    LCM off)``; switches that match no preset read ``custom (preset a2lc with ...)``."""
+    res = resolve_method(method)
+    detail = f"acquisition {res['acquisition']}, {res['unit']}-level query, LCM {'on' if res['lcm'] else 'off'}"
+    same = [name for name, switches in PRESETS.items() if switches == res]
+    if not same:
+        return f"custom: preset {method.preset} with changed switches ({detail})"
+    if same[0] != method.preset:
+        return f"{same[0]} ({detail}; preset {method.preset} with the switches of {same[0]})"
+    return f"{same[0]} ({detail})"
 
 
 def load_config(path: Path) -> Config:

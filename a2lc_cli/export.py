@@ -33,7 +33,8 @@ def label_path(out_dir: Path, convention: str, name: str) -> Path:
 
 
 def mask_history(ws: Workspace, ds: Dataset, r: int) -> list[dict[str, Any]]:
-    """One row per change of a mask's label in rounds 1..r (human answers, then LCM corrections)."""
+    """One row per answer and per automatic correction in rounds 1..r (in log order), with ``changed``
+    = 1 where the label differs from the one before (an answer may confirm the current label)."""
     rows: list[dict[str, Any]] = []
     label = ds.mask_label0.copy()
     state = mask_state(ws.root, ds, r)
@@ -44,14 +45,16 @@ def mask_history(ws: Workspace, ds: Dataset, r: int) -> list[dict[str, Any]]:
             for m, lab, ann, t in zip(a.mask.tolist(), a.label.tolist(), a.annotator.tolist(), a.time.tolist()):
                 rows.append({"mask_id": m, "image": ds.names[ds.mask_image[m]], "label0": names.name(int(ds.mask_label0[m])),
                              "round": k, "source": "human", "previous": names.name(int(label[m])), "label": names.name(lab),
-                             "confidence": "", "annotator": ann, "time": f"{t:.0f}"})
+                             "confidence": "", "annotator": ann, "time": f"{t:.0f}",
+                             "changed": int(lab != label[m])})
                 label[m] = lab
         else:
             c = read_corrections(ws.artifact(k, "lcm.h5"))
             for m, lab, conf in zip(c.mask.tolist(), c.label.tolist(), c.confidence.tolist()):
                 rows.append({"mask_id": m, "image": ds.names[ds.mask_image[m]], "label0": names.name(int(ds.mask_label0[m])),
                              "round": k, "source": "lcm", "previous": names.name(int(label[m])), "label": names.name(lab),
-                             "confidence": f"{conf:.10f}", "annotator": "lcm", "time": ""})
+                             "confidence": f"{conf:.10f}", "annotator": "lcm", "time": "",
+                             "changed": int(lab != label[m])})
                 label[m] = lab
     return rows
 
@@ -74,9 +77,10 @@ def export_round(ws: Workspace, r: int, out_dir: Path) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "history.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["mask_id", "image", "label0", "round", "source", "previous", "label",
-                                              "confidence", "annotator", "time"])
+                                              "confidence", "annotator", "time", "changed"])
             w.writeheader()
             w.writerows(rows)
         counts = np.bincount(state.source, minlength=3)
         return {"round": r, "images": ds.n_images, "out": str(out_dir), "convention": conv,
-                "masks": {PROVENANCE[k]: int(counts[k]) for k in range(3)}, "changes": len(rows)}
+                "masks": {PROVENANCE[k]: int(counts[k]) for k in range(3)},
+                "changes": sum(row["changed"] for row in rows), "history_rows": len(rows)}

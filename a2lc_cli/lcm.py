@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import pickle
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def train_lcm(
     hidden: tuple[int, ...] = (256, 128, 64),
     seed: int = 0,
     min_steps: int | None = None,
+    progress: str | None = None,
 ) -> tuple[LCMNet, dict[str, Any]]:
     """Train ψ on (N,F) features and (N,) labels with Adam and class-weighted CE on logits (Eq. 2).
 
@@ -81,7 +83,10 @@ def train_lcm(
 
     The minibatch loop indexes pre-built tensors (no DataLoader), so the
     authors' batch size of 8 costs microseconds per step.
+    ``progress``: the title of a progress bar (optimiser steps, with the epoch's mean loss); None: no bar.
     """
+    from contextlib import nullcontext
+
     if len(labels) == 0:
         raise A2LCError("the label correction module has nothing to learn from: no non-void answers this round")
     g = torch.Generator().manual_seed(seed)
@@ -98,18 +103,21 @@ def train_lcm(
         epochs = max(epochs, math.ceil(min_steps / steps_per_epoch))
     losses = []
     model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=g)
-        total = 0.0
-        for s in range(0, n, batch_size):
-            idx = perm[s:s + batch_size]
-            loss = loss_fn(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        losses.append(total / n)
-        faults.checkpoint("lcm.epoch")
+    with ui.ProgressBar(progress, total=epochs * steps_per_epoch) if progress else nullcontext() as bar:
+        for _ in range(epochs):
+            perm = torch.randperm(n, generator=g)
+            total = 0.0
+            for s in range(0, n, batch_size):
+                idx = perm[s:s + batch_size]
+                loss = loss_fn(model(x[idx]), y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            losses.append(total / n)
+            if bar is not None:
+                bar.advance(steps_per_epoch, status=f"loss {losses[-1]:.4f}")
+            faults.checkpoint("lcm.epoch")
     model.eval()
     with torch.no_grad():
         train_acc = float((model(x).argmax(1) == y).float().mean())
@@ -211,13 +219,13 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
         model, log = train_lcm(
             feats[ids], labels, ds.num_classes, epochs=cfg.lcm.epochs, batch_size=cfg.lcm.batch_size,
             lr=cfg.lcm.lr, hidden=tuple(cfg.lcm.hidden), seed=cfg.seed * 1009 + r if seed is None else seed,
-            min_steps=cfg.lcm.min_steps,
+            min_steps=cfg.lcm.min_steps, progress=f"lcm-train ψ_{r}",
         )
         class_names = list(ds.classes.names)
     seconds = time.perf_counter() - t0
     inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath)}
     ckpt = {
-        "kind": "lcm", "state_dict": model.state_dict(), "in_dim": int(feats.shape[1]), "num_classes": len(class_names),
+        "kind": "lcm", "uid": uuid.uuid4().hex, "state_dict": model.state_dict(), "in_dim": int(feats.shape[1]), "num_classes": len(class_names),
         "hidden": list(cfg.lcm.hidden), "answer_counts": counts.tolist(), "class_names": class_names,
         "log": log, "inputs": inputs, "options": cfg.lcm.model_dump(mode="json"), "round": r, "seconds": seconds,
     }

@@ -19,6 +19,8 @@ from .annotator import (
     SIMULATED,
     answer_with_ground_truth,
     export_bundle,
+    import_command,
+    split_annotator,
     merge_answers,
     new_answers,
     parse_answers_file,
@@ -54,7 +56,7 @@ def parse_budget(text: str | None) -> int | str | None:
 def check_acquisition_current(ws: Workspace, r: int, acq: dict[str, Any]) -> None:
     """Refuse an ``acquire.h5`` computed from another θ_{r-1} or other earlier rounds."""
     recorded = acq["attrs"].get("inputs", {})
-    if recorded != acquire_inputs(ws, r):
+    if recorded != acquire_inputs(ws, r, recorded):
         raise A2LCError(
             f"{ws.artifact(r, 'acquire.h5')} is stale (the model or earlier rounds changed since it was computed); "
             f"rerun `a2lc acquire --r {r}`"
@@ -102,6 +104,14 @@ def run_query(
                     f"Move it aside yourself if you really want to query round {r} again"
                 )
             existing = None  # simulated answers for a stale selection: recompute
+        if existing is not None and annotator == "human" and len(existing.answers) \
+                and all(a == SIMULATED for a in existing.answers.annotator) and not (budget is not None and force):
+            raise A2LCError(
+                f"round {r} was already answered by the simulated annotator ({len(existing.answers)} answers from "
+                f"ground truth, in {qpath}); people's answers would be mixed with them. To have people answer "
+                f"round {r}, select again: `a2lc query --r {r} --annotator human --budget B --force` "
+                f"(drops the simulated answers)"
+            )
         if existing is not None and budget is not None and force:
             if any(a != SIMULATED for a in existing.answers.annotator):
                 raise A2LCError(f"{qpath} holds people's answers; they are never overwritten (no --force here)")
@@ -161,15 +171,28 @@ def run_query(
             export_bundle(
                 export_dir, ds=ds, read_image=read_image, r=r, selected=query.selected,
                 current_labels=prev.label, mean_prob=acq["mean_prob"],
-                answered=dict(zip(ids.tolist(), labels.tolist())), progress=ui.progress,
+                answered=dict(zip(ids.tolist(), labels.tolist())), progress=ui.progress, workspace=ws.root,
             )
-            summary["bundle"] = str(export_dir)
+            summary["bundle"] = str(export_dir.absolute())
+            summary["import_command"] = import_command(r, export_dir, ws.root)
         ids, labels = query.answers.effective()
         summary["answered"] = int(len(ids))
+        summary["answered_by"] = answered_by(query.answers)
         summary["void_answers"] = int((labels == 255).sum())
         summary["changed"] = int((labels != mask_state(ws.root, ds, r - 1).label[ids]).sum()) if len(ids) else 0
         summary["remaining_unqueried"] = int(np.isfinite(acq["score"]).sum() - len(query.selected))
         return summary
+
+
+def answered_by(answers: Answers) -> dict[str, int]:
+    """Effective answers per annotator name (the note of ``NAME|NOTE`` dropped), most first."""
+    latest: dict[int, str] = {}
+    for m, a in zip(answers.mask.tolist(), answers.annotator.tolist()):
+        latest[int(m)] = split_annotator(str(a))[0]
+    counts: dict[str, int] = {}
+    for name in latest.values():
+        counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def _select(ds: Dataset, cfg: Config, acq: dict[str, Any], budget: int | str | None) -> Query:

@@ -19,11 +19,17 @@ from .workspace import Workspace, write_text_atomic
 
 
 def collect_run(ws: Workspace) -> dict[str, Any]:
-    """Per-round metrics saved in a workspace, cumulative budget, and queried masks per class."""
+    """Per-round metrics saved in a workspace, cumulative budget, and queried masks per class.
+
+    A round's Data mIoU that was never evaluated (typically round 0, the pseudo-labels:
+    ``round`` evaluates rounds ≥ 1 only when they run) is computed here and saved, as
+    ``a2lc evaluate`` would: it takes seconds and is the baseline every round compares with.
+    """
     if not ws.dataset_path.exists():
         raise A2LCError(f"{ws.root} has no dataset.h5; nothing to report")
     with Dataset(ws.dataset_path) as ds:
         names = list(ds.classes.names)
+        has_gt = ds.has_gt
         freq = np.bincount(ds.mask_label0[ds.mask_label0 != 255].astype(np.int64),
                            weights=ds.mask_area[ds.mask_label0 != 255], minlength=len(names))[: len(names)]
     rounds, used = [], 0
@@ -39,6 +45,10 @@ def collect_run(ws: Workspace) -> dict[str, Any]:
         row["budget_used"] = used
         for metric, key in (("data-miou", "data_miou"), ("model-miou", "model_miou")):
             m = saved_metric(ws, r, metric)
+            if m is None and metric == "data-miou" and has_gt:
+                from .evaluate import run_metric
+
+                m = run_metric(ws, "data-miou", r)
             row[key] = None if m is None else m.get("miou")
         acc = saved_metric(ws, r, "lcm-accuracy")
         if acc is not None:
@@ -53,29 +63,47 @@ def collect_run(ws: Workspace) -> dict[str, Any]:
 
 
 def plot_miou(runs: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Data and Model mIoU per round, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """Data and Model mIoU per round, one line per method (PNG at ``path``)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((axes[0], "data_miou", "Data mIoU (train labels)"), (axes[1], "model_miou", "Model mIoU (val)")):
-        for name, run in runs.items():
-            pts = [(r["round"], r[key]) for r in run["rounds"] if r.get(key) is not None]
-            if pts:
-                x, y = zip(*pts)
-                ax.plot(x, y, marker="o", label=name.upper() if name in ("a2lc", "alc") else name)
-        ax.set_xlabel("round")
-        ax.set_ylabel("mIoU (%)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend()
+    fig = miou_figure(runs)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def miou_figure(runs: dict[str, dict[str, Any]]):
+    """The matplotlib figure of :func:`plot_miou`: whole-number round ticks, a readable mIoU span."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    last = max((r["round"] for run in runs.values() for r in run["rounds"]), default=0)
+    for ax, key, title in ((axes[0], "data_miou", "Data mIoU (train labels)"), (axes[1], "model_miou", "Model mIoU (val)")):
+        ys: list[float] = []
+        for name, run in runs.items():
+            pts = [(r["round"], r[key]) for r in run["rounds"] if r.get(key) is not None]
+            if pts:
+                x, y = zip(*pts)
+                ys += y
+                ax.plot(x, y, marker="o", label=name.upper() if name in ("a2lc", "alc") else name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
+        ax.set_xlim(-0.5, max(last, 1) + 0.5)
+        if ys and max(ys) - min(ys) < 2:  # a single point or a flat line: a readable span, not ±0.04
+            mid = (max(ys) + min(ys)) / 2
+            ax.set_ylim(max(0.0, mid - 5), min(100.0, mid + 5))
+        ax.set_xlabel("round")
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ys:
+            ax.legend()
+    return fig
 
 
 def plot_queried_classes(runs: dict[str, dict[str, Any]], path: Path) -> Path:

@@ -61,19 +61,21 @@ def model_inputs(path) -> dict[str, Any] | None:
         return None
 
 
-def expected_inputs(ws: Workspace, r: int, stage: Stage) -> dict[str, Any] | None:
-    """The inputs the stage would record if it ran now."""
+def expected_inputs(ws: Workspace, r: int, stage: Stage, recorded: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The inputs the stage would record if it ran now (``recorded``: what its artifact recorded, see
+    :func:`a2lc_cli.state.artifact_uid` for checkpoints identified the older way)."""
     from .acquire import acquire_inputs
 
+    rec = recorded or {}
     uid = lambda name: artifact_uid(ws.artifact(r, name))  # noqa: E731
     if stage is ACQUIRE:
-        return acquire_inputs(ws, r)
+        return acquire_inputs(ws, r, rec)
     if stage is QUERY:
         return {"acquire": uid("acquire.h5")}
     if stage is LCM_TRAIN:
         return {"query": uid("query.h5"), "acquire": uid("acquire.h5")}
     if stage is LCM_CORRECT:
-        return {"query": uid("query.h5"), "acquire": uid("acquire.h5"), "lcm_model": uid("lcm.pt")}
+        return {"query": uid("query.h5"), "acquire": uid("acquire.h5"), "lcm_model": artifact_uid(ws.artifact(r, "lcm.pt"), recorded=rec.get("lcm_model"))}
     if stage is TRAIN:
         return None  # compared key by key in stage_state
     return None
@@ -98,7 +100,7 @@ def stage_state(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
         want = {"dataset": artifact_uid(ws.dataset_path), "query": artifact_uid(ws.artifact(r, "query.h5")),
                 "lcm": artifact_uid(ws.artifact(r, "lcm.h5"))}
         return DONE if all(rec.get(k) == v for k, v in want.items() if v is not None or k in rec) else STALE
-    want = expected_inputs(ws, r, stage)
+    want = expected_inputs(ws, r, stage, rec)
     if stage is QUERY:
         if rec.get("acquire") != want["acquire"]:
             return STALE
@@ -107,6 +109,72 @@ def stage_state(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
         q = read_query(p)
         return DONE if len(set(q.answers.mask.tolist())) >= len(q.selected) else WAITING
     return DONE if rec == want else STALE
+
+
+def round_order_hint(ws: Workspace, r: int) -> str:
+    """The error for a round run before the one it builds on: ``round r needs round r-1 first: ...``.
+
+    Names the earliest round without a trained model, so the command it suggests works.
+    """
+    first = next((k for k in range(0, r) if not ws.artifact(k, "model.pt").exists()), r - 1)
+    return f"round {r} needs round {r - 1} first: run `a2lc round --r {first}`" + (
+        f" (then each round up to {r - 1})" if first < r - 1 else "")
+
+
+_NEEDS = {ACQUIRE.name: (), QUERY.name: (ACQUIRE,), LCM_TRAIN.name: (ACQUIRE, QUERY),
+          LCM_CORRECT.name: (ACQUIRE, QUERY, LCM_TRAIN), TRAIN.name: (ACQUIRE, QUERY)}
+
+
+def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
+    """Refuse to run ``stage`` of round ``r`` before what it needs, with a hint that works.
+
+    Needs: the dataset; for rounds ≥ 1 the model of round r-1 (the same words as
+    ``a2lc round``: "round r needs round r-1 first"), then the earlier stages of round r
+    (``train`` needs ``acquire`` and ``query``, not the LCM stages).
+    """
+    from .stages import pseudolabel_command
+
+    if not ws.dataset_path.exists():
+        raise A2LCError(f"{ws.root} has no dataset yet ({ws.dataset_path}); run `{pseudolabel_command(cfg)}` first")
+    if r == 0:
+        return
+    missing = [s for s in _NEEDS[stage.name] if not artifact_path(ws, r, s).exists()]
+    if (stage is ACQUIRE or (missing and missing[0] is ACQUIRE)) and not ws.artifact(r - 1, "model.pt").exists():
+        raise A2LCError(round_order_hint(ws, r))
+    if missing:
+        raise A2LCError(f"round {r} has no {missing[0].artifact} yet; run `{missing[0].command.format(r=r)}` first")
+
+
+def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
+    """Why round ``r`` cannot be redone as it stands, or None.
+
+    That is when its acquisition must be recomputed (missing or stale: θ_{r-1} or an
+    earlier round changed) while ``query.h5`` holds people's answers: a new selection
+    would need a new ``query.h5``, and people's answers are never overwritten.
+    """
+    qpath = ws.artifact(r, "query.h5")
+    if r < 1 or not qpath.exists() or stage_state(ws, cfg, r, ACQUIRE) == DONE:
+        return None
+    people = people_answers(ws, r)
+    if not people:
+        return None
+    return (f"round {r}'s acquisition must be recomputed (the model of round {r - 1} or an earlier round changed), "
+            f"but {qpath} holds {ui.plural(people, 'answer')} of people for the old selection, which a2lc never overwrites: "
+            f"keep a copy (`a2lc export-answers --r {r} --out FILE`), move {qpath} aside, then run `a2lc round --r {r}`")
+
+
+def people_answers(ws: Workspace, r: int) -> int:
+    """Rows of round ``r``'s answer log given by people (not the simulated annotator); 0 without a readable log."""
+    from .annotator import SIMULATED
+    from .state import read_query
+
+    qpath = ws.artifact(r, "query.h5")
+    if not qpath.exists():
+        return 0
+    try:
+        return sum(1 for a in read_query(qpath).answers.annotator if a != SIMULATED)
+    except A2LCError:
+        return 0
 
 
 def run_round(
@@ -131,7 +199,10 @@ def run_round(
     from .training import train_round
 
     if r > 0 and not ws.artifact(r - 1, "model.pt").exists():
-        raise A2LCError(f"round {r} needs round {r - 1} first: run `a2lc round --r {r - 1}`")
+        raise A2LCError(round_order_hint(ws, r))
+    blocked = answers_block(ws, cfg, r)
+    if blocked:
+        raise A2LCError(blocked)
     method = resolve_method(cfg.method)
     outcome: dict[str, str] = {}
     runners: dict[str, Callable[[], Any]] = {

@@ -24,6 +24,20 @@ LCM_CORRECT = Stage("lcm-correct", "lcm.h5", "a2lc lcm-correct --r {r}")
 TRAIN = Stage("train", "model.pt", "a2lc train --r {r}")
 
 
+def pseudolabel_command(cfg: Config) -> str:
+    """A ``pseudolabel`` command line that works for this config (the labeler's required options named)."""
+    from .labelers import default_labeler
+
+    labeler = default_labeler(cfg)
+    pl = cfg.pseudolabel
+    if labeler == "simulate" or (labeler == "import" and pl.import_dir) or (
+            labeler == "grounded-sam" and pl.grounded_sam.sam_checkpoint and pl.grounded_sam.gdino_checkpoint):
+        return "a2lc pseudolabel"
+    imp = "a2lc pseudolabel --labeler import --import-dir DIR (your pseudo-label PNGs)"
+    gs = "a2lc pseudolabel --labeler grounded-sam --sam-checkpoint FILE --gdino-checkpoint FILE"
+    return f"{gs} (or {imp})" if labeler == "grounded-sam" else f"{imp} (or {gs})"
+
+
 def stages_of_round(r: int, cfg: Config) -> list[Stage]:
     """The stages round ``r`` runs, in order, under the config's method."""
     if r == 0:
@@ -36,6 +50,11 @@ def stages_of_round(r: int, cfg: Config) -> list[Stage]:
 
 def artifact_path(ws: Workspace, r: int, stage: Stage) -> Path:
     return ws.dataset_path if stage is PSEUDOLABEL else ws.artifact(r, stage.artifact)
+
+
+def stage_command(cfg: Config, r: int, stage: Stage) -> str:
+    """The command that makes ``stage`` of round ``r``."""
+    return pseudolabel_command(cfg) if stage is PSEUDOLABEL else stage.command.format(r=r)
 
 
 def next_step(ws: Workspace, cfg: Config, *, max_round: int | None = None) -> tuple[int, Stage] | None:

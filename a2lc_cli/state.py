@@ -126,11 +126,20 @@ def _open_failure(e: OSError) -> str:
     return f"not a readable HDF5 file (truncated or corrupt?): {msg}"
 
 
-def artifact_uid(path: Path) -> str | None:
-    """The uid of an artifact, or None if it is missing or unreadable.
+def artifact_uid(path: Path, *, recorded: str | None = None) -> str | None:
+    """The identity of an artifact, or None if it is missing or unreadable.
 
-    HDF5 artifacts carry a uid attribute; other files (torch checkpoints) are
-    identified by size and modification time, which change on every rewrite.
+    It travels with the file's content, so a copy (``cp -r``, ``shutil.copytree``,
+    ``rsync`` without ``-t``, a backup) keeps a workspace valid:
+
+    - HDF5 artifacts: their ``uid`` attribute (a random id of the write);
+    - torch checkpoints (``model.pt``, ``lcm.pt``): the ``uid`` key they store, else
+      ``sha256:<hex>`` of their bytes (files written by other tools or older a2lc).
+
+    ``recorded``: the identity a downstream artifact recorded for this file. Older
+    a2lc recorded checkpoints by size and modification time (``<size>-<mtime_ns>``
+    in hex); such a value is returned unchanged while the file still has that size
+    and time, so workspaces written before this change stay valid in place.
     """
     path = Path(path)
     if path.suffix != ".h5":
@@ -138,13 +147,44 @@ def artifact_uid(path: Path) -> str | None:
             st = path.stat()
         except OSError:
             return None
-        return f"{st.st_size:x}-{st.st_mtime_ns:x}"
+        if recorded is not None and recorded == f"{st.st_size:x}-{st.st_mtime_ns:x}":
+            return recorded
+        key = (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if key not in _CHECKPOINT_UIDS:
+            _CHECKPOINT_UIDS[key] = _checkpoint_uid(path)
+        return _CHECKPOINT_UIDS[key]
     try:
         with h5py.File(path, "r") as f:
             uid = f.attrs.get("uid")
             return uid.decode() if isinstance(uid, bytes) else (str(uid) if uid is not None else None)
     except (OSError, KeyError):
         return None
+
+
+_CHECKPOINT_UIDS: dict[tuple, str | None] = {}  # (realpath, inode, size, mtime) → identity, per process
+
+
+def _checkpoint_uid(path: Path) -> str | None:
+    """The ``uid`` stored in a torch checkpoint (memory-mapped: no tensor is read), else a hash of its bytes."""
+    import hashlib
+
+    try:
+        import torch
+
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        uid = obj.get("uid") if isinstance(obj, dict) else None
+        if isinstance(uid, str) and uid:
+            return uid
+    except Exception:  # noqa: BLE001 - not a zip checkpoint, damaged, or foreign: identify by content
+        pass
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+    except OSError:
+        return None
+    return "sha256:" + h.hexdigest()
 
 
 def artifact_attrs(f: h5py.File) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .errors import A2LCError
-from .stages import PSEUDOLABEL, artifact_path, next_step, stages_of_round
+from .stages import PSEUDOLABEL, next_step, stage_command, stages_of_round
 from .workspace import Workspace
 
 
@@ -32,7 +32,7 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
                                   "has_gt": ds.has_gt, "uid": ds.uid}
         except A2LCError as e:
             out["dataset"] = {"error": str(e)}
-    from .rounds import STALE, WAITING, stage_state
+    from .rounds import STALE, WAITING, answers_block, stage_state
 
     rounds = []
     stale_round = None
@@ -71,7 +71,10 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
         out["next"] = (f"people's answers for round {waiting_round}: a2lc query --r {waiting_round} --serve "
                        f"(or --export DIR, then --answers FILE)")
     elif stale_round is not None and (nxt is None or nxt[0] >= stale_round):
-        out["next"] = f"a2lc round --r {stale_round}"
+        # never a command known to fail: a round whose redo would meet people's answers says what to do first
+        out["next"] = answers_block(ws, cfg, stale_round) or f"a2lc round --r {stale_round}"
     else:
-        out["next"] = nxt[1].command.format(r=nxt[0]) if nxt else None
+        out["next"] = stage_command(cfg, *nxt) if nxt else None
+        if nxt and nxt[0] >= 1 and nxt[1].name == "acquire":
+            out["next"] = answers_block(ws, cfg, nxt[0]) or out["next"]
     return out

@@ -64,12 +64,15 @@ def progress(items: Iterable[T], description: str, *, total: int | None = None) 
 
 
 class ProgressBar:
-    """A progress bar advanced by hand, for loops that are not a single iterable."""
+    """A progress bar advanced by hand, for loops that are not a single iterable.
+
+    ``advance(n, status="loss 0.123")`` shows a short status (e.g. the loss) after the counts.
+    """
 
     def __init__(self, description: str, total: int | None):
         self._bar = None if _quiet else Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=err,
         )
         self._description = description
         self._total = total
@@ -77,16 +80,22 @@ class ProgressBar:
     def __enter__(self) -> "ProgressBar":
         if self._bar is not None:
             self._bar.start()
-            self._task = self._bar.add_task(self._description, total=self._total)
+            self._task = self._bar.add_task(self._description, total=self._total, status="")
         return self
 
-    def advance(self, n: int = 1, *, description: str | None = None) -> None:
+    def advance(self, n: int = 1, *, description: str | None = None, status: str | None = None) -> None:
         if self._bar is not None:
-            self._bar.update(self._task, advance=n, description=description or self._description)
+            extra = {} if status is None else {"status": status}
+            self._bar.update(self._task, advance=n, description=description or self._description, **extra)
 
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def plural(n: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 answer``, ``2 answers`` (``plural_form`` for irregular nouns)."""
+    return f"{n} {noun if n == 1 else (plural_form or noun + 's')}"
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:

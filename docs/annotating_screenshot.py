@@ -37,7 +37,7 @@ def main(root: str, out: str, answers: int = 6) -> None:
     try:
         with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
             ctx = pw.chromium.launch_persistent_context(profile, executable_path="/usr/bin/chromium", headless=True,
-                                                        args=ARGS, viewport={"width": 1280, "height": 900})
+                                                        args=ARGS, viewport={"width": 1366, "height": 768})
             page = ctx.pages[0] if ctx.pages else ctx.new_page()
             page.goto(server.url)
             page.wait_for_selector("#classes li")

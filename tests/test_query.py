@@ -186,12 +186,10 @@ def test_next_round_excludes_queried_masks(ws, cli):
 
 def test_stale_acquisition_is_refused(ws, cli):
     assert cli("-w", ws.root, "acquire", "--r", "1")[0] == 0
-    touch_model(ws, 0)  # θ_0 rewritten after the acquisition
-    import os
-    import time
+    import torch
 
-    p = ws.artifact(0, "model.pt")
-    os.utime(p, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+    # θ_0 retrained after the acquisition: a new file (its identity is its stored uid, not its time)
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
     code, _, err = cli("-w", ws.root, "query", "--r", "1", "--budget", "2")
     assert code != 0 and "stale" in err
 

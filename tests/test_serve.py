@@ -323,7 +323,7 @@ def test_serve_command_selects_holds_the_lock_and_stops_cleanly(ws, cli, tmp_pat
         assert c.answer(E, "c1", seconds=1)[0] == 200
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
-        assert "1 answers saved" in proc.stderr.read()
+        assert "1 answer saved" in proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -11,10 +11,18 @@ from ..workspace import Workspace
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
 
 
-def workspace(ctx: typer.Context) -> Workspace:
-    """The workspace chosen by the global ``--workspace`` option."""
+def workspace(ctx: typer.Context, *, must_exist: bool = True) -> Workspace:
+    """The workspace chosen by the global ``--workspace`` option.
+
+    must_exist: refuse a workspace folder that does not exist (a typo in ``-w`` must not
+    describe, or create, an empty workspace); only the commands that start one
+    (``init``, ``pseudolabel``, ``demo``) pass False.
+    """
     obj = ctx.find_root().obj
     assert isinstance(obj, Workspace)
+    if must_exist and not obj.root.is_dir():
+        raise A2LCError(f"workspace {obj.root.absolute()} does not exist: check -w, or start one there with "
+                        f"`a2lc init` or `a2lc pseudolabel` (with -w {obj.root})")
     return obj
 
 

@@ -31,10 +31,21 @@ def acquire(
 ) -> None:
     """Score every mask with the acquisition function (one streaming pass of θ_{r-1})."""
     from ..acquire import run_acquire
+    from ..rounds import check_order
+    from ..stages import ACQUIRE
 
     ws = workspace(ctx)
     r = require_round(r, "acquire")
     cfg = ws.ensure_config()
+    if r >= 1:
+        check_order(ws, cfg, r, ACQUIRE)
+        from ..rounds import people_answers
+
+        if people_answers(ws, r):  # a new acquisition would strand them: query.h5 never drops people's answers
+            q = ws.artifact(r, "query.h5")
+            raise A2LCError(f"{q} holds {ui.plural(people_answers(ws, r), 'answer')} of people for round {r}'s "
+                            f"current acquisition; a new one would leave them behind. To recompute it anyway, keep "
+                            f"them (`a2lc export-answers --r {r} --out FILE`) and move {q} aside first")
     with ws.lock():
         res = run_acquire(ws, cfg, r, fn=fn, device=device, batch_size=batch_size, workers=workers,
                           checkpoint_images=checkpoint_every)
@@ -63,11 +74,16 @@ def query(
     json_out: bool = JSON,
 ) -> None:
     """Select the top-B masks of round r and obtain the annotator's answers."""
+    from ..annotator import SIMULATED
     from ..query import parse_budget, run_query
+    from ..rounds import check_order
+    from ..stages import QUERY
 
     ws = workspace(ctx)
     r = require_round(r, "query")
     cfg = ws.ensure_config()
+    if r >= 1:
+        check_order(ws, cfg, r, QUERY)
     if answers is not None and annotator == "gt":
         raise A2LCError("--answers imports people's answers; it does not go with --annotator gt")
     if serve and (annotator == "gt" or answers is not None or export is not None):
@@ -85,12 +101,15 @@ def query(
     if json_out:
         ui.print_json(res)
         return
-    line = f"query r{r}: {res['selected']} masks selected, {res['answered']} answered ({res['annotator']}, {res['unit']}-level)"
+    who = ", ".join(f"{n} by {'the simulated annotator' if a == SIMULATED else a}" for a, n in res["answered_by"].items())
+    line = (f"query r{r}: {res['selected']} masks selected, {res['answered']} answered"
+            + (f" ({who})" if who else "") + f"; {res['unit']}-level")
     if "imported" in res:
         line += f"; imported {res['imported']} new, {res['unchanged']} unchanged"
     ui.out.print(line + f"; {res['changed']} labels changed; {res['remaining_unqueried']} masks left unqueried")
     if "bundle" in res:
-        ui.out.print(f"bundle written to {res['bundle']}: fill in answers.csv, then `a2lc query --r {r} --answers {res['bundle']}/answers.csv`")
+        ui.out.print(f"bundle written to {res['bundle']}: fill in answers.csv, then `{res['import_command']}`",
+                     soft_wrap=True)  # the command stays one line to copy
 
 
 def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bool, lease: float, json_out: bool) -> None:
@@ -114,4 +133,5 @@ def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bo
 
     done = serve_query(ws, cfg, r, host=host, port=port, allow_remote=allow_remote, lease_s=lease,
                        on_start=started, on_answer=answered)
-    ui.info(f"stopped: {done['saved_now']} answers saved in this session; {done['answered']} of {done['budget']} answered")
+    ui.info(f"stopped: {ui.plural(done['saved_now'], 'answer')} saved in this session; "
+            f"{done['answered']} of {done['budget']} answered")

@@ -27,10 +27,14 @@ def lcm_train(
 ) -> None:
     """Train ψ_r on this round's answered masks (paper Eq. 1–2)."""
     from ..lcm import run_lcm_train
+    from ..rounds import check_order
+    from ..stages import LCM_TRAIN
 
     ws = workspace(ctx)
     r = require_round(r, "lcm-train")
     cfg = ws.ensure_config()
+    if r >= 1:
+        check_order(ws, cfg, r, LCM_TRAIN)
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("min_steps", min_steps)):
         if value is not None:
             setattr(cfg.lcm, key, value)
@@ -52,10 +56,14 @@ def lcm_correct(
 ) -> None:
     """Relabel never-queried masks that ψ_r predicts confidently (paper Eq. 3–6)."""
     from ..lcm import run_lcm_correct
+    from ..rounds import check_order
+    from ..stages import LCM_CORRECT
 
     ws = workspace(ctx)
     r = require_round(r, "lcm-correct")
     cfg = ws.ensure_config()
+    if r >= 1:
+        check_order(ws, cfg, r, LCM_CORRECT)
     if tau is not None:
         cfg.lcm.tau = [tau] * max(r, len(cfg.lcm.tau))
     if alpha is not None:

@@ -57,7 +57,7 @@ def pseudolabel(
         ui.set_quiet(True)
     if labeler is not None and labeler not in LABELERS:
         raise A2LCError(f"unknown labeler {labeler!r} (choose from {', '.join(LABELERS)})")
-    ws = workspace(ctx)
+    ws = workspace(ctx, must_exist=False)
     cfg = ws.ensure_config()
     if labeler is not None:
         cfg = set_option(cfg, "pseudolabel.labeler", labeler)

@@ -26,7 +26,8 @@ def _stage_printer(r: int, stage: str, what: str) -> None:
 
 def _metrics_line(res: dict) -> str:
     met = res["metrics"]
-    parts = [f"{k.replace('_', ' ')} {v:.2f}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}" for k, v in met.items()]
+    parts = [f"{k.replace('_', ' ')} {v:.2f}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+             for k, v in met.items() if v is not None]  # e.g. no LCM accuracy when nothing was corrected
     ran = [s for s, o in res["stages"].items() if o == "ran"]
     return f"round {res['round']}: ran {', '.join(ran) or 'nothing (up to date)'}" + (f"; {', '.join(parts)}" if parts else "")
 
@@ -97,7 +98,7 @@ def demo(
         if not sep:
             raise A2LCError(f"--set expects KEY=VALUE (got {item!r})")
         options[key.strip()] = value
-    ws = workspace(ctx)
+    ws = workspace(ctx, must_exist=False)
     res = run_demo(ws.root, preset=preset, seed=seed, rounds=rounds, budget=budget, device=device, options=options)
     if json_out:
         ui.print_json(demo_json(res))
@@ -131,8 +132,9 @@ def export(
         ui.print_json(res)
     else:
         m = res["masks"]
-        ui.out.print(f"exported round {r}: {res['images']} label maps ({res['convention']}) to {res['out']}; "
-                     f"masks: {m['pseudo']} pseudo, {m['human']} human, {m['lcm']} lcm; {res['changes']} changes in history.csv")
+        ui.out.print(f"exported round {r}: {ui.plural(res['images'], 'label map')} ({res['convention']}) to {res['out']}; "
+                     f"masks: {m['pseudo']} pseudo, {m['human']} human, {m['lcm']} lcm; history.csv: "
+                     f"{ui.plural(res['history_rows'], 'row')}, {ui.plural(res['changes'], 'label change')}")
 
 
 def report(

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .. import ui
-from ..config import Config, dump_config, resolve_method, set_option
+from ..config import Config, describe_method, dump_config, set_option
 from ..errors import A2LCError
 from ..status import workspace_status
 from ._common import JSON, workspace
@@ -28,7 +28,7 @@ def init(
     ctx: typer.Context,
     source: str = typer.Option("synthetic", "--source", help="synthetic | cityscapes | voc | folder"),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset root (real sources)."),
-    preset: str = typer.Option("city", "--preset", help="Built-in benchmark preset: city | voc."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in benchmark preset: city (default) | voc."),
     seed: int = typer.Option(0, "--seed", help="Seed of the benchmark generator and of training."),
     n_train: Optional[int] = typer.Option(None, "--n-train", help="Synthetic: train images."),
     n_val: Optional[int] = typer.Option(None, "--n-val", help="Synthetic: validation images."),
@@ -44,8 +44,10 @@ def init(
     json_out: bool = JSON,
 ) -> None:
     """Create a workspace config (every other command uses the defaults when there is none)."""
-    ws = workspace(ctx)
+    ws = workspace(ctx, must_exist=False)
     _check_choices(source=source, preset=preset, method=method, labeler=labeler)
+    if preset is not None and source != "synthetic":
+        raise A2LCError(f"--preset chooses the built-in benchmark; it does not go with --source {source}")
     if ws.config_path.exists() and not force:
         raise A2LCError(f"{ws.config_path} exists; use --force to replace it or `a2lc config set` to change it")
     if ws.dataset_path.exists() and force:
@@ -57,7 +59,7 @@ def init(
         "source": {
             "kind": source,
             "root": _abs(root),
-            "preset": preset,
+            "preset": (preset or "city") if source == "synthetic" else None,
             "n_train": n_train,
             "n_val": n_val,
             "height": height,
@@ -84,12 +86,15 @@ def init(
     ws.root.mkdir(parents=True, exist_ok=True)
     with ws.lock("a2lc init"):  # never change the config under a running command
         ws.save_config(cfg)
+    from ..stages import pseudolabel_command
+
+    nxt = pseudolabel_command(cfg)
     if json_out:
-        ui.print_json({"workspace": str(ws.root), "config": cfg.model_dump(mode="json")})
+        ui.print_json({"workspace": str(ws.root), "config": cfg.model_dump(mode="json"), "next": nxt})
     else:
         ui.out.print(f"initialised workspace {ws.root} ({cfg.source.kind}"
                      + (f", preset {cfg.source.preset}" if cfg.source.kind == "synthetic" else f", {cfg.source.root}")
-                     + f", method {cfg.method.preset}); next: a2lc pseudolabel")
+                     + f", method {cfg.method.preset}); next: {nxt}", soft_wrap=True)  # one line to copy
 
 
 def _abs(path: Optional[Path]) -> Optional[str]:
@@ -123,15 +128,20 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
     ws = workspace(ctx)
     st = workspace_status(ws)
     if json_out:
+        damage = _damage(st)
+        if damage is not None:  # one JSON object on stdout, the damage named in it, and exit status 2
+            st["error"] = damage
         ui.print_json(st)
-        _raise_if_damaged(st)
+        if damage is not None:
+            from rich.text import Text
+
+            ui.err.print(Text("error: ", style="bold red") + Text(damage), soft_wrap=True)
+            raise typer.Exit(2)
         return
     cfg = st["config"]
-    m = resolve_method(Config.model_validate(cfg).method)
     ui.out.print(f"workspace [bold]{ws.root}[/] — source {cfg['source']['kind']}"
                  + (f" ({cfg['source']['preset']})" if cfg["source"]["kind"] == "synthetic" else "")
-                 + f", method {cfg['method']['preset']} (acquisition {m['acquisition']}, unit {m['unit']},"
-                 + f" LCM {'on' if m['lcm'] else 'off'})")
+                 + f", method {describe_method(Config.model_validate(cfg).method)}")
     d = st["dataset"]
     if d is None:
         ui.out.print("dataset: not built yet")
@@ -145,9 +155,14 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
         rows.append([r["round"]] + [_cell(r["stages"].get(s)) for s in ("acquire", "query", "lcm-train", "lcm-correct", "train")]
                     + [r.get("answers"), r.get("data_miou"), r.get("model_miou")])
     if rows:
-        ui.out.print(ui.table("rounds", ["round", "acquire", "query", "lcm-train", "lcm-correct", "train",
-                                         "answers", "data mIoU", "model mIoU"], rows))
-    ui.out.print(f"next: {st['next'] or 'nothing — all configured rounds are done'}")
+        # two-line headers: the table fits 80 columns without cutting a header
+        t = ui.table("rounds", ["round", "acquire", "query", "lcm\ntrain", "lcm\ncorrect", "train",
+                                "answers", "data\nmIoU", "model\nmIoU"], rows)
+        for col in t.columns:
+            col.no_wrap = True
+        ui.out.print(t)
+        ui.out.print(f"[dim]{STATUS_LEGEND}[/]")
+    ui.out.print(f"next: {st['next'] or 'nothing — all configured rounds are done'}", soft_wrap=True)
     _raise_if_damaged(st)
 
 
@@ -157,28 +172,51 @@ def _raise_if_damaged(st: dict) -> None:
         raise A2LCError(damage)
 
 
+STATUS_LEGEND = ("legend: ✓ done, · missing, stale = an input changed since (rerun it), "
+                 "waiting = people's answers incomplete, blank = not a stage of this round, — = no value")
+
+
 def _cell(v: str | None) -> str:
     return {"done": "✓", "missing": "·", "stale": "stale", "partial": "partial", None: ""}.get(v, v or "")
 
 
-def config_show(ctx: typer.Context) -> None:
-    """Print the workspace config as JSON."""
+def config_show(ctx: typer.Context, json_out: bool = JSON) -> None:
+    """Print the workspace config as JSON (with --json: {"workspace", "path", "exists", "config"})."""
     ws = workspace(ctx)
-    print(dump_config(ws.config()), end="")
+    cfg = ws.config()
+    if json_out:
+        ui.print_json({"workspace": str(ws.root), "path": str(ws.config_path), "exists": ws.config_path.exists(),
+                       "config": cfg.model_dump(mode="json")})
+    else:
+        print(dump_config(cfg), end="")
 
 
 def config_set(
     ctx: typer.Context,
     assignments: list[str] = typer.Argument(..., help="KEY=VALUE pairs, e.g. lcm.alpha=0.3 method.budget=500"),
+    json_out: bool = JSON,
 ) -> None:
     """Change config keys (validated; the file is rewritten atomically)."""
     ws = workspace(ctx)
     cfg = ws.config()
+    keys = []
     for item in assignments:
         key, sep, value = item.partition("=")
         if not sep:
             raise A2LCError(f"expected KEY=VALUE (got {item!r})")
         cfg = set_option(cfg, key.strip(), value)
+        keys.append(key.strip())
     with ws.lock("a2lc config set"):
         ws.save_config(cfg)
-    ui.out.print(json.dumps({a.partition("=")[0]: a.partition("=")[2] for a in assignments}))
+    data = cfg.model_dump(mode="json")
+    changed = {}
+    for key in keys:  # the values as stored (parsed and validated), not as typed
+        node = data
+        for part in key.split("."):
+            node = node[part]
+        changed[key] = node
+    if json_out:
+        ui.print_json({"workspace": str(ws.root), "path": str(ws.config_path), "changed": changed,
+                       "config": data})
+    else:
+        ui.out.print(json.dumps(changed))

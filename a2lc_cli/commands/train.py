@@ -31,6 +31,8 @@ def train(
     json_out: bool = JSON,
 ) -> None:
     """Train θ_R (DeepLabV3+ or a small CNN) on the labels after round R; save rounds/rNNN/model.pt."""
+    from ..rounds import DONE, check_order, stage_state
+    from ..stages import TRAIN
     from ..training import init_distributed, main_rank_lock, shutdown_distributed, train_round
 
     ws = workspace(ctx)
@@ -39,6 +41,19 @@ def train(
                        ("crop", crop), ("pretrained", pretrained), ("checkpoint_every", checkpoint_every)):
         if value is not None:
             cfg = set_option(cfg, f"train.{key}", json.dumps(value))
+    from ..models import model_spec
+
+    model_spec(cfg.train.model)  # the command's own options first: an unknown --model is named before the workspace
+    check_order(ws, cfg, r, TRAIN)
+    model_path = ws.artifact(r, "model.pt")
+    if resume and not ws.artifact(r, "model.ckpt").exists() and model_path.exists() \
+            and stage_state(ws, cfg, r, TRAIN) == DONE:
+        if json_out:
+            ui.print_json({"round": r, "already_trained": True, "path": str(model_path)})
+        else:
+            ui.out.print(f"θ_{r} is already trained and up to date ({model_path}); nothing to resume. "
+                         f"To train it again, run `a2lc train --r {r}` without --resume", soft_wrap=True)
+        return
     dist_info = init_distributed(device)
     try:
         with main_rank_lock(ws, dist_info):

@@ -677,7 +677,7 @@ class SyntheticSource(Source):
     @classmethod
     def from_config(cls, cfg: Config) -> "SyntheticSource":
         s = cfg.source
-        src = cls(preset=s.preset, seed=cfg.seed, n_train=s.n_train, n_val=s.n_val, height=s.height, width=s.width)
+        src = cls(preset=s.preset or "city", seed=cfg.seed, n_train=s.n_train, n_val=s.n_val, height=s.height, width=s.width)
         if s.fill_label is not None:  # --set source.fill_label=N
             src.classes = replace(src.classes, fill_label=int(s.fill_label))
         return src

@@ -181,7 +181,12 @@ class AnnotationSession:
         }
 
     def next_mask(self, client: str, name: str, *, skip: list[Any] | tuple = ()) -> dict[str, Any]:
-        """Lease and describe the first unanswered mask (rank order) no other tab holds, skipping ``skip``."""
+        """Lease and describe the first unanswered mask (rank order) no other tab holds, skipping ``skip``.
+
+        ``skip``: the masks this tab skipped. The reply's ``skipped_left`` counts those still
+        unanswered, so the page can offer them again (they come back at the end of its queue);
+        with no mask left, ``message`` says how many are skipped here and how many are open in other tabs.
+        """
         client, name = check_client(client), check_name(name)
         skip_ids = set()
         for s in list(skip)[:10000]:
@@ -191,20 +196,24 @@ class AnnotationSession:
                 raise RequestError(400, f"skip must be a list of mask ids (got {s!r})") from None
         with self.lock:
             self._expire()
-            for j in np.flatnonzero(~self.answered).tolist():
-                m = int(self.selected[j])
+            open_ids = [int(self.selected[j]) for j in np.flatnonzero(~self.answered).tolist()]
+            skipped_left = sum(1 for m in open_ids if m in skip_ids)
+            for m in open_ids:
                 if m in skip_ids:
                     continue
                 lease = self.leases.get(m)
                 if lease is not None and lease.client != client:
                     continue
                 self._lease(m, client, name)
-                return {"mask": self.describe(j, name=name), "progress": self.progress(name)}
+                return {"mask": self.describe(self.rank[m], name=name), "progress": self.progress(name),
+                        "skipped_left": skipped_left}
             self.release(client)
-            left = int((~self.answered).sum())
-            why = ("every queried mask has an answer" if left == 0 else
-                   f"{left} unanswered mask(s) are open in other tabs or skipped")
-            return {"mask": None, "message": why, "progress": self.progress(name)}
+            elsewhere = len(open_ids) - skipped_left
+            parts = ([f"{skipped_left} skipped here"] if skipped_left else []) + (
+                [f"{elsewhere} open in other tabs"] if elsewhere else [])
+            why = ("every queried mask has an answer" if not open_ids else
+                   f"no mask to show: of the {len(open_ids)} without an answer, " + " and ".join(parts))
+            return {"mask": None, "message": why, "progress": self.progress(name), "skipped_left": skipped_left}
 
     def open_mask(self, client: str, name: str, mask_id: Any) -> dict[str, Any]:
         """Lease a given mask (going back to an earlier one); 409 while another tab holds it."""

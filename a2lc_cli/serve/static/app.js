@@ -14,10 +14,11 @@ const state = {
   shownAt: null,       // performance.now() when its images were on screen
   history: JSON.parse(sessionStorage.getItem("a2lc-history") || "[]"),  // mask ids answered in this tab
   histPos: null,       // index into history while going back; null = at the newest mask
-  skip: JSON.parse(sessionStorage.getItem("a2lc-skip") || "[]"),
+  skip: JSON.parse(sessionStorage.getItem("a2lc-skip") || "[]"),  // masks skipped here: they come back last
   busy: false,
-  retryTimer: null,
+  lastProgress: null,  // the latest /api/progress (polled, so every tab shows others' answers)
 };
+const POLL_MS = 2000;
 sessionStorage.setItem("a2lc-client", state.client);
 
 function newClientId() {
@@ -76,12 +77,32 @@ function classColor(index) {
 // ------------------------------------------------------------------ rendering
 function showProgress(p) {
   if (!p) return;
+  state.lastProgress = p;
   $("bar-fill").style.width = `${p.budget ? (100 * p.answered) / p.budget : 0}%`;
   let text = `${p.answered} / ${p.budget} answered`;
   if (state.name) text += ` · you ${p.yours}`;
   $("progress-text").textContent = text;
   $("progress-text").dataset.answered = p.answered;
 }
+
+function showSkipped(n) {
+  // "revisit skipped (N)": skipped masks still without an answer (the server counts them)
+  if (typeof n === "number" && n === 0 && state.skip.length) { state.skip = []; saveSession(); }
+  const count = typeof n === "number" ? n : state.skip.length;
+  $("skipped-count").textContent = count;
+  $("revisit").hidden = count === 0;
+}
+
+// wide images go above the zoom, others beside it: whichever shows the full image larger
+function arrange() {
+  const img = $("full"), views = document.querySelector(".views");
+  if (!img.naturalWidth || !views || window.innerWidth <= 900) return;
+  const W = views.clientWidth, H = views.clientHeight, iw = img.naturalWidth, ih = img.naturalHeight;
+  const side = Math.min((W * 0.72 - 10) / iw, H / ih);   // beside: the left column, full height
+  const stack = Math.min(W / iw, (H * 0.66 - 10) / ih);  // above: full width, two thirds of the height
+  document.body.classList.toggle("stack", stack > side);
+}
+window.addEventListener("resize", arrange);
 
 function buildClassList() {
   const ul = $("classes");
@@ -165,6 +186,7 @@ async function show(mask) {
   full.src = apiUrl(`/api/mask/${mask.mask_id}/full.png`);
   crop.src = apiUrl(`/api/mask/${mask.mask_id}/crop.png`);
   try { await Promise.all([full.decode(), crop.decode()]); } catch (e) { /* shown anyway */ }
+  arrange();
   if (state.mask === mask) {
     state.shownAt = performance.now();
     document.body.dataset.ready = String(mask.mask_id);
@@ -187,17 +209,25 @@ function showNothing(message) {
 // ------------------------------------------------------------------ actions
 async function loadNext() {
   if (!state.name) { askName(); return; }
-  clearTimeout(state.retryTimer);
   state.histPos = null;
   state.busy = true;
   try {
-    const r = await api("/api/next", { client: state.client, name: state.name, skip: state.skip });
+    let r = await api("/api/next", { client: state.client, name: state.name, skip: state.skip });
+    let revisit = false;
+    if (!r.mask && r.skipped_left > 0) {
+      // everything else is answered or open elsewhere: the skipped masks come back, in rank order
+      state.skip = [];
+      saveSession();
+      revisit = true;
+      r = await api("/api/next", { client: state.client, name: state.name, skip: [] });
+    }
     showProgress(r.progress);
+    showSkipped(r.skipped_left);
     if (r.mask) {
       await show(r.mask);
+      if (revisit) setStatus("back to the masks you skipped (s skips again)");
     } else {
       showNothing(r.progress.done ? `All ${r.progress.budget} masks have an answer. Thank you — you can close this page.` : r.message);
-      if (!r.progress.done) state.retryTimer = setTimeout(() => { if (!state.mask) loadNext(); }, 10000);
     }
   } catch (e) {
     setStatus(e.message, "error");
@@ -273,11 +303,35 @@ async function forward() {
 async function skip() {
   if (!state.mask || state.busy) return;
   if (state.histPos === null && !state.mask.answer) {
-    state.skip.push(state.mask.mask_id);
+    if (!state.skip.includes(state.mask.mask_id)) state.skip.push(state.mask.mask_id);
     saveSession();
-    setStatus(`skipped mask ${state.mask.mask_id} (it stays unanswered for others)`);
+    setStatus(`skipped mask ${state.mask.mask_id}: it comes back after the others`);
   }
   await forward();
+}
+
+async function revisitSkipped() {
+  if (state.busy) return;
+  state.skip = [];
+  saveSession();
+  await loadNext();
+}
+
+// every tab polls the progress, so counts never go stale; a tab with nothing to show picks up
+// masks that become free (a lease expired, a tab closed, a skipped mask) without a reload
+async function poll() {
+  if (!state.info) return;
+  const p = await api(`/api/progress?name=${encodeURIComponent(state.name)}`).catch(() => null);
+  if (!p) return;
+  const before = state.lastProgress;
+  showProgress(p);
+  if (!state.mask && state.name && !state.busy) {
+    if (p.done) {
+      if (!before || !before.done) showNothing(`All ${p.budget} masks have an answer. Thank you — you can close this page.`);
+    } else if (!before || before.answered !== p.answered || before.open_elsewhere !== p.open_elsewhere) {
+      loadNext();
+    }
+  }
 }
 
 function askName() {
@@ -328,6 +382,7 @@ $("keep").addEventListener("click", () => { if (state.mask) answer(String(state.
 $("back").addEventListener("click", back);
 $("forward").addEventListener("click", forward);
 $("skip").addEventListener("click", skip);
+$("revisit").addEventListener("click", revisitSkipped);
 $("name-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const v = $("name").value.trim();
@@ -362,5 +417,7 @@ window.addEventListener("pagehide", () => {
   $("name").value = state.name;
   const p = await api(`/api/progress?name=${encodeURIComponent(state.name)}`).catch(() => null);
   showProgress(p);
+  showSkipped();
+  setInterval(poll, POLL_MS);
   if (state.name) loadNext(); else askName();
 })();

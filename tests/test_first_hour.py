@@ -1,0 +1,368 @@
+"""What a new user meets in the first hour (issue 19): copied workspaces, hints that work, honest
+counts and summaries, ``--json`` for every command and its errors, a status table that fits 80 columns.
+
+Most tests use the crafted 2-image workspace of ``test_query`` (hand-computed ABC ranking E, B, D, ...).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import shutil
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from a2lc_cli.state import artifact_uid, read_query
+from a2lc_cli.training import load_model as REAL_LOAD_MODEL
+
+from fixtures import block_labels, write_folder, write_pseudolabels
+from test_query import B, D, E, _fill, ws  # noqa: F401 - ws is a fixture
+
+
+def ok(cli, *args) -> str:
+    code, out, err = cli(*args)
+    assert code == 0, err
+    return out
+
+
+def _answered_round_1(ws, cli, tmp_path, answers=None):
+    """Round 1 acquired, 3 masks selected for people, answered through the bundle."""
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    bundle = tmp_path / "bundle"
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", "--export", bundle)
+    _fill(bundle / "answers.csv", answers or {E: "c0", B: "c2", D: "void"}, annotator="ann", seconds="5.664")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv")
+    return bundle
+
+
+def _copy_without_metadata(src, dst):
+    """``cp -r`` / rsync without ``-t``: new files, new modification times, same bytes."""
+    shutil.copytree(src, dst, copy_function=shutil.copyfile)
+    later = time.time_ns() + 5 * 10**9
+    for folder, _, files in os.walk(dst):
+        for name in files:
+            os.utime(os.path.join(folder, name), ns=(later, later))
+
+
+# --------------------------------------------------------------------------- 2: copies stay valid
+def test_a_copied_workspace_continues_its_round(ws, cli, tmp_path, monkeypatch):
+    _answered_round_1(ws, cli, tmp_path)
+    ok(cli, "-q", "-w", ws.root, "lcm-train", "--r", "1", "--epochs", "2")
+    ok(cli, "-q", "-w", ws.root, "lcm-correct", "--r", "1")
+    copy = tmp_path / "copy"
+    _copy_without_metadata(ws.root, copy)
+    for name in ("model.pt",):
+        assert artifact_uid(copy / "rounds/r000" / name) == artifact_uid(ws.artifact(0, name))
+    assert artifact_uid(copy / "rounds/r001/lcm.pt") == artifact_uid(ws.artifact(1, "lcm.pt"))
+    st = json.loads(ok(cli, "-w", copy, "status", "--json"))
+    r1 = st["rounds"][1]["stages"]
+    assert r1 == {"acquire": "done", "query": "done", "lcm-train": "done", "lcm-correct": "done", "train": "missing"}
+    assert st["next"] == "a2lc train --r 1"
+    # continue the round in the copy: nothing before training is redone, people's answers are kept
+    acq = (copy / "rounds/r001/acquire.h5").read_bytes()
+    import a2lc_cli.training as training_mod
+
+    monkeypatch.setattr(training_mod, "load_model", REAL_LOAD_MODEL)  # θ_1 is a real model: evaluate loads it
+    ok(cli, "-w", copy, "config", "set", "train.iterations=2")
+    res = json.loads(ok(cli, "-q", "-w", copy, "round", "--r", "1", "--json", "--device", "cpu"))
+    assert res["stages"] == {"acquire": "skipped", "query": "skipped", "lcm-train": "skipped",
+                             "lcm-correct": "skipped", "train": "ran"}
+    assert (copy / "rounds/r001/acquire.h5").read_bytes() == acq
+    assert set(read_query(copy / "rounds/r001/query.h5").answers.annotator.tolist()) == {"ann"}
+
+
+def test_status_never_suggests_a_round_that_would_meet_peoples_answers(ws, cli, tmp_path):
+    _answered_round_1(ws, cli, tmp_path)
+    # θ_0 really changes after people answered: round 1's acquisition is stale
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+    assert st["rounds"][1]["stages"]["acquire"] == "stale"
+    assert not st["next"].startswith("a2lc round")
+    assert "export-answers --r 1" in st["next"] and "move" in st["next"]
+    acq = ws.artifact(1, "acquire.h5").read_bytes()
+    code, _, err = cli("-w", ws.root, "round", "--r", "1")
+    assert code != 0 and "people" in err and "export-answers" in err
+    assert ws.artifact(1, "acquire.h5").read_bytes() == acq  # refused before redoing anything
+    # the advice works: keep the answers, move query.h5 aside, and the round runs again
+    ok(cli, "-w", ws.root, "export-answers", "--r", "1", "--out", tmp_path / "kept.csv")
+    ws.artifact(1, "query.h5").rename(tmp_path / "query.h5.old")
+    st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+    assert st["next"] == "a2lc round --r 1"
+
+
+def test_checkpoint_identity_is_its_stored_uid_or_content(tmp_path):
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({"uid": "u1", "w": torch.zeros(3)}, a)
+    shutil.copyfile(a, b)
+    assert artifact_uid(a) == artifact_uid(b) == "u1"
+    torch.save({"w": torch.zeros(3)}, a)  # no uid: identified by its bytes
+    shutil.copyfile(a, b)
+    assert artifact_uid(a) == artifact_uid(b) and artifact_uid(a).startswith("sha256:")
+    torch.save({"w": torch.ones(3)}, b)
+    assert artifact_uid(a) != artifact_uid(b)
+    # what older a2lc recorded (size-mtime) still holds for the very same file, in place
+    st = a.stat()
+    legacy = f"{st.st_size:x}-{st.st_mtime_ns:x}"
+    assert artifact_uid(a, recorded=legacy) == legacy
+    assert artifact_uid(a, recorded="0-0") == artifact_uid(a)
+    assert artifact_uid(tmp_path / "missing.pt") is None
+
+
+# --------------------------------------------------------------------------- 6: init's hint works
+def test_init_for_real_data_names_a_pseudolabel_command_that_works(tmp_path, cli, monkeypatch):
+    labels = {"a": block_labels(8, 8, [0, 1]), "b": block_labels(8, 8, [1, 0])}
+    write_folder(tmp_path / "data", {"train": labels}, ["bg", "fg"])
+    code, out, err = cli("-w", tmp_path / "ws", "init", "--source", "folder", "--root", tmp_path / "data")
+    assert code == 0, err
+    hint = out.split("next: ", 1)[1].strip()
+    assert hint.startswith("a2lc pseudolabel --labeler import --import-dir DIR")
+    assert "--labeler grounded-sam --sam-checkpoint FILE --gdino-checkpoint FILE" in hint
+    st = json.loads(ok(cli, "-w", tmp_path / "ws", "status", "--json"))
+    assert st["next"] == hint
+    # the plain command fails; the hinted one, with DIR filled in, works
+    assert cli("-w", tmp_path / "ws", "pseudolabel")[0] != 0
+    write_pseudolabels(tmp_path / "pl", labels)
+    args = shlex.split(hint.split(" (", 1)[0].replace("DIR", str(tmp_path / "pl")))
+    assert args[:2] == ["a2lc", "pseudolabel"]
+    ok(cli, "-q", "-w", tmp_path / "ws", *args[1:])
+    st = json.loads(ok(cli, "-w", tmp_path / "ws", "status", "--json"))
+    assert st["dataset"]["images"] == 2 and st["next"] == "a2lc train --r 0"
+    # a folder config has no synthetic preset (item 14)
+    cfg = json.loads(ok(cli, "-w", tmp_path / "ws", "config", "show", "--json"))["config"]
+    assert cfg["source"]["preset"] is None
+    assert cli("-w", tmp_path / "ws2", "init", "--source", "folder", "--root", tmp_path / "data",
+               "--preset", "voc")[0] == 2
+
+
+# --------------------------------------------------------------------------- 7: who answered
+def test_human_query_of_a_simulated_round_is_refused_and_the_summary_says_who_answered(ws, cli, tmp_path):
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    out = ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3")
+    assert "3 answered (3 by the simulated annotator)" in out
+    before = ws.artifact(1, "query.h5").read_bytes()
+    code, out, err = cli("-w", ws.root, "query", "--r", "1", "--annotator", "human", "--export", tmp_path / "b")
+    assert code == 2 and "simulated annotator" in err and "--force" in err
+    assert not (tmp_path / "b" / "answers.csv").exists()
+    assert ws.artifact(1, "query.h5").read_bytes() == before
+    res = json.loads(ok(cli, "-w", ws.root, "query", "--r", "1", "--json"))
+    assert res["answered_by"] == {"simulated-gt": 3}
+
+
+# --------------------------------------------------------------------------- 8: README's command
+def test_bundle_readme_import_command_works_from_any_folder(ws, cli, tmp_path, monkeypatch):
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    monkeypatch.chdir(tmp_path)
+    out = ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", "--export", "bundle")
+    readme = (tmp_path / "bundle" / "README.txt").read_text()
+    line = next(s.strip() for s in readme.splitlines() if s.strip().startswith("a2lc -w"))
+    assert str(ws.root.absolute()) in line and str(tmp_path / "bundle" / "answers.csv") in line
+    assert line in out  # the CLI prints the same command
+    _fill(tmp_path / "bundle" / "answers.csv", {E: "c1"})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    ok(cli, *shlex.split(line)[1:])
+    assert read_query(ws.artifact(1, "query.h5")).answers.mask.tolist() == [E]
+
+
+# --------------------------------------------------------------------------- 9: a typo in -w
+@pytest.mark.parametrize("command", [("status",), ("config", "set", "seed=3"), ("config", "show"), ("round", "--r", "1"),
+                                     ("export-answers",), ("evaluate",), ("train", "--r", "0")])
+def test_a_missing_workspace_is_named_not_invented(tmp_path, cli, command, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("-w", "typo", *command)
+    assert code == 2 and out == ""
+    assert f"workspace {tmp_path / 'typo'} does not exist" in " ".join(err.split())
+    assert not (tmp_path / "typo").exists()
+
+
+def test_init_still_creates_a_workspace(tmp_path, cli):
+    ok(cli, "-w", tmp_path / "new", "init", "--n-train", "4")
+    assert (tmp_path / "new" / "config.json").exists()
+
+
+# --------------------------------------------------------------------------- 10: resume when trained
+def test_resume_of_a_finished_model_says_it_is_trained(ws, cli):
+    before = ws.artifact(0, "model.pt").read_bytes()
+    out = ok(cli, "-w", ws.root, "train", "--r", "0", "--resume")
+    assert "already trained" in out and "without --resume" in out
+    assert json.loads(ok(cli, "-w", ws.root, "train", "--r", "0", "--resume", "--json"))["already_trained"] is True
+    assert ws.artifact(0, "model.pt").read_bytes() == before
+
+
+# --------------------------------------------------------------------------- 11: out-of-order rounds
+@pytest.mark.parametrize("command, words", [
+    (("query", "--r", "7"), "round 7 needs round 6 first: run `a2lc round --r 1` (then each round up to 6)"),
+    (("train", "--r", "3"), "round 3 needs round 2 first: run `a2lc round --r 1` (then each round up to 2)"),
+    (("acquire", "--r", "2"), "round 2 needs round 1 first: run `a2lc round --r 1`"),
+    (("lcm-train", "--r", "2"), "round 2 needs round 1 first: run `a2lc round --r 1`"),
+    (("round", "--r", "2"), "round 2 needs round 1 first: run `a2lc round --r 1`"),
+    (("lcm-train", "--r", "1"), "round 1 has no acquire.h5 yet; run `a2lc acquire --r 1` first"),
+    (("train", "--r", "1"), "round 1 has no acquire.h5 yet; run `a2lc acquire --r 1` first"),
+])
+def test_out_of_order_rounds_name_the_round_to_run(ws, cli, command, words):
+    code, _, err = cli("-w", ws.root, *command)
+    assert code == 2 and words in " ".join(err.split())
+
+
+def test_the_order_hint_names_a_command_that_runs(ws, cli):
+    code, _, err = cli("-w", ws.root, "lcm-correct", "--r", "1")
+    assert "run `a2lc acquire --r 1` first" in err
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    code, _, err = cli("-w", ws.root, "lcm-correct", "--r", "1")
+    assert "run `a2lc query --r 1` first" in err
+
+
+# --------------------------------------------------------------------------- 12: report
+def test_report_of_one_workspace_has_its_round_0_baseline(ws, cli, tmp_path):
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3")
+    res = json.loads(ok(cli, "-q", "-w", ws.root, "report", "--json", "--out", tmp_path / "rep"))
+    rounds = next(iter(res["runs"].values()))["rounds"]
+    assert [r["round"] for r in rounds] == [0, 1]
+    assert all(isinstance(r["data_miou"], float) for r in rounds)  # computed, not "—"
+    assert (ws.artifact(0, "metrics-data-miou.json")).exists()
+    assert "—" not in (tmp_path / "rep" / "report.md").read_text().split("Data mIoU")[1].splitlines()[0]
+
+
+def test_report_plot_has_whole_round_ticks_and_a_readable_span():
+    import matplotlib.pyplot as plt
+
+    from a2lc_cli.report import miou_figure
+
+    one = {"x": {"rounds": [{"round": 0, "data_miou": 61.0, "model_miou": None}]}}
+    fig = miou_figure(one)
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert ax.get_ylim()[1] - ax.get_ylim()[0] >= 5
+    plt.close(fig)
+    many = {"x": {"rounds": [{"round": k, "data_miou": 60.0 + k, "model_miou": 40.0 + k} for k in range(6)]}}
+    fig = miou_figure(many)
+    for ax in fig.axes:
+        lo, hi = ax.get_xlim()
+        assert all(float(t).is_integer() for t in ax.get_xticks() if lo <= t <= hi)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- 13: changes are changes
+def test_export_counts_label_changes_not_touched_masks(ws, cli, tmp_path):
+    # E keeps its current label c0; B c1 → c2 and D c2 → void are changes
+    _answered_round_1(ws, cli, tmp_path, {E: "c0", B: "c2", D: "void"})
+    res = json.loads(ok(cli, "-q", "-w", ws.root, "export", tmp_path / "out", "--r", "1", "--json"))
+    assert res["changes"] == 2 and res["history_rows"] == 3
+    rows = {int(r["mask_id"]): r for r in csv.DictReader(open(tmp_path / "out" / "history.csv"))}
+    assert rows[E]["previous"] == rows[E]["label"] == "c0" and rows[E]["changed"] == "0"
+    assert rows[B]["changed"] == rows[D]["changed"] == "1"
+    out = ok(cli, "-q", "-w", ws.root, "export", tmp_path / "out2", "--r", "1")
+    assert "3 rows, 2 label changes" in out
+
+
+# --------------------------------------------------------------------------- 14: wording
+def test_round_summary_never_prints_none():
+    from a2lc_cli.commands.rounds import _metrics_line
+
+    line = _metrics_line({"round": 1, "stages": {"train": "ran"},
+                          "metrics": {"data_miou": 50.0, "lcm_corrected": 0, "lcm_accuracy_before": None,
+                                      "lcm_accuracy_after": None}})
+    assert "None" not in line and "data miou 50.00" in line and "lcm corrected 0" in line
+
+
+def test_export_answers_seconds_are_the_stored_float32_not_its_widening(ws, cli, tmp_path):
+    _answered_round_1(ws, cli, tmp_path)
+    rows = list(csv.DictReader(ok(cli, "-w", ws.root, "export-answers").splitlines()))
+    assert {r["seconds"] for r in rows} == {"5.664"}
+    assert float(np.float32(rows[0]["seconds"])) == float(np.float32(5.664))
+    out = ok(cli, "-w", ws.root, "export-answers", "--r", "1", "--current", "--out", tmp_path / "one.csv")
+    assert "exported 3 answers" in out
+
+
+def test_status_names_the_method_by_its_switches(ws, cli):
+    out = ok(cli, "-w", ws.root, "status")
+    assert "method a2lc (acquisition abc, mask-level query, LCM on)" in " ".join(out.split())
+    ok(cli, "-w", ws.root, "config", "set", "method.acquisition=sim", "method.unit=pixel", "method.lcm=false")
+    out = " ".join(ok(cli, "-w", ws.root, "status").split())
+    assert "method alc (acquisition sim, pixel-level query, LCM off" in out and "method a2lc (" not in out
+    ok(cli, "-w", ws.root, "config", "set", "method.lcm=true")
+    assert "method custom" in " ".join(ok(cli, "-w", ws.root, "status").split())
+
+
+# --------------------------------------------------------------------------- 15: --json everywhere
+def test_config_show_and_set_speak_json(ws, cli):
+    shown = json.loads(ok(cli, "-w", ws.root, "config", "show", "--json"))
+    assert shown["config"]["seed"] == 0 and shown["exists"] is True
+    res = json.loads(ok(cli, "-w", ws.root, "config", "set", "lcm.alpha=0.3", "method.budget=7", "--json"))
+    assert res["changed"] == {"lcm.alpha": 0.3, "method.budget": 7} and res["config"]["lcm"]["alpha"] == 0.3
+
+
+@pytest.mark.parametrize("command", [("status",), ("query", "--r", "7"), ("config", "set", "nope=1"),
+                                     ("evaluate", "--metric", "nope"), ("acquire",)])
+def test_errors_under_json_are_one_json_object_with_the_same_exit_code(ws, cli, tmp_path, command):
+    target = tmp_path / "missing" if command == ("status",) else ws.root
+    plain_code, plain_out, plain_err = cli("-w", target, *command)
+    code, out, err = cli("-w", target, *command, "--json")
+    assert code == plain_code != 0
+    obj = json.loads(out)  # exactly one JSON object on stdout
+    assert list(obj) == ["error"] and obj["error"] in " ".join(plain_err.split()).replace("error: ", "", 1)
+    assert plain_out == ""
+
+
+# --------------------------------------------------------------------------- 16: 80 columns, help
+def test_status_fits_80_columns_with_a_legend(ws, cli, monkeypatch):
+    from a2lc_cli import ui
+
+    monkeypatch.setattr(ui.out, "width", 80)
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    out = ok(cli, "-w", ws.root, "status")
+    assert "…" not in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for word in ("acquire", "query", "lcm", "train", "correct", "answers", "mIoU"):
+        assert word in out
+    assert "✓ done" in out and "· missing" in out and "stale" in out
+
+
+def test_help_shows_no_type_for_plain_flags(cli):
+    for command in (("status",), ("train",), ("query",), ()):
+        code, out, _ = cli(*command, "--help")
+        assert code == 0 and "<bool>" not in out
+        assert ("--quiet" if command == () else "--json") in out
+
+
+# --------------------------------------------------------------------------- 3: progress on lcm-train
+def test_lcm_train_shows_steps_and_loss(ws, cli, tmp_path):
+    _answered_round_1(ws, cli, tmp_path, {E: "c1", B: "c2", D: "c0"})
+    code, out, err = cli("-w", ws.root, "lcm-train", "--r", "1", "--epochs", "5", "--batch-size", "2")
+    assert code == 0, err
+    assert "lcm-train ψ_1" in err and "10/10" in err  # 3 samples, batch 2: 2 steps per epoch × 5
+    assert "loss " in err
+    code, out, err = cli("-q", "-w", ws.root, "lcm-train", "--r", "1", "--epochs", "5")
+    assert code == 0 and "lcm-train ψ_1" not in err
+
+
+# --------------------------------------------------------------------------- 1: skipped masks (session side)
+def test_next_mask_counts_skipped_masks_and_says_where_the_rest_are(ws, cli):
+    from a2lc_cli.serve.session import AnnotationSession
+
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human")
+    s = AnnotationSession(ws, 1)
+    assert s.next_mask("tab1", "Ana", skip=[])["mask"]["mask_id"] == E
+    got = s.next_mask("tab2", "Bo", skip=[B, D])  # E is open in tab1; B and D skipped in tab2
+    assert got["mask"] is None and got["skipped_left"] == 2
+    assert got["message"] == "no mask to show: of the 3 without an answer, 2 skipped here and 1 open in other tabs"
+    again = s.next_mask("tab2", "Bo", skip=[])  # the page drops its skip list: they come back in rank order
+    assert again["mask"]["mask_id"] == B and again["skipped_left"] == 0
+
+
+def test_acquire_is_not_redone_under_peoples_answers(ws, cli, tmp_path):
+    _answered_round_1(ws, cli, tmp_path)
+    before = ws.artifact(1, "acquire.h5").read_bytes()
+    code, _, err = cli("-w", ws.root, "acquire", "--r", "1")
+    assert code == 2 and "of people" in err and "export-answers --r 1" in err
+    assert ws.artifact(1, "acquire.h5").read_bytes() == before
+    ok(cli, "-w", ws.root, "query", "--r", "1")  # the round still works
