@@ -28,6 +28,7 @@ from . import faults, ui
 from .config import Config
 from .data import open_source
 from .data.base import Source
+from .fingerprint import image_signature
 from .labelers import Labeler, default_labeler, make_labeler
 from .state import Dataset, DatasetWriter, ImageProposal
 
@@ -143,8 +144,8 @@ def _label_into(
                 props = batch_fn([i for i, _, _ in items], [im for _, im, _ in items])
             else:
                 props = [lab.propose(i, im, gt) for i, im, gt in items]
-            for j, (_, _, gt), p in zip(js, items, props):
-                writer.add_image(j, p, gt)
+            for j, (_, im, gt), p in zip(js, items, props):
+                writer.add_image(j, p, gt, signature=image_signature(im))
                 faults.checkpoint("pseudolabel.image")
             since_flush += len(js)
             if since_flush >= flush_every:
@@ -199,12 +200,14 @@ def merge_shards(
                     continue
                 with Dataset(shard) as ds:
                     score, prompt = ds.mask_column("score"), ds.mask_column("prompt")
+                    sigs = ds.image_signatures()
                     for j in range(writer.images_done - lo, hi - lo):
                         sl = ds.masks_of(j)
                         seg = ds.segment(j)
                         local = np.where(seg >= 0, seg - sl.start, -1).astype(np.int32)
                         prop = ImageProposal(local, ds.label0(j), score=score[sl], prompt=prompt[sl])
-                        writer.add_image(lo + j, prop, ds.gt(j) if has_gt else None)
+                        sig = None if sigs is None or not sigs[1][j] else sigs[0][j]
+                        writer.add_image(lo + j, prop, ds.gt(j) if has_gt else None, signature=sig)
                         bar.advance()
         n_masks = writer.n_masks
         writer.finish()

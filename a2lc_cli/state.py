@@ -246,6 +246,7 @@ _MASK_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
 _GT_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {"gt_label": (np.uint8, ()), "gt_purity": (np.float32, ())}
 _PART_RE = re.compile(r"^part-(\d+)-(\d+)\.h5$")
 _COPY_SLICE = 1 << 24  # elements copied at a time from a part into the finished file
+_SIG = (8, 8, 3)  # per-image content signature (a2lc_cli.fingerprint.image_signature)
 
 
 class DatasetWriter:
@@ -314,7 +315,8 @@ class DatasetWriter:
                     a = f.attrs
                     ok = (a.get("meta") == self.meta_json and int(a.get("images_total", -1)) == self.n
                           and int(a.get("first", -1)) == first and int(a.get("end", -1)) == end
-                          and int(a.get("mask_first", -1)) == self.n_masks)
+                          and int(a.get("mask_first", -1)) == self.n_masks
+                          and "signature" in f)
                     mask_end = int(a.get("mask_end", -1))
             except (OSError, KeyError, ValueError, TypeError):
                 ok = False
@@ -337,14 +339,21 @@ class DatasetWriter:
             pix.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int32 if name == "segment" else np.uint8,
                                chunks=(PIXEL_CHUNK,), compression="gzip", compression_opts=1)
         f.create_dataset("mask_end", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        f.create_dataset("signature", shape=(0, *_SIG), maxshape=(None, *_SIG), dtype=np.uint8, chunks=(1024, *_SIG))
+        f.create_dataset("signed", shape=(0,), maxshape=(None,), dtype=bool, chunks=(4096,))
         m = f.create_group("masks")
         for name, (dt, tail) in self.columns.items():
             m.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dt, chunks=(4096, *tail))
         self.f, self._open = f, (tmp, first, self.n_masks)
         return f
 
-    def add_image(self, i: int, proposal: ImageProposal, gt: np.ndarray | None) -> int:
-        """Append image ``i`` (must be the next one). Returns the number of masks kept."""
+    def add_image(self, i: int, proposal: ImageProposal, gt: np.ndarray | None, *,
+                  signature: np.ndarray | None = None) -> int:
+        """Append image ``i`` (must be the next one). Returns the number of masks kept.
+
+        signature: (8,8,3) uint8 content signature of the source image
+        (:func:`a2lc_cli.fingerprint.image_signature`); ``None`` records none for this image.
+        """
         if i != self.images_done:
             raise RuntimeError(f"images must be added in order: expected {self.images_done}, got {i}")
         h, w = self.sizes[i]
@@ -394,6 +403,9 @@ class DatasetWriter:
         for name, arr in cols.items():
             _append(f["masks"][name], arr)
         _append(f["mask_end"], np.array([start + k], np.int64))
+        sig = np.zeros(_SIG, np.uint8) if signature is None else np.asarray(signature, np.uint8).reshape(_SIG)
+        _append(f["signature"], sig[None])
+        _append(f["signed"], np.array([signature is not None]))
         self.n_masks = start + k
         self.images_done = i + 1
         return k
@@ -455,6 +467,8 @@ class DatasetWriter:
         g.create_dataset("height", data=hw[:, 0].astype(np.int32))
         g.create_dataset("width", data=hw[:, 1].astype(np.int32))
         g.create_dataset("pixel_offset", data=self.pixel_offset)
+        sig = g.create_dataset("signature", shape=(self.n, *_SIG), dtype=np.uint8)
+        signed = g.create_dataset("signed", shape=(self.n,), dtype=bool)
         mask_offset = np.zeros(self.n + 1, dtype=np.int64)
         total = int(self.pixel_offset[-1])
         chunk = (max(1, min(PIXEL_CHUNK, total)),)
@@ -473,6 +487,8 @@ class DatasetWriter:
                 for name in m:
                     _copy_into(src["masks"][name], m[name], at=mask_first, n=mask_end - mask_first)
                 mask_offset[first + 1:end + 1] = src["mask_end"][: end - first]
+                sig[first:end] = src["signature"][: end - first]
+                signed[first:end] = src["signed"][: end - first]
         g.create_dataset("mask_offset", data=mask_offset)
 
     def close(self) -> None:
@@ -617,6 +633,17 @@ class Dataset:
         if not self.has_gt:
             raise A2LCError("this dataset has no ground truth (metrics against GT and the simulated annotator need it)")
         return self._pixels("gt", i)
+
+    def image_signatures(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(signatures (N,8,8,3) uint8, signed (N,) bool) of the source images, or None for a
+        dataset.h5 written before a2lc recorded them (see :mod:`a2lc_cli.fingerprint`)."""
+        if "images/signature" not in self.f:
+            return None
+        sig = read_array(self.f, "images/signature", path=self.path)
+        signed = read_array(self.f, "images/signed", path=self.path).astype(bool)
+        if sig.shape != (self.n_images, *_SIG) or signed.shape != (self.n_images,):
+            raise A2LCError(f"{self.path}: damaged dataset file: images/signature has shape {sig.shape}")
+        return sig, signed
 
     def masks_of(self, i: int) -> slice:
         """The global mask ids of image ``i`` as a slice."""
