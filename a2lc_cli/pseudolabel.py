@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from .config import Config
 from .data import open_source
 from .data.base import Source
 from .fingerprint import image_signature
+from .sanity import dataset_warnings
 from .labelers import Labeler, default_labeler, make_labeler
 from .state import Dataset, DatasetWriter, ImageProposal
 
@@ -40,6 +41,7 @@ class PseudolabelSummary:
     masks: int
     resumed_from: int
     ranks: int = 1
+    warnings: list[str] = field(default_factory=list)
 
 
 def dist_env() -> tuple[int, int]:
@@ -82,7 +84,8 @@ def run_pseudolabel(
             writer.finish()
         finally:
             writer.close()
-        return PseudolabelSummary(labeler=name, images=len(names), masks=n_masks, resumed_from=start)
+        return PseudolabelSummary(labeler=name, images=len(names), masks=n_masks, resumed_from=start,
+                                  warnings=_warnings(writer, source, name))
 
     import torch.distributed as dist
 
@@ -105,15 +108,27 @@ def run_pseudolabel(
             finally:
                 writer.close()
         dist.barrier()  # every shard is finished
-        n_masks = 0
+        n_masks, warnings = 0, []
         if rank == 0:
             shards = [(shard_path(path, r, world), *shard_range(len(names), r, world)) for r in range(world)]
             n_masks = merge_shards(path, shards, names=names, paths=paths, sizes=sizes, meta=meta, resume=resume, **common)
+            with Dataset(path) as ds:
+                values = {k: ds.f[f"stats/{k}_values"][()] for k in ("label0", "gt") if f"stats/{k}_values" in ds.f}
+            warnings = dataset_warnings(source.classes, n_images=len(names), n_masks=n_masks, labeler=name,
+                                        label0_values=values["label0"], gt_values=values.get("gt"))
         dist.barrier()  # the merged file is in place
     finally:
         if owns_group:
             dist.destroy_process_group()
-    return PseudolabelSummary(labeler=name, images=len(names), masks=n_masks, resumed_from=lo + start, ranks=world)
+    return PseudolabelSummary(labeler=name, images=len(names), masks=n_masks, resumed_from=lo + start, ranks=world,
+                              warnings=warnings)
+
+
+def _warnings(writer: DatasetWriter, source: Source, labeler: str) -> list[str]:
+    """The likely mistakes in what was just written (:func:`a2lc_cli.sanity.dataset_warnings`)."""
+    return dataset_warnings(source.classes, n_images=writer.n, n_masks=writer.n_masks, labeler=labeler,
+                            label0_values=writer.values["label0"],
+                            gt_values=writer.values["gt"] if writer.has_gt else None)
 
 
 def _label_into(

@@ -290,6 +290,8 @@ class DatasetWriter:
         self.parts: list[tuple[Path, int, int, int, int]] = []  # (file, first, end, mask_first, mask_end)
         self.images_done = 0
         self.n_masks = 0
+        # pixel count of each label value (0..255) over the images added: round-0 labels, ground truth
+        self.values = {"label0": np.zeros(256, np.int64), "gt": np.zeros(256, np.int64)}
         self.f: h5py.File | None = None  # the open (unfinished) part
         self._open: tuple[Path, int, int] | None = None  # (temporary file, first image, first mask)
         if self.partial.is_file() or self.partial.is_symlink():
@@ -318,12 +320,15 @@ class DatasetWriter:
                           and int(a.get("mask_first", -1)) == self.n_masks
                           and "signature" in f)
                     mask_end = int(a.get("mask_end", -1))
+                    part_values = {k: np.asarray(a[f"values_{k}"], np.int64) for k in self.values}
             except (OSError, KeyError, ValueError, TypeError):
                 ok = False
             if not ok:
                 break
             self.parts.append((p, first, end, self.n_masks, mask_end))
             self.images_done, self.n_masks = end, mask_end
+            for k, v in part_values.items():
+                self.values[k] += v
 
     def _start_part(self) -> h5py.File:
         first = self.images_done
@@ -333,6 +338,7 @@ class DatasetWriter:
         f.attrs["images_total"] = self.n
         f.attrs["first"] = first
         f.attrs["mask_first"] = self.n_masks
+        self._values_at_start = {k: v.copy() for k, v in self.values.items()}
         pix = f.create_group("pixels")
         names = ("segment", "label0", "gt") if self.has_gt else ("segment", "label0")
         for name in names:
@@ -403,6 +409,9 @@ class DatasetWriter:
         for name, arr in cols.items():
             _append(f["masks"][name], arr)
         _append(f["mask_end"], np.array([start + k], np.int64))
+        self.values["label0"] += np.bincount(labflat, minlength=256)
+        if self.has_gt:
+            self.values["gt"] += np.bincount(pixels["gt"], minlength=256)
         sig = np.zeros(_SIG, np.uint8) if signature is None else np.asarray(signature, np.uint8).reshape(_SIG)
         _append(f["signature"], sig[None])
         _append(f["signed"], np.array([signature is not None]))
@@ -417,6 +426,8 @@ class DatasetWriter:
         tmp, first, mask_first = self._open
         self.f.attrs["end"] = self.images_done
         self.f.attrs["mask_end"] = self.n_masks
+        for k, v in self.values.items():
+            self.f.attrs[f"values_{k}"] = v - self._values_at_start[k]
         self.f.close()
         self.f, self._open = None, None
         with open(tmp, "rb+") as fh:
@@ -490,6 +501,10 @@ class DatasetWriter:
                 sig[first:end] = src["signature"][: end - first]
                 signed[first:end] = src["signed"][: end - first]
         g.create_dataset("mask_offset", data=mask_offset)
+        s = f.create_group("stats")
+        for k, v in self.values.items():
+            if k != "gt" or self.has_gt:
+                s.create_dataset(f"{k}_values", data=v)
 
     def close(self) -> None:
         """Stop without finishing: the images added so far are kept for a resume."""
