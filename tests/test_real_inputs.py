@@ -420,3 +420,18 @@ def test_export_of_a_folder_dataset_drops_back_into_its_tree(tmp_path, cli, flat
     src = open_source(folder_cfg(root))
     for i, n in enumerate(src.names("train")):
         assert np.array_equal(src.label("train", i), labels["train"][n])
+
+
+def test_discovery_follows_folder_symlinks_but_not_loops(tmp_path):
+    root = write_folder(tmp_path / "data", {"train": {"a": block_labels(8, 8, 2)}}, ["x", "y"], flat=True)
+    other = tmp_path / "more"
+    other.mkdir()
+    shutil.copy(root / "images" / "a.png", other / "b.png")
+    shutil.copy(root / "labels" / "a.png", root / "labels" / "b.png")
+    (root / "images" / "more").symlink_to(other, target_is_directory=True)  # a linked sub-folder is used
+    (other / "loop").symlink_to(root / "images", target_is_directory=True)  # and a loop back ends the walk
+    shutil.copy(root / "labels" / "a.png", root / "labels" / "more_b.png")
+    (root / "labels" / "more").mkdir()
+    shutil.move(root / "labels" / "more_b.png", root / "labels" / "more" / "b.png")
+    (root / "labels" / "b.png").unlink()
+    assert open_source(folder_cfg(root)).names("train") == ["a", "more/b"]

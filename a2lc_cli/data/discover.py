@@ -61,9 +61,14 @@ def find_files(folder: Path, suffixes: tuple[str, ...], *, depth: int | None = N
         return {}
     lowered = sorted((s.lower() for s in suffixes), key=len, reverse=True)
     out: dict[str, Path] = {}
+    seen: set[tuple[int, int]] = set()  # (device, inode) of the folders walked: a symlink loop ends here
 
     def walk(d: Path, parts: tuple[str, ...]) -> None:
         try:
+            st = os.stat(d)
+            if (st.st_dev, st.st_ino) in seen:
+                return
+            seen.add((st.st_dev, st.st_ino))
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as e:
             raise A2LCError(f"{shown(d)}: cannot list folder ({e.strerror or e})") from None
