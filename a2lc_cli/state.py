@@ -409,9 +409,9 @@ class DatasetWriter:
         for name, arr in cols.items():
             _append(f["masks"][name], arr)
         _append(f["mask_end"], np.array([start + k], np.int64))
-        self.values["label0"] += np.bincount(labflat, minlength=256)
+        self.values["label0"] += value_counts(labflat)
         if self.has_gt:
-            self.values["gt"] += np.bincount(pixels["gt"], minlength=256)
+            self.values["gt"] += value_counts(pixels["gt"])
         sig = np.zeros(_SIG, np.uint8) if signature is None else np.asarray(signature, np.uint8).reshape(_SIG)
         _append(f["signature"], sig[None])
         _append(f["signed"], np.array([signature is not None]))
@@ -510,6 +510,21 @@ class DatasetWriter:
         """Stop without finishing: the images added so far are kept for a resume."""
         if self.f is not None:
             self.checkpoint()
+
+
+def value_counts(values: np.ndarray) -> np.ndarray:
+    """(256,) int64 count of each value of a uint8 array (OpenCV's histogram: ≈4× ``np.bincount``).
+
+    Counted in slices of 2^24 values, below which float32 bin counts are exact.
+    """
+    flat = np.ascontiguousarray(values, np.uint8).reshape(-1)
+    out = np.zeros(256, np.int64)
+    import cv2
+
+    for s in range(0, flat.size, 1 << 24):
+        part = flat[s:s + (1 << 24)].reshape(1, -1)
+        out += cv2.calcHist([part], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    return out
 
 
 def _append(d: h5py.Dataset, arr: np.ndarray) -> None:

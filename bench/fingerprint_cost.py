@@ -14,9 +14,13 @@ pairs, B first in even ones):
 - *acquire*: the whole ``acquire --r 1`` stage (tiny model, CPU), A as shipped, B
   with the check switched off (``TrainImages.verify`` and ``check_names`` replaced
   by no-ops).
-- *pseudolabel extras*: per image, what ``pseudolabel`` now does in addition —
-  the signature and the two 256-bin value histograms behind the warnings — against
-  decoding the image.
+- *pseudolabel*: the whole ``pseudolabel --labeler import`` stage (the cheapest
+  labeler, so the worst case for a relative cost), A as shipped, B without what it
+  now does in addition per image (the signature, and the two 256-bin value
+  histograms behind the warnings: ``image_signature`` and ``value_counts``
+  replaced by no-ops).
+- *per image*: the check of one image (``TrainImages.verify``) and the pseudolabel
+  extras, timed alone over the decoded images, against decoding the image.
 
 Prints a table and writes bench/results/fingerprint_cost-<date>.json (ratios
 are B→A: min and median over the pairs).
@@ -66,6 +70,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from a2lc_cli import fingerprint
+    from a2lc_cli import pseudolabel as pl_mod
+    from a2lc_cli import state as state_mod
     from a2lc_cli.acquire import run_acquire
     from a2lc_cli.cli import invoke
     from a2lc_cli.data import open_source
@@ -105,6 +111,18 @@ def main() -> None:
                 source.image("train", i)
             return time.perf_counter() - t0
 
+        real_sig, real_counts = pl_mod.image_signature, state_mod.value_counts
+
+        def pseudolabel(on: bool) -> float:
+            pl_mod.image_signature = real_sig if on else (lambda image: None)
+            state_mod.value_counts = real_counts if on else (lambda values: np.zeros(256, np.int64))
+            try:
+                t0 = time.perf_counter()
+                pl_mod.run_pseudolabel(tmp / "bench-dataset.h5", cfg, labeler="import", resume=False)
+                return time.perf_counter() - t0
+            finally:
+                pl_mod.image_signature, state_mod.value_counts = real_sig, real_counts
+
         def acquire(on: bool) -> float:
             set_check(on)
             try:
@@ -119,16 +137,19 @@ def main() -> None:
         ui.set_quiet(True)
         acquire(True)  # warm-up (imports, page cache)
         read_plain()
-        res = {"read": ([], []), "acquire": ([], [])}  # (A with check, B without)
+        pseudolabel(True)
+        res = {"read": ([], []), "acquire": ([], []), "pseudolabel": ([], [])}  # (A as shipped, B without)
         for p in range(args.pairs):
             order = (True, False) if p % 2 == 0 else (False, True)
             for on in order:
                 res["read"][0 if on else 1].append(read_checked() if on else read_plain())
                 res["acquire"][0 if on else 1].append(acquire(on))
+                res["pseudolabel"][0 if on else 1].append(pseudolabel(on))
 
         # pseudolabel extras per image vs decoding it
-        decode, extras = [], []
+        decode, extras, verify = [], [], []
         with Dataset(ws.dataset_path) as ds:
+            checker = fingerprint.TrainImages.of(source, ds)
             for i in range(n):
                 t0 = time.perf_counter()
                 img = source.image("train", i)
@@ -136,11 +157,14 @@ def main() -> None:
                 lab = ds.label0(i).ravel()
                 t2 = time.perf_counter()
                 fingerprint.image_signature(img)
-                np.bincount(lab, minlength=256)
-                np.bincount(lab, minlength=256)
+                state_mod.value_counts(lab)
+                state_mod.value_counts(lab)
                 t3 = time.perf_counter()
+                checker.verify(i, img)
+                t4 = time.perf_counter()
                 decode.append(t1 - t0)
                 extras.append(t3 - t2)
+                verify.append(t4 - t3)
 
     rows = []
     out = {"date": dt.datetime.now().isoformat(timespec="seconds"), "machine": platform.platform(),
@@ -151,16 +175,18 @@ def main() -> None:
         out[name] = {"with_check_s": a, "without_s": b, "ratio_min": min(ratios), "ratio_median": statistics.median(ratios)}
         rows.append((name, statistics.median(b), statistics.median(a), min(ratios), statistics.median(ratios)))
     share = sum(extras) / sum(decode)
-    out["pseudolabel_extras"] = {"decode_ms_per_image": 1000 * statistics.median(decode),
-                                 "extras_ms_per_image": 1000 * statistics.median(extras), "share_of_decode": share}
+    out["per_image"] = {"decode_ms": 1000 * statistics.median(decode), "verify_ms": 1000 * statistics.median(verify),
+                        "pseudolabel_extras_ms": 1000 * statistics.median(extras),
+                        "verify_share_of_decode": sum(verify) / sum(decode), "extras_share_of_decode": share}
 
     print(f"{n} images of {args.height}x{args.width} (JPEG), {args.pairs} alternating pairs")
     print(f"{'pass':<10}{'without (s)':>14}{'with (s)':>12}{'ratio min':>12}{'ratio median':>14}")
     for name, b, a, rmin, rmed in rows:
         print(f"{name:<10}{b:>14.3f}{a:>12.3f}{rmin:>12.4f}{rmed:>14.4f}")
-    pe = out["pseudolabel_extras"]
-    print(f"pseudolabel extras: {pe['extras_ms_per_image']:.3f} ms/image vs decode {pe['decode_ms_per_image']:.2f} ms/image "
-          f"({100 * share:.2f}% of decoding alone)")
+    pe = out["per_image"]
+    print(f"per image: decode {pe['decode_ms']:.2f} ms; check {pe['verify_ms']:.4f} ms "
+          f"({100 * pe['verify_share_of_decode']:.2f}% of decoding); pseudolabel extras {pe['pseudolabel_extras_ms']:.3f} ms "
+          f"({100 * share:.2f}% of decoding)")
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     path = results / f"fingerprint_cost-{dt.datetime.now():%Y%m%d-%H%M%S}.json"

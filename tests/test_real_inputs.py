@@ -435,3 +435,28 @@ def test_discovery_follows_folder_symlinks_but_not_loops(tmp_path):
     shutil.move(root / "labels" / "more_b.png", root / "labels" / "more" / "b.png")
     (root / "labels" / "b.png").unlink()
     assert open_source(folder_cfg(root)).names("train") == ["a", "more/b"]
+
+
+def test_annotation_page_reads_images_through_the_check(cams):
+    from a2lc_cli.serve import _train_images
+
+    root, ws = cams
+    cfg = load_config(ws / "config.json")
+    with Dataset(ws / "dataset.h5") as ds:
+        read = _train_images(cfg, ds)
+        first = read(0)
+        assert first.shape == (24, 32, 3)
+    _rename(root, "cam_2", "cam_02")
+    with Dataset(ws / "dataset.h5") as ds:
+        with pytest.raises(A2LCError, match="train image 0 is 'cam_02' but dataset.h5 was built from 'cam_1'"):
+            _train_images(cfg, ds)(0)
+
+
+def test_value_counts_exact_beyond_float32_bins():
+    from a2lc_cli.state import value_counts
+
+    a = np.zeros((1 << 24) + 3, np.uint8)
+    a[-1] = 7
+    counts = value_counts(a)
+    assert counts[0] == (1 << 24) + 2 and counts[7] == 1 and counts.sum() == a.size
+    assert value_counts(np.array([[1, 1], [255, 3]], np.uint8))[[1, 3, 255]].tolist() == [2, 1, 1]
