@@ -284,6 +284,10 @@ class DatasetWriter:
         self.sizes = sizes
         self.meta_json = json.dumps(meta, sort_keys=True, default=str)
         hw = np.array(sizes, dtype=np.int64).reshape(-1, 2)
+        # parts of an interrupted run are resumed only for the same images in the same order
+        import hashlib
+
+        self.images_digest = hashlib.sha256(json.dumps([self.names, hw.tolist()]).encode()).hexdigest()
         self.pixel_offset = np.zeros(self.n + 1, dtype=np.int64)
         np.cumsum(hw[:, 0] * hw[:, 1], out=self.pixel_offset[1:])
         self.columns = {**_MASK_COLUMNS, **(_GT_COLUMNS if has_gt else {})}
@@ -318,7 +322,7 @@ class DatasetWriter:
                     ok = (a.get("meta") == self.meta_json and int(a.get("images_total", -1)) == self.n
                           and int(a.get("first", -1)) == first and int(a.get("end", -1)) == end
                           and int(a.get("mask_first", -1)) == self.n_masks
-                          and "signature" in f)
+                          and a.get("images_digest") == self.images_digest and "signature" in f)
                     mask_end = int(a.get("mask_end", -1))
                     part_values = {k: np.asarray(a[f"values_{k}"], np.int64) for k in self.values}
             except (OSError, KeyError, ValueError, TypeError):
@@ -336,6 +340,7 @@ class DatasetWriter:
         f = h5py.File(tmp, "w")
         f.attrs["meta"] = self.meta_json
         f.attrs["images_total"] = self.n
+        f.attrs["images_digest"] = self.images_digest
         f.attrs["first"] = first
         f.attrs["mask_first"] = self.n_masks
         self._values_at_start = {k: v.copy() for k, v in self.values.items()}

@@ -460,3 +460,21 @@ def test_value_counts_exact_beyond_float32_bins():
     counts = value_counts(a)
     assert counts[0] == (1 << 24) + 2 and counts[7] == 1 and counts.sum() == a.size
     assert value_counts(np.array([[1, 1], [255, 3]], np.uint8))[[1, 3, 255]].tolist() == [2, 1, 1]
+
+
+def test_interrupted_pseudolabel_does_not_resume_onto_renamed_images(tmp_path):
+    from a2lc_cli.data.base import ClassInfo, default_palette
+    from a2lc_cli.state import DatasetWriter, ImageProposal
+
+    classes = ClassInfo(("a", "b"), default_palette(2))
+
+    def writer(names):
+        return DatasetWriter(tmp_path / "dataset.h5", classes=classes, names=names, paths=[""] * 3,
+                             sizes=[(2, 2)] * 3, has_gt=False, meta={"m": 1})
+
+    w = writer(["cam_1", "cam_10", "cam_2"])
+    w.add_image(0, ImageProposal(np.zeros((2, 2), np.int32), np.zeros((2, 2), np.uint8)), None,
+                signature=np.zeros((8, 8, 3), np.uint8))
+    w.close()  # interrupted after one image
+    assert writer(["cam_1", "cam_10", "cam_2"]).images_done == 1  # same images: resumed
+    assert writer(["cam_02", "cam_1", "cam_10"]).images_done == 0  # renamed since: labelled again
