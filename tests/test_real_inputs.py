@@ -478,3 +478,16 @@ def test_interrupted_pseudolabel_does_not_resume_onto_renamed_images(tmp_path):
     w.close()  # interrupted after one image
     assert writer(["cam_1", "cam_10", "cam_2"]).images_done == 1  # same images: resumed
     assert writer(["cam_02", "cam_1", "cam_10"]).images_done == 0  # renamed since: labelled again
+
+
+def test_float_rgb_tiff_that_only_opencv_reads(tmp_path):
+    import cv2
+
+    from a2lc_cli.data.io import image_size
+
+    rgb = np.zeros((4, 6, 3), np.float32)
+    rgb[..., 0] = 1.0  # red
+    p = tmp_path / "f3.tif"
+    cv2.imwrite(str(p), rgb[:, :, ::-1])
+    assert image_size(p) == (4, 6)
+    assert read_rgb(p)[0, 0].tolist() == [255, 0, 0]

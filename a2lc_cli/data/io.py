@@ -57,7 +57,15 @@ def _short(e: BaseException) -> str:
 
 
 def image_size(path: Path, *, what: str = "image") -> tuple[int, int]:
-    """(H, W) of an image file as displayed (EXIF orientation applied), from its header only."""
+    """(H, W) of an image file as displayed (EXIF orientation applied), from its header only
+    (a TIFF that only OpenCV reads, e.g. float RGB, is decoded)."""
+    path = Path(path)
+    if what == "image" and path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        try:
+            _open(path, what).close()
+        except A2LCError:
+            h, w = _decode_with_opencv(path, mode="TIFF").shape[:2]
+            return int(h), int(w)
     with _open(path, what) as im:
         w, h = _stored_size(im)
         if what == "image" and _orientation(im) in _SWAPS_AXES:
