@@ -20,6 +20,7 @@ are the round-0 label map with the per-mask overrides of rounds 1..R painted in
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -285,8 +286,6 @@ class DatasetWriter:
         self.meta_json = json.dumps(meta, sort_keys=True, default=str)
         hw = np.array(sizes, dtype=np.int64).reshape(-1, 2)
         # parts of an interrupted run are resumed only for the same images in the same order
-        import hashlib
-
         self.images_digest = hashlib.sha256(json.dumps([self.names, hw.tolist()]).encode()).hexdigest()
         self.pixel_offset = np.zeros(self.n + 1, dtype=np.int64)
         np.cumsum(hw[:, 0] * hw[:, 1], out=self.pixel_offset[1:])
@@ -367,6 +366,7 @@ class DatasetWriter:
         """
         if i != self.images_done:
             raise RuntimeError(f"images must be added in order: expected {self.images_done}, got {i}")
+        sig = np.zeros(_SIG, np.uint8) if signature is None else np.asarray(signature, np.uint8).reshape(_SIG)
         h, w = self.sizes[i]
         seg = np.asarray(proposal.segment)
         lab = np.asarray(proposal.label0)
@@ -417,7 +417,6 @@ class DatasetWriter:
         self.values["label0"] += value_counts(labflat)
         if self.has_gt:
             self.values["gt"] += value_counts(pixels["gt"])
-        sig = np.zeros(_SIG, np.uint8) if signature is None else np.asarray(signature, np.uint8).reshape(_SIG)
         _append(f["signature"], sig[None])
         _append(f["signed"], np.array([signature is not None]))
         self.n_masks = start + k
