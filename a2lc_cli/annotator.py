@@ -25,6 +25,7 @@ import numpy as np
 
 from .data.base import VOID, ClassInfo
 from .errors import A2LCError
+from .textio import read_text
 from .state import UNITS, Answers, Dataset
 
 ANNOTATORS = ("gt", "human")
@@ -208,10 +209,7 @@ def _parse_label(text: str, classes: ClassInfo) -> int:
 
 def _read_rows(path: Path) -> list[tuple[str, Any]]:
     """(where, row dict) pairs from a CSV or JSON answers file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise A2LCError(f"{path}: cannot read answers file ({e})") from None
+    text = read_text(path, what="answers file")
     if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
         try:
             data = json.loads(text)

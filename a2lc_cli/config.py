@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import A2LCError
+from .textio import read_text
 
 CONFIG_SCHEMA_VERSION = 1
 
@@ -181,9 +182,7 @@ def load_config(path: Path) -> Config:
     if not path.exists():
         return Config()
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise A2LCError(f"{path}: cannot read config ({e})") from None
+        raw = json.loads(read_text(path, what="config"))
     except json.JSONDecodeError as e:
         raise A2LCError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
     except RecursionError:

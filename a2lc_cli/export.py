@@ -12,17 +12,24 @@ import numpy as np
 from . import ui
 from .data.io import write_label_png
 from .errors import A2LCError
-from .state import PROVENANCE, Dataset, mask_state, paint_labels, read_corrections, read_query
+from .state import PROVENANCE, Dataset, mask_state, paint_labels, read_array, read_corrections, read_query
 from .workspace import Workspace
 
 
-def label_path(out_dir: Path, convention: str, name: str) -> Path:
-    """Where the label map of train image ``name`` goes, by the dataset's convention.
+def label_path(out_dir: Path, convention: str, name: str, image_path: str = "") -> Path:
+    """Where the label map of train image ``name`` goes, by the dataset's convention and layout.
 
     cityscapes: ``gtFine/train/<city>/<stem>_gtFine_labelTrainIds.png`` (names are
     ``<city>/<stem>``; names without a city go under ``gtFine/train/synthetic``);
-    voc: ``SegmentationClass/<name>.png``; plain: ``labels/train/<name>.png``.
+    voc: ``SegmentationClass/<name>.png``; plain (folder source): the image's own path
+    (``image_path``, relative to the dataset root) with ``images/`` replaced by ``labels/``
+    and the extension by ``.png`` — ``labels/<name>.png`` for a flat folder,
+    ``labels/train/<name>.png`` for a split one — so the files drop back into the tree;
+    ``labels/train/<name>.png`` when the image path is unknown.
     """
+    src = PurePosixPath(image_path)
+    if convention == "plain" and len(src.parts) >= 2 and src.parts[0] == "images":
+        return out_dir / "labels" / PurePosixPath(*src.parts[1:-1], f"{name.rsplit('/', 1)[-1]}.png")
     p = PurePosixPath(name)
     if convention == "cityscapes":
         city = str(p.parent) if str(p.parent) != "." else "synthetic"
@@ -71,8 +78,9 @@ def export_round(ws: Workspace, r: int, out_dir: Path) -> dict[str, Any]:
         if r > 0 and (not applied or applied[-1] != r):
             raise A2LCError(f"round {r} has no answers yet; nothing to export beyond round {applied[-1] if applied else 0}")
         conv = ds.classes.convention
+        paths = [p.decode() if isinstance(p, bytes) else str(p) for p in read_array(ds.f, "images/path", path=ds.path)]
         for i in ui.progress(range(ds.n_images), f"export r{r}"):
-            write_label_png(label_path(out_dir, conv, ds.names[i]), paint_labels(ds, i, state), ds.classes)
+            write_label_png(label_path(out_dir, conv, ds.names[i], paths[i]), paint_labels(ds, i, state), ds.classes)
         rows = mask_history(ws, ds, r)
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "history.csv", "w", newline="") as f:

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from . import faults, ui
 from .config import Config
 from .data import open_source
 from .data.base import Source
+from .fingerprint import image_signature
+from .sanity import dataset_warnings
 from .labelers import Labeler, default_labeler, make_labeler
 from .state import Dataset, DatasetWriter, ImageProposal
 
@@ -39,6 +41,7 @@ class PseudolabelSummary:
     masks: int
     resumed_from: int
     ranks: int = 1
+    warnings: list[str] = field(default_factory=list)
 
 
 def dist_env() -> tuple[int, int]:
@@ -81,7 +84,8 @@ def run_pseudolabel(
             writer.finish()
         finally:
             writer.close()
-        return PseudolabelSummary(labeler=name, images=len(names), masks=n_masks, resumed_from=start)
+        return PseudolabelSummary(labeler=name, images=len(names), masks=n_masks, resumed_from=start,
+                                  warnings=_warnings(writer, source, name))
 
     import torch.distributed as dist
 
@@ -104,15 +108,27 @@ def run_pseudolabel(
             finally:
                 writer.close()
         dist.barrier()  # every shard is finished
-        n_masks = 0
+        n_masks, warnings = 0, []
         if rank == 0:
             shards = [(shard_path(path, r, world), *shard_range(len(names), r, world)) for r in range(world)]
             n_masks = merge_shards(path, shards, names=names, paths=paths, sizes=sizes, meta=meta, resume=resume, **common)
+            with Dataset(path) as ds:
+                values = {k: ds.f[f"stats/{k}_values"][()] for k in ("label0", "gt") if f"stats/{k}_values" in ds.f}
+            warnings = dataset_warnings(source.classes, n_images=len(names), n_masks=n_masks, labeler=name,
+                                        label0_values=values["label0"], gt_values=values.get("gt"))
         dist.barrier()  # the merged file is in place
     finally:
         if owns_group:
             dist.destroy_process_group()
-    return PseudolabelSummary(labeler=name, images=len(names), masks=n_masks, resumed_from=lo + start, ranks=world)
+    return PseudolabelSummary(labeler=name, images=len(names), masks=n_masks, resumed_from=lo + start, ranks=world,
+                              warnings=warnings)
+
+
+def _warnings(writer: DatasetWriter, source: Source, labeler: str) -> list[str]:
+    """The likely mistakes in what was just written (:func:`a2lc_cli.sanity.dataset_warnings`)."""
+    return dataset_warnings(source.classes, n_images=writer.n, n_masks=writer.n_masks, labeler=labeler,
+                            label0_values=writer.values["label0"],
+                            gt_values=writer.values["gt"] if writer.has_gt else None)
 
 
 def _label_into(
@@ -143,8 +159,8 @@ def _label_into(
                 props = batch_fn([i for i, _, _ in items], [im for _, im, _ in items])
             else:
                 props = [lab.propose(i, im, gt) for i, im, gt in items]
-            for j, (_, _, gt), p in zip(js, items, props):
-                writer.add_image(j, p, gt)
+            for j, (_, im, gt), p in zip(js, items, props):
+                writer.add_image(j, p, gt, signature=image_signature(im))
                 faults.checkpoint("pseudolabel.image")
             since_flush += len(js)
             if since_flush >= flush_every:
@@ -199,12 +215,14 @@ def merge_shards(
                     continue
                 with Dataset(shard) as ds:
                     score, prompt = ds.mask_column("score"), ds.mask_column("prompt")
+                    sigs = ds.image_signatures()
                     for j in range(writer.images_done - lo, hi - lo):
                         sl = ds.masks_of(j)
                         seg = ds.segment(j)
                         local = np.where(seg >= 0, seg - sl.start, -1).astype(np.int32)
                         prop = ImageProposal(local, ds.label0(j), score=score[sl], prompt=prompt[sl])
-                        writer.add_image(lo + j, prop, ds.gt(j) if has_gt else None)
+                        sig = None if sigs is None or not sigs[1][j] else sigs[0][j]
+                        writer.add_image(lo + j, prop, ds.gt(j) if has_gt else None, signature=sig)
                         bar.advance()
         n_masks = writer.n_masks
         writer.finish()

@@ -96,6 +96,11 @@ def run_query(
     with Dataset(ws.dataset_path) as ds:
         if len(acq["score"]) != ds.n_masks:
             raise A2LCError(f"{acq_path} has {len(acq['score'])} masks but the dataset has {ds.n_masks}; rerun acquire")
+        if export_dir is not None and read_image is None:
+            from .data import open_source
+            from .fingerprint import TrainImages
+
+            read_image = TrainImages.of(open_source(cfg), ds)  # a changed dataset folder stops here, before any write
         existing = read_query(qpath) if qpath.exists() else None
         if existing is not None and existing.attrs.get("inputs", {}).get("acquire") != acq["attrs"].get("uid"):
             if len(existing.answers) and any(a != SIMULATED for a in existing.answers.annotator):
@@ -163,11 +168,6 @@ def run_query(
         if export_dir is not None:
             prev = mask_state(ws.root, ds, r - 1)
             ids, labels = query.answers.effective()
-            if read_image is None:
-                from .data import open_source
-
-                source = open_source(cfg)
-                read_image = lambda i: source.image("train", i)  # noqa: E731
             export_bundle(
                 export_dir, ds=ds, read_image=read_image, r=r, selected=query.selected,
                 current_labels=prev.label, mean_prob=acq["mean_prob"],

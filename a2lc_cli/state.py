@@ -20,6 +20,7 @@ are the round-0 label map with the per-mask overrides of rounds 1..R painted in
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import re
@@ -286,6 +287,7 @@ _MASK_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
 _GT_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {"gt_label": (np.uint8, ()), "gt_purity": (np.float32, ())}
 _PART_RE = re.compile(r"^part-(\d+)-(\d+)\.h5$")
 _COPY_SLICE = 1 << 24  # elements copied at a time from a part into the finished file
+_SIG = (8, 8, 3)  # per-image content signature (a2lc_cli.fingerprint.image_signature)
 
 
 class DatasetWriter:
@@ -323,12 +325,16 @@ class DatasetWriter:
         self.sizes = sizes
         self.meta_json = json.dumps(meta, sort_keys=True, default=str)
         hw = np.array(sizes, dtype=np.int64).reshape(-1, 2)
+        # parts of an interrupted run are resumed only for the same images in the same order
+        self.images_digest = hashlib.sha256(json.dumps([self.names, hw.tolist()]).encode()).hexdigest()
         self.pixel_offset = np.zeros(self.n + 1, dtype=np.int64)
         np.cumsum(hw[:, 0] * hw[:, 1], out=self.pixel_offset[1:])
         self.columns = {**_MASK_COLUMNS, **(_GT_COLUMNS if has_gt else {})}
         self.parts: list[tuple[Path, int, int, int, int]] = []  # (file, first, end, mask_first, mask_end)
         self.images_done = 0
         self.n_masks = 0
+        # pixel count of each label value (0..255) over the images added: round-0 labels, ground truth
+        self.values = {"label0": np.zeros(256, np.int64), "gt": np.zeros(256, np.int64)}
         self.f: h5py.File | None = None  # the open (unfinished) part
         self._open: tuple[Path, int, int] | None = None  # (temporary file, first image, first mask)
         if self.partial.is_file() or self.partial.is_symlink():
@@ -354,14 +360,18 @@ class DatasetWriter:
                     a = f.attrs
                     ok = (a.get("meta") == self.meta_json and int(a.get("images_total", -1)) == self.n
                           and int(a.get("first", -1)) == first and int(a.get("end", -1)) == end
-                          and int(a.get("mask_first", -1)) == self.n_masks)
+                          and int(a.get("mask_first", -1)) == self.n_masks
+                          and a.get("images_digest") == self.images_digest and "signature" in f)
                     mask_end = int(a.get("mask_end", -1))
+                    part_values = {k: np.asarray(a[f"values_{k}"], np.int64) for k in self.values}
             except (OSError, KeyError, ValueError, TypeError):
                 ok = False
             if not ok:
                 break
             self.parts.append((p, first, end, self.n_masks, mask_end))
             self.images_done, self.n_masks = end, mask_end
+            for k, v in part_values.items():
+                self.values[k] += v
 
     def _start_part(self) -> h5py.File:
         first = self.images_done
@@ -369,24 +379,34 @@ class DatasetWriter:
         f = h5py.File(tmp, "w")
         f.attrs["meta"] = self.meta_json
         f.attrs["images_total"] = self.n
+        f.attrs["images_digest"] = self.images_digest
         f.attrs["first"] = first
         f.attrs["mask_first"] = self.n_masks
+        self._values_at_start = {k: v.copy() for k, v in self.values.items()}
         pix = f.create_group("pixels")
         names = ("segment", "label0", "gt") if self.has_gt else ("segment", "label0")
         for name in names:
             pix.create_dataset(name, shape=(0,), maxshape=(None,), dtype=np.int32 if name == "segment" else np.uint8,
                                chunks=(PIXEL_CHUNK,), compression="gzip", compression_opts=1)
         f.create_dataset("mask_end", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        f.create_dataset("signature", shape=(0, *_SIG), maxshape=(None, *_SIG), dtype=np.uint8, chunks=(1024, *_SIG))
+        f.create_dataset("signed", shape=(0,), maxshape=(None,), dtype=bool, chunks=(4096,))
         m = f.create_group("masks")
         for name, (dt, tail) in self.columns.items():
             m.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dt, chunks=(4096, *tail))
         self.f, self._open = f, (tmp, first, self.n_masks)
         return f
 
-    def add_image(self, i: int, proposal: ImageProposal, gt: np.ndarray | None) -> int:
-        """Append image ``i`` (must be the next one). Returns the number of masks kept."""
+    def add_image(self, i: int, proposal: ImageProposal, gt: np.ndarray | None, *,
+                  signature: np.ndarray | None = None) -> int:
+        """Append image ``i`` (must be the next one). Returns the number of masks kept.
+
+        signature: (8,8,3) uint8 content signature of the source image
+        (:func:`a2lc_cli.fingerprint.image_signature`); ``None`` records none for this image.
+        """
         if i != self.images_done:
             raise RuntimeError(f"images must be added in order: expected {self.images_done}, got {i}")
+        sig = np.zeros(_SIG, np.uint8) if signature is None else np.asarray(signature, np.uint8).reshape(_SIG)
         h, w = self.sizes[i]
         seg = np.asarray(proposal.segment)
         lab = np.asarray(proposal.label0)
@@ -434,6 +454,11 @@ class DatasetWriter:
         for name, arr in cols.items():
             _append(f["masks"][name], arr)
         _append(f["mask_end"], np.array([start + k], np.int64))
+        self.values["label0"] += value_counts(labflat)
+        if self.has_gt:
+            self.values["gt"] += value_counts(pixels["gt"])
+        _append(f["signature"], sig[None])
+        _append(f["signed"], np.array([signature is not None]))
         self.n_masks = start + k
         self.images_done = i + 1
         return k
@@ -445,6 +470,8 @@ class DatasetWriter:
         tmp, first, mask_first = self._open
         self.f.attrs["end"] = self.images_done
         self.f.attrs["mask_end"] = self.n_masks
+        for k, v in self.values.items():
+            self.f.attrs[f"values_{k}"] = v - self._values_at_start[k]
         self.f.close()
         self.f, self._open = None, None
         with open(tmp, "rb+") as fh:
@@ -495,6 +522,8 @@ class DatasetWriter:
         g.create_dataset("height", data=hw[:, 0].astype(np.int32))
         g.create_dataset("width", data=hw[:, 1].astype(np.int32))
         g.create_dataset("pixel_offset", data=self.pixel_offset)
+        sig = g.create_dataset("signature", shape=(self.n, *_SIG), dtype=np.uint8)
+        signed = g.create_dataset("signed", shape=(self.n,), dtype=bool)
         mask_offset = np.zeros(self.n + 1, dtype=np.int64)
         total = int(self.pixel_offset[-1])
         chunk = (max(1, min(PIXEL_CHUNK, total)),)
@@ -513,12 +542,33 @@ class DatasetWriter:
                 for name in m:
                     _copy_into(src["masks"][name], m[name], at=mask_first, n=mask_end - mask_first)
                 mask_offset[first + 1:end + 1] = src["mask_end"][: end - first]
+                sig[first:end] = src["signature"][: end - first]
+                signed[first:end] = src["signed"][: end - first]
         g.create_dataset("mask_offset", data=mask_offset)
+        s = f.create_group("stats")
+        for k, v in self.values.items():
+            if k != "gt" or self.has_gt:
+                s.create_dataset(f"{k}_values", data=v)
 
     def close(self) -> None:
         """Stop without finishing: the images added so far are kept for a resume."""
         if self.f is not None:
             self.checkpoint()
+
+
+def value_counts(values: np.ndarray) -> np.ndarray:
+    """(256,) int64 count of each value of a uint8 array (OpenCV's histogram: ≈4× ``np.bincount``).
+
+    Counted in slices of 2^24 values, below which float32 bin counts are exact.
+    """
+    flat = np.ascontiguousarray(values, np.uint8).reshape(-1)
+    out = np.zeros(256, np.int64)
+    import cv2
+
+    for s in range(0, flat.size, 1 << 24):
+        part = flat[s:s + (1 << 24)].reshape(1, -1)
+        out += cv2.calcHist([part], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    return out
 
 
 def _append(d: h5py.Dataset, arr: np.ndarray) -> None:
@@ -657,6 +707,17 @@ class Dataset:
         if not self.has_gt:
             raise A2LCError("this dataset has no ground truth (metrics against GT and the simulated annotator need it)")
         return self._pixels("gt", i)
+
+    def image_signatures(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(signatures (N,8,8,3) uint8, signed (N,) bool) of the source images, or None for a
+        dataset.h5 written before a2lc recorded them (see :mod:`a2lc_cli.fingerprint`)."""
+        if "images/signature" not in self.f:
+            return None
+        sig = read_array(self.f, "images/signature", path=self.path)
+        signed = read_array(self.f, "images/signed", path=self.path).astype(bool)
+        if sig.shape != (self.n_images, *_SIG) or signed.shape != (self.n_images,):
+            raise A2LCError(f"{self.path}: damaged dataset file: images/signature has shape {sig.shape}")
+        return sig, signed
 
     def masks_of(self, i: int) -> slice:
         """The global mask ids of image ``i`` as a slice."""

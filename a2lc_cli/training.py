@@ -42,6 +42,7 @@ from . import __version__, faults, ui
 from .config import Config
 from .data.base import VOID
 from .errors import A2LCError
+from .fingerprint import TrainImages
 from .metrics import confusion_matrix, iou_from_confusion, result_json
 from .models import IMAGENET_MEAN, build_model, model_spec, to_input
 from .state import Dataset, artifact_uid, mask_state, paint_labels
@@ -311,6 +312,8 @@ class TrainSamples(torch.utils.data.Dataset):
         self._ds: Dataset | None = None
         self.images: list[np.ndarray] | None = None
         self.labels: list[np.ndarray] | None = None
+        with Dataset(self.ds_path) as ds:
+            self.read_image = TrainImages.of(self.source, ds)  # checks the names now, each image as read
         if preload:
             with Dataset(self.ds_path) as ds:
                 idx = range(ds.n_images)
@@ -321,12 +324,8 @@ class TrainSamples(torch.utils.data.Dataset):
             self.labels = [p[1] for p in pairs]
 
     def _read(self, ds: Dataset, i: int) -> tuple[np.ndarray, np.ndarray]:
-        image = self.source.image("train", i)
-        label = paint_labels(ds, i, self.state)
-        if image.shape[:2] != label.shape:
-            raise A2LCError(f"train image {i} is {image.shape[:2]} but dataset.h5 has {label.shape} for it "
-                            "(the dataset changed since pseudolabel?)")
-        return image, label
+        image = self.read_image(i)
+        return image, paint_labels(ds, i, self.state)
 
     def __getstate__(self) -> dict:
         d = dict(self.__dict__)

@@ -42,6 +42,13 @@ def info(message: str) -> None:
         err.print(message)
 
 
+def warn(message: str) -> None:
+    """A ``warning: ...`` line on stderr (shown even with -q: it names a likely mistake)."""
+    from rich.text import Text
+
+    err.print(Text("warning: ", style="bold yellow") + Text(message), soft_wrap=True)
+
+
 def progress(items: Iterable[T], description: str, *, total: int | None = None) -> Iterator[T]:
     """Iterate ``items`` under a rich progress bar on stderr."""
     if total is None and isinstance(items, Sequence):

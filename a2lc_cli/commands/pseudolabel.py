@@ -86,6 +86,8 @@ def pseudolabel(
             ws.save_config(cfg)
     if rank > 0:
         return
+    for w in summary.warnings:
+        ui.warn(w)
     if json_out:
         ui.print_json(vars(summary))
     else:

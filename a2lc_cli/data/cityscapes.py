@@ -19,6 +19,7 @@ import numpy as np
 from ..config import Config
 from ..errors import A2LCError
 from .base import SPLITS, VOID, ClassInfo
+from .discover import find_files
 from .files import Entry, FileSource, check_pairs, dataset_root, resolve_fill_label
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -72,9 +73,7 @@ def cityscapes_classes(fill_label: int = VOID) -> ClassInfo:
 
 def _index(folder: Path, suffix: str) -> dict[str, Path]:
     """``<city>/<stem>`` → path for every ``<folder>/<city>/<stem><suffix>``."""
-    if not folder.is_dir():
-        return {}
-    return {f"{p.parent.name}/{p.name[: -len(suffix)]}": p for p in folder.glob(f"*/*{suffix}") if p.is_file()}
+    return find_files(folder, (suffix,), depth=2, what="file")
 
 
 class CityscapesSource(FileSource):

@@ -24,21 +24,28 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import A2LCError
+from ..textio import check_name, read_lines
 from .base import SPLITS, VOID, ClassInfo, default_palette
+from .discover import find_files
 from .files import Entry, FileSource, check_pairs, dataset_root, resolve_fill_label
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def read_class_names(path: Path) -> tuple[str, ...]:
-    """Class names from a text file: one per line, in label order (0, 1, ...)."""
+    """Class names from a text file: one per line, in label order (0, 1, ...).
+
+    Read by :func:`a2lc_cli.textio.read_lines` (UTF-8, BOM and any line ending accepted);
+    names are stripped; blank lines and ``#`` lines are skipped; invisible characters,
+    duplicates (case-insensitive) and ``void``/``ignore``/``255`` are errors.
+    """
     if not path.is_file():
         raise A2LCError(f"{path}: class-names file does not exist (one class name per line; --classes-file)")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise A2LCError(f"{path}: cannot read class names ({e.__class__.__name__})") from None
-    names = tuple(s.strip() for s in lines if s.strip() and not s.strip().startswith("#"))
+    lines = read_lines(path, what="class-names file")
+    names = tuple(
+        check_name(s, where=f"{path} line {k + 1}")
+        for k, s in enumerate(lines) if s.strip() and not s.strip().startswith("#")
+    )
     if not names:
         raise A2LCError(f"{path}: no class names (one per line)")
     if len(names) >= VOID:
@@ -65,27 +72,11 @@ def classes_file_path(cfg: Config, root: Path) -> Path:
 
 def _index_images(folder: Path) -> dict[str, Path]:
     """``<relative path without extension>`` → image path; two files with one name are an error."""
-    out: dict[str, Path] = {}
-    if not folder.is_dir():
-        return out
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() not in IMAGE_EXTENSIONS or not p.is_file() or p.name.startswith("."):
-            continue
-        key = p.relative_to(folder).with_suffix("").as_posix()
-        if key in out:
-            raise A2LCError(f"{p}: two images are named {key!r} ({out[key].name} and {p.name})")
-        out[key] = p
-    return out
+    return find_files(folder, IMAGE_EXTENSIONS, what="image")
 
 
 def _index_labels(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        return {}
-    return {
-        p.relative_to(folder).with_suffix("").as_posix(): p
-        for p in sorted(folder.rglob("*.png"))
-        if p.is_file() and not p.name.startswith(".")
-    }
+    return find_files(folder, (".png",), what="label")
 
 
 class FolderSource(FileSource):

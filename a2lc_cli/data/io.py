@@ -57,28 +57,186 @@ def _short(e: BaseException) -> str:
 
 
 def image_size(path: Path, *, what: str = "image") -> tuple[int, int]:
-    """(H, W) of an image file from its header, without decoding the pixels."""
+    """(H, W) of an image file as displayed (EXIF orientation applied), from its header only
+    (a TIFF that only OpenCV reads, e.g. float RGB, is decoded)."""
+    path = Path(path)
+    if what == "image" and path.suffix.lower() in (".tif", ".tiff") and path.is_file():
+        try:
+            _open(path, what).close()
+        except A2LCError:
+            h, w = _decode_with_opencv(path, mode="TIFF").shape[:2]
+            return int(h), int(w)
     with _open(path, what) as im:
-        w, h = im.size
+        w, h = _stored_size(im)
+        if what == "image" and _orientation(im) in _SWAPS_AXES:
+            w, h = h, w
     return int(h), int(w)
 
 
+def _stored_size(im: Image.Image) -> tuple[int, int]:
+    """(W, H) of the pixels as stored (before any orientation), whatever the Pillow version.
+
+    Recent Pillow reports a TIFF's size already turned by its Orientation tag (and turns
+    the pixels on load); the TIFF tags hold the stored size.
+    """
+    if im.format == "TIFF":
+        tags = getattr(im, "tag_v2", {})
+        if 256 in tags and 257 in tags:
+            return int(tags[256]), int(tags[257])
+    return im.size
+
+
+# EXIF Orientation tag (0x0112) values whose displayed image has width and height swapped
+_SWAPS_AXES = (5, 6, 7, 8)
+_WIDE_BITS = (10, 12, 14, 16, 32)
+
+
+def _orientation(im: Image.Image) -> int:
+    """The EXIF Orientation (1..8) of an opened, not yet decoded image; 1 when absent or unreadable.
+
+    Read from the header only (JPEG APP1, TIFF tags, WebP/PNG ``exif`` chunk before the
+    pixels), so :func:`image_size` and :func:`read_rgb` agree without decoding.
+    """
+    try:
+        if im.format == "PNG":  # PngImageFile.getexif() decodes the whole image when the chunk is absent
+            if "exif" not in im.info:
+                return 1
+        value = im.getexif().get(0x0112, 1)
+        value = int(value)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block is treated as no orientation, as viewers do
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixels ``arr`` (H,W,...) turned into the displayed view for an EXIF ``orientation`` 1..8.
+
+    Same transforms as ``PIL.ImageOps.exif_transpose`` and OpenCV's ``imread``:
+    2 mirror, 3 rotate 180°, 4 flip, 5 transpose, 6 rotate 90° clockwise,
+    7 transverse, 8 rotate 90° counter-clockwise.
+    """
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1]
+    if orientation == 5:
+        return arr.swapaxes(0, 1)
+    if orientation == 6:
+        return arr[::-1].swapaxes(0, 1)
+    if orientation == 7:
+        return arr[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return arr.swapaxes(0, 1)[::-1]
+    return arr
+
+
+def to_uint8(arr: np.ndarray, *, where: str, mode: str) -> np.ndarray:
+    """Scale non-8-bit pixel values to uint8 by the one documented rule (docs/datasets.md).
+
+    - uint8 / bool: as they are (bool → 0/255);
+    - float: values must lie in [0, 1] (NaN/inf or values outside are an error) → round(v·255);
+    - wider integers: by the image's *effective bit depth* b, the smallest of 10, 12, 14,
+      16, 32 bits that holds its largest value (so 12-bit data stored in a 16-bit PNG reads
+      as 12-bit) → round(v·255 / (2^b − 1)); 9-bit-or-less values (max ≤ 255) stay as they are.
+    Negative integers are an error. ``where``/``mode`` name the file and its mode in errors.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * 255
+    if arr.size == 0:
+        return arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise A2LCError(
+                f"{where}: float image (mode {mode}) with values in [{lo:g}, {hi:g}]; a2lc reads float images "
+                "only with values in [0, 1] (scaled by 255): convert it to 8-bit or rescale it to [0, 1]"
+            )
+        return np.rint(arr.astype(np.float64) * 255.0).astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = int(np.min(arr)), int(np.max(arr))
+        if lo < 0:
+            raise A2LCError(f"{where}: integer image (mode {mode}) with negative values (min {lo}); convert it to 8-bit")
+        if hi <= 255:
+            return arr.astype(np.uint8)
+        bits = next((b for b in _WIDE_BITS if hi < (1 << b)), None)
+        if bits is None:
+            raise A2LCError(f"{where}: integer image (mode {mode}) with values up to {hi}; convert it to 8-bit")
+        scale = 255.0 / ((1 << bits) - 1)
+        return np.rint(arr.astype(np.float64) * scale).astype(np.uint8)
+    raise A2LCError(f"{where}: image of mode {mode} ({arr.dtype}) cannot be read as RGB; convert it to 8-bit")
+
+
+def _to_rgb(arr: np.ndarray, *, where: str, mode: str) -> np.ndarray:
+    """(H,W), (H,W,1), (H,W,3) or (H,W,4) values → (H,W,3) uint8 (grey repeated, alpha dropped)."""
+    arr = to_uint8(np.asarray(arr), where=where, mode=mode)
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        return arr[:, :, :3]
+    raise A2LCError(f"{where}: cannot read image as RGB (mode {mode}, array of shape {arr.shape})")
+
+
+def _decode_with_opencv(path: Path, *, mode: str) -> np.ndarray:
+    """Decode at full depth with OpenCV (16-bit colour PNG/TIFF, float colour TIFF), as RGB(A) order."""
+    import cv2
+
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        raise A2LCError(f"{path}: cannot read image: {_short(e)}") from None
+    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if arr is None:
+        raise A2LCError(f"{path}: cannot read image (mode {mode}; not a format a2lc reads, truncated or corrupt?)")
+    if arr.ndim == 3 and arr.shape[2] >= 3:
+        arr = arr[:, :, [2, 1, 0, *range(3, arr.shape[2])]]  # BGR(A) → RGB(A)
+    return arr
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an image as (H,W,3) uint8 RGB (grey, palette, RGBA, CMYK and 16-bit inputs are converted)."""
-    im = _open(path, "image")
+    """Read an image as (H,W,3) uint8 RGB, in its displayed orientation: THE reader of source pixels.
+
+    - EXIF orientation (JPEG, TIFF, WebP, PNG with the chunk before the pixels) is applied,
+      as labelme, CVAT and OpenCV's ``imread`` do, so labels drawn on the displayed view line up;
+    - grey, palette, RGBA, CMYK inputs are converted to RGB (alpha dropped);
+    - non-8-bit pixels follow :func:`to_uint8` (floats in [0, 1] × 255; wider integers by
+      their effective bit depth); anything else is a one-line error naming the file and mode.
+    """
+    path = Path(path)
+    where = str(path)
+    try:
+        im = _open(path, "image")
+    except A2LCError:
+        if path.suffix.lower() in (".tif", ".tiff") and path.is_file():  # e.g. float RGB TIFF: Pillow cannot
+            return np.ascontiguousarray(_to_rgb(_decode_with_opencv(path, mode="TIFF"), where=where, mode="TIFF"))
+        raise
     try:
         with im:
-            im.load()
-            if im.mode.startswith("I"):  # 16-bit grey: keep the high byte
-                grey = (np.clip(np.asarray(im), 0, 65535) // 257).astype(np.uint8)
-                arr = np.repeat(grey[:, :, None], 3, axis=2)
+            mode = im.mode
+            orientation = _orientation(im)
+            rawmode = im.tile[0].args if im.tile else None
+            rawmode = rawmode[0] if isinstance(rawmode, tuple) else rawmode
+            if mode in ("RGB", "RGBA") and isinstance(rawmode, str) and ";16" in rawmode:
+                arr = _decode_with_opencv(path, mode=f"{mode} 16-bit")  # Pillow would keep only the high byte
             else:
-                arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+                im.load()
+                if im.format == "TIFF" and 0x0112 not in getattr(im, "tag_v2", {}):
+                    orientation = 1  # this Pillow turned the TIFF on load already (and dropped the tag)
+                if mode in ("RGB", "L", "F") or mode.startswith("I"):
+                    arr = np.asarray(im)
+                else:
+                    arr = np.asarray(im.convert("RGB"))
+                if mode == "I" and arr.dtype != np.int32:
+                    arr = arr.astype(np.int32)
     except _DECODE_ERRORS as e:
         raise A2LCError(f"{path}: cannot read image (truncated or corrupt?): {_short(e)}") from None
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise A2LCError(f"{path}: cannot read image as RGB (got an array of shape {arr.shape})")
-    return np.ascontiguousarray(arr, dtype=np.uint8)
+    arr = _to_rgb(arr, where=where, mode=mode)
+    return np.ascontiguousarray(apply_orientation(arr, orientation), dtype=np.uint8)
 
 
 def read_label_png(path: Path, *, what: str = "label map") -> np.ndarray:

@@ -32,9 +32,9 @@ class TrainBatch:
 class _Items:
     """Map-style reader of (index, image, segment, labels); opens dataset.h5 lazily per process."""
 
-    def __init__(self, ds_path: Path, source: Source, state, indices: list[int]):
+    def __init__(self, ds_path: Path, read_image, state, indices: list[int]):
         self.ds_path = Path(ds_path)
-        self.source = source
+        self.read_image = read_image
         self.state = state
         self.indices = indices
         self._ds = None
@@ -48,7 +48,7 @@ class _Items:
         if self._ds is None:
             self._ds = Dataset(self.ds_path)
         i = self.indices[j]
-        image = self.source.image("train", i)
+        image = self.read_image(i)
         return i, image, self._ds.segment(i), paint_labels(self._ds, i, self.state)
 
 
@@ -61,11 +61,13 @@ def iter_train_batches(
     state: the MaskState whose labels are painted (the labels of the previous round).
     workers > 0 reads images in background processes (torch DataLoader).
     """
+    from ..fingerprint import TrainImages
     from ..state import Dataset
 
     with Dataset(ds_path) as ds:
         stop = ds.n_images if stop is None else stop
-    items = _Items(ds_path, source, state, list(range(start, stop)))
+        read_image = TrainImages.of(source, ds)  # the images are checked against dataset.h5 as they are read
+    items = _Items(ds_path, read_image, state, list(range(start, stop)))
     if workers > 0:
         import torch.utils.data as tud
 

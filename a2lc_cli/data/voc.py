@@ -17,7 +17,9 @@ from pathlib import Path
 
 from ..config import Config
 from ..errors import A2LCError
+from ..textio import check_name, read_lines
 from .base import SPLITS, ClassInfo, default_palette
+from .discover import find_files
 from .files import Entry, FileSource, dataset_root, resolve_fill_label
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -47,11 +49,8 @@ def _voc_root(root: Path) -> Path:
 
 
 def _read_ids(path: Path) -> list[str]:
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise A2LCError(f"{path}: cannot read image list ({e.__class__.__name__})") from None
-    ids = sorted({line.split()[0] for line in text.splitlines() if line.strip()})
+    lines = read_lines(path, what="image list")
+    ids = sorted({check_name(line.split()[0], where=f"{path} line {k + 1}") for k, line in enumerate(lines) if line.strip()})
     for i in ids:
         if "/" in i or "\\" in i:
             raise A2LCError(f"{path}: {i!r} is not an image id")
@@ -71,11 +70,11 @@ class VOCSource(FileSource):
         lists = root / "ImageSets" / "Segmentation"
         if not (lists / "train.txt").is_file():
             raise A2LCError(f"{lists / 'train.txt'}: VOC image list missing (one image id per line)")
-        jpgs = {p.stem for p in img_dir.glob("*.jpg")}
-        pngs = {p.stem for p in seg_dir.glob("*.png")} if seg_dir.is_dir() else set()
+        jpgs = find_files(img_dir, (".jpg",), depth=1, what="image")
+        pngs = find_files(seg_dir, (".png",), depth=1, what="label")
         # the reverse direction: a ground-truth PNG whose JPEG is missing
-        for stem in sorted(pngs - jpgs):
-            raise A2LCError(f"{seg_dir / (stem + '.png')}: label has no image (expected {img_dir / (stem + '.jpg')})")
+        for stem in sorted(pngs.keys() - jpgs.keys()):
+            raise A2LCError(f"{pngs[stem]}: label has no image (expected {img_dir / (stem + '.jpg')})")
         entries: dict[str, list[Entry]] = {}
         has_gt: dict[str, bool] = {}
         for split in SPLITS:
@@ -94,7 +93,7 @@ class VOCSource(FileSource):
                     f"{img_dir / (missing + '.jpg')}: image has no label (expected {seg_dir / (missing + '.png')})"
                 )
             entries[split] = [
-                Entry(name=i, image=img_dir / f"{i}.jpg", label=(seg_dir / f"{i}.png") if has_gt[split] else None)
+                Entry(name=i, image=jpgs[i], label=pngs[i] if has_gt[split] else None)
                 for i in ids
             ]
         return cls(root, classes, entries, has_gt)

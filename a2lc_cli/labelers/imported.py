@@ -21,6 +21,7 @@ import numpy as np
 from .. import ui
 from ..config import Config
 from ..data.base import VOID, Source, check_label_map
+from ..data.discover import find_files
 from ..data.io import image_size, read_label_png, read_mask_ids
 from ..errors import A2LCError
 from ..state import ImageProposal
@@ -70,13 +71,22 @@ class ImportLabeler(Labeler):
         self.import_dir = Path(pl.import_dir).expanduser() if pl.import_dir else None
         self.mask_dir = Path(pl.mask_dir).expanduser() if pl.mask_dir else None
         self.names = source.names("train")
+        self._found: dict[Path, dict[str, Path]] = {}
+
+    def _find(self, folder: Path, index: int) -> Path:
+        """``<folder>/<name>.png`` of train image ``index``, found by the shared discovery rule
+        (extension case-insensitive, hidden/OS files skipped); the expected path when absent."""
+        if folder not in self._found:
+            self._found[folder] = find_files(folder, (".png",), what="PNG")
+        name = self.names[index]
+        return self._found[folder].get(name, folder / f"{name}.png")
 
     def label_path(self, index: int) -> Path:
         assert self.import_dir is not None
-        return self.import_dir / f"{self.names[index]}.png"
+        return self._find(self.import_dir, index)
 
     def mask_path(self, index: int) -> Path | None:
-        return None if self.mask_dir is None else self.mask_dir / f"{self.names[index]}.png"
+        return None if self.mask_dir is None else self._find(self.mask_dir, index)
 
     def check(self) -> None:
         """Every train image has its pseudo-label PNG (and mask-id PNG), of the image's size."""

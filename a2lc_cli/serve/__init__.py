@@ -35,16 +35,18 @@ def check_bind(host: str, *, allow_remote: bool, lease_s: float = DEFAULT_LEASE_
         raise A2LCError(f"--lease must be a positive number of seconds (got {lease_s})")
 
 
-def _train_images(cfg: Config) -> Callable[[int], Any]:
-    """read_image(i) for the train split of the workspace's source, opened on first use."""
+def _train_images(cfg: Config, ds: Dataset) -> Callable[[int], Any]:
+    """read_image(i) for the train split of the workspace's source, opened on first use and
+    checked against ``dataset.h5`` (:class:`a2lc_cli.fingerprint.TrainImages`)."""
     opened: list[Any] = []
 
     def read(i: int) -> Any:
         if not opened:
             from .. import data
+            from ..fingerprint import TrainImages
 
-            opened.append(data.open_source(cfg))
-        return opened[0].image("train", i)
+            opened.append(TrainImages.of(data.open_source(cfg), ds))
+        return opened[0](i)
 
     return read
 
@@ -63,9 +65,9 @@ def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", 
     if not is_loopback(host):
         token = token or new_token()
     session = AnnotationSession(ws, r, lease_s=lease_s, on_answer=on_answer)
-    if read_image is None:
-        read_image = _train_images(cfg)
     ds = Dataset(ws.dataset_path)
+    if read_image is None:
+        read_image = _train_images(cfg, ds)
     try:
         server = AnnotationServer(session, ViewCache(ds, read_image), host=host, port=port, token=token)
     except BaseException:

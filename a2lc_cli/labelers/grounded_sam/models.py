@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from ...errors import A2LCError
+from ...textio import read_text
 
 # --------------------------------------------------------------------------- SAM
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def resolve_sam_spec(sam_type: str) -> SamSpec:
     if not path.is_file():
         raise A2LCError(f"SAM spec file {path} does not exist")
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = json.loads(read_text(path, what="SAM spec"))
+    except json.JSONDecodeError as e:
         raise A2LCError(f"{path}: not a readable JSON SAM spec ({_short(e)})") from None
     names = {f.name for f in dataclasses.fields(SamSpec)}
     if not isinstance(raw, dict) or set(raw) - names:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ...data.base import VOID, ClassInfo
 from ...errors import A2LCError
+from ...textio import check_name
 
 MAX_TEXT_LEN = 256  # GroundingDINO's text length
 
@@ -68,7 +69,7 @@ def build_prompts(
     owner: dict[str, int] = {}
     for c in range(classes.num_classes):
         for raw in by_class[c]:
-            p = " ".join(str(raw).lower().split())
+            p = " ".join(check_name(str(raw), where=f"grounded_sam.prompts[{classes.names[c]!r}]").lower().split())
             if not p:
                 raise A2LCError(f"grounded_sam.prompts[{classes.names[c]!r}]: empty phrase")
             if "." in p:
