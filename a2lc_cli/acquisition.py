@@ -104,67 +104,156 @@ def reduce_batch(
 ) -> BatchStats:
     """Reduce per-pixel model outputs to per-mask statistics with scatter operations.
 
-    probs: (N,C) float softmax probabilities of N pixels.
-    segment: (N,) int64 local mask id in [0, n_masks), or -1 for pixels no mask covers.
-    labels: (N,) int64 current labels ŷ (255 = void).
+    probs: (B,C,H,W) float softmax probabilities of B images (any memory format; NCHW
+        contiguous is the fast case on the CPU), or (N,C) for N pixels of one image.
+    segment: (B,H,W) or (N,) int64 local mask id in [0, n_masks), or -1 for pixels no
+        mask covers; a mask's pixels lie in one image.
+    labels: same shape as ``segment``, int64 current labels ŷ (255 = void).
     counted: (n_masks,) bool, masks whose pixels count towards the class counts of
         Eq. 7–8 (the not-yet-queried masks); all masks when None.
-    embedding: (N,E) optional per-pixel embedding for the LCM feature.
+    embedding: optional decoder embedding for the LCM feature: (B,E,h,w) at any
+        resolution (bilinearly upsampled to (H,W) a few channels at a time), or (N,E)
+        with (N,C) probabilities.
+    Returns the per-mask sums of :class:`BatchStats`; ``rep_pixel`` is a flat index over
+    the batch's B·H·W pixels.
+
+    Nothing of size pixels × classes is allocated besides ``probs``: each image is
+    reduced on its (C, H·W) planes, per-mask sums are ``index_add_`` along the pixel
+    axis of the planes (one pass for both Σ_m p and Σ_{m'} p, keyed by mask and
+    "in m'"), and per-pixel quantities (argmax, |p|, p·f(m')) are accumulated class by
+    class into (H·W,) vectors. Pixels no mask covers go to a spare bin k.
     """
+    planes, seg_img, lab_img, emb_img = _image_planes(probs, segment, labels, embedding)
     dev = probs.device
-    n, c = probs.shape
+    c = planes[0].shape[0]
     k = n_masks
-    inside = segment >= 0
-    pix = torch.nonzero(inside, as_tuple=True)[0]
-    seg = segment[pix]
-    p = probs[pix].float()
-    lab = labels[pix]
-    pred = p.argmax(1)
-    eff = torch.where(lab == VOID, pred, lab)  # ŷ'
-    valid = lab != VOID
+    kk = k + 1  # bin k: pixels outside every mask
+    area = torch.zeros(kk, device=dev, dtype=torch.int64)
+    hist = torch.zeros(kk * c, device=dev, dtype=torch.int64)
+    # [:, :kk] Σ p over pixels outside m', [:, kk:] Σ p over m' (pixels predicting D_θ(m))
+    psum = torch.zeros(c, 2 * kk, device=dev)
+    sim_by_class = torch.zeros(kk * c, device=dev, dtype=torch.float64)
+    cil_sum = torch.zeros(kk, device=dev, dtype=torch.float64)
+    ent = torch.zeros(kk, device=dev, dtype=torch.float64) if need_entropy else None
+    mar = torch.zeros(kk, device=dev, dtype=torch.float64) if need_margin else None
+    n_total = sum(int(p.shape[1]) for p in planes)
+    rep = torch.full((kk,), n_total, device=dev, dtype=torch.int64)
+    counts = torch.zeros(c, device=dev, dtype=torch.int64)
+    counted_k = None
+    if counted is not None:
+        counted_k = torch.cat([counted.to(dev, torch.bool), torch.zeros(1, device=dev, dtype=torch.bool)])
+    emb_sum = None
+    base = 0
+    for p, s, lab, e in zip(planes, seg_img, lab_img, emb_img):
+        n = p.shape[1]
+        idx = torch.where(s >= 0, s, k)
+        pmax = p.amax(0)
+        pred = _first_argmax(p, pmax)
+        valid = lab != VOID
+        eff = torch.where(valid, lab, pred)  # ŷ'
+        a_cil = 1.0 - p.gather(0, eff.unsqueeze(0)).squeeze(0)  # Eq. 10
 
-    area = torch.bincount(seg, minlength=k)
-    # dominant predicted class per mask: argmax of the (k,C) histogram of argmax classes
-    hist = torch.bincount(seg * c + pred, minlength=k * c).view(k, c)
-    dominant = hist.argmax(1)
-    # mean softmax over the mask (Eq. 1) and over m' (pixels predicting the dominant class)
-    mean_prob = torch.zeros(k, c, device=dev).index_add_(0, seg, p) / area.clamp(min=1).unsqueeze(1)
-    in_mprime = pred == dominant[seg]
-    f_mprime = torch.zeros(k, c, device=dev).index_add_(0, seg[in_mprime], p[in_mprime])
-    f_mprime = f_mprime / f_mprime.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    cos = (p * f_mprime[seg]).sum(1) / p.norm(dim=1).clamp(min=1e-12)
-    cil = 1.0 - p.gather(1, eff.unsqueeze(1)).squeeze(1)  # Eq. 10
-    sim_by_class = torch.zeros(k * c, device=dev, dtype=torch.float64)
-    sim_by_class.index_add_(0, seg * c + eff, (cos * cil).double())
-    cil_sum = torch.zeros(k, device=dev, dtype=torch.float64).index_add_(0, seg, cil.double())
+        area += torch.bincount(idx, minlength=kk)
+        h = torch.bincount(idx * c + pred, minlength=kk * c)
+        hist += h
+        # D_θ(m): the most frequent argmax class (this image's masks are complete in h)
+        in_mprime = pred == h.view(kk, c).argmax(1)[idx]
+        psum.index_add_(1, idx + kk * in_mprime, p)
+        f_mprime = psum[:, kk:]
+        f_mprime = f_mprime / torch.linalg.vector_norm(f_mprime, dim=0, keepdim=True).clamp(min=1e-12)
+        # cos(f(x), f(m')) = Σ_c p_c(x) f̂_c(m(x)) / |p(x)|, class by class
+        dot = torch.zeros(n, device=dev)
+        sq = torch.zeros(n, device=dev)
+        for j in range(c):
+            dot.addcmul_(p[j], f_mprime[j].index_select(0, idx))
+            sq.addcmul_(p[j], p[j])
+        cos = dot.div_(sq.sqrt_().clamp_(min=1e-12))
+        sim_by_class.index_add_(0, idx * c + eff, (cos * a_cil).double())
+        cil_sum.index_add_(0, idx, a_cil.double())
+        if ent is not None:
+            e_pix = torch.zeros(n, device=dev)
+            for j in range(c):
+                e_pix.sub_(p[j] * torch.log(p[j].clamp(min=1e-12)))
+            ent.index_add_(0, idx, e_pix.double())
+        if mar is not None:
+            second = torch.zeros(n, device=dev)
+            if c > 1:
+                second.fill_(-float("inf"))
+                for j in range(c):
+                    torch.maximum(second, p[j].masked_fill(pred == j, -float("inf")), out=second)
+            mar.index_add_(0, idx, (1.0 - (pmax - second)).double())
 
-    ent = mar = None
-    if need_entropy:
-        e = -(p * torch.log(p.clamp(min=1e-12))).sum(1)
-        ent = torch.zeros(k, device=dev, dtype=torch.float64).index_add_(0, seg, e.double())
-    if need_margin:
-        top2 = p.topk(2, dim=1).values if c > 1 else torch.cat([p, torch.zeros_like(p)], 1)
-        mg = 1.0 - (top2[:, 0] - top2[:, 1])
-        mar = torch.zeros(k, device=dev, dtype=torch.float64).index_add_(0, seg, mg.double())
+        # representative pixel: the pixel of m' with the largest cosine (first such pixel on ties)
+        key = torch.where(in_mprime, cos, torch.full_like(cos, -2.0))
+        best = torch.full((kk,), -3.0, device=dev).scatter_reduce_(0, idx, key, reduce="amax")
+        pix = torch.nonzero((key == best[idx]) & (idx < k), as_tuple=True)[0]
+        rep.scatter_reduce_(0, idx[pix], pix + base, reduce="amin")
 
-    # representative pixel: the pixel of m' with the largest cosine (first such pixel on ties)
-    key = torch.where(in_mprime, cos, torch.full_like(cos, -2.0))
-    best = torch.full((k,), -3.0, device=dev).scatter_reduce(0, seg, key, reduce="amax")
-    is_best = key == best[seg]
-    rep = torch.full((k,), n, device=dev, dtype=torch.int64)
-    rep.scatter_reduce_(0, seg[is_best], pix[is_best], reduce="amin")
+        cmask = valid & (idx < k) if counted_k is None else valid & counted_k[idx]
+        counts += torch.bincount(lab[cmask], minlength=c)[:c]
+        if e is not None:
+            emb_sum = _embedding_sums(e, idx, kk, emb_sum, (p.shape[1],) if probs.dim() == 2 else probs.shape[-2:])
+        base += n
 
-    cmask = valid if counted is None else valid & counted[seg]
-    counts = torch.bincount(lab[cmask], minlength=c)[:c]
-
-    emb = None
-    if embedding is not None:
-        e = embedding[pix].float()
-        emb = torch.zeros(k, e.shape[1], device=dev).index_add_(0, seg, e) / area.clamp(min=1).unsqueeze(1)
+    area_k = area[:k]
+    denom = area_k.clamp(min=1).unsqueeze(1)
+    mean_prob = (psum[:, :k] + psum[:, kk:kk + k]).t() / denom
+    emb = None if emb_sum is None else emb_sum[:, :k].t() / denom
     return BatchStats(
-        area=area, dominant=dominant, mean_prob=mean_prob, sim_by_class=sim_by_class.view(k, c),
-        cil=cil_sum, entropy=ent, margin=mar, rep_pixel=rep, counts=counts, embedding=emb,
+        area=area_k, dominant=hist.view(kk, c)[:k].argmax(1), mean_prob=mean_prob,
+        sim_by_class=sim_by_class.view(kk, c)[:k], cil=cil_sum[:k],
+        entropy=None if ent is None else ent[:k], margin=None if mar is None else mar[:k],
+        rep_pixel=rep[:k], counts=counts, embedding=emb,
     )
+
+
+def _image_planes(probs, segment, labels, embedding):
+    """Per image: (C,n) probability planes, (n,) segment, (n,) labels, and the embedding (or None)."""
+    if probs.dim() == 2:  # (N,C) pixels of one image
+        emb = None if embedding is None else [embedding.t()]
+        return [probs.float().t()], [segment.reshape(-1)], [labels.reshape(-1)], emb or [None]
+    b, c = probs.shape[:2]
+    planes = [probs[i].float().reshape(c, -1) for i in range(b)]
+    segs = segment.reshape(b, -1)
+    labs = labels.reshape(b, -1)
+    embs = [None] * b if embedding is None else [embedding[i] for i in range(b)]
+    return planes, list(segs), list(labs), embs
+
+
+def _first_argmax(p: torch.Tensor, pmax: torch.Tensor) -> torch.Tensor:
+    """(n,) int64 argmax over the C rows of (C,n) ``p`` (the first maximal class, as ``argmax``).
+
+    Class by class on (n,) vectors: ``p.argmax(0)`` reduces over the strided axis and is
+    several times slower on the CPU.
+    """
+    c, n = p.shape
+    if c > 255:
+        return p.argmax(0)
+    acc = torch.full((n,), c, device=p.device, dtype=torch.uint8)
+    eq = torch.empty(n, device=p.device, dtype=torch.uint8)
+    for j in range(c - 1, -1, -1):  # the last hit is the smallest class
+        torch.eq(p[j], pmax, out=eq.view(torch.bool))
+        acc.sub_(eq.mul_(acc - j))
+    return acc.long()
+
+
+def _embedding_sums(e: torch.Tensor, idx: torch.Tensor, kk: int, acc: torch.Tensor | None, size) -> torch.Tensor:
+    """Add Σ over each mask of the embedding, bilinearly upsampled to the image size, to ``acc`` (E,kk).
+
+    e: (E,h,w) one image's embedding, or (E,n) already per pixel. Upsampled 8 channels at a
+    time (interpolation is per channel), so no (E, H·W) array exists at once.
+    """
+    n_ch = e.shape[0]
+    if acc is None:
+        acc = torch.zeros(n_ch, kk, device=idx.device)
+    if e.dim() == 2:
+        return acc.index_add_(1, idx, e.float())
+    for j in range(0, n_ch, 8):
+        part = e[j:j + 8].unsqueeze(0).float()
+        if tuple(part.shape[-2:]) != tuple(size):
+            part = torch.nn.functional.interpolate(part, size=tuple(size), mode="bilinear", align_corners=False)
+        acc[j:j + 8].index_add_(1, idx, part.reshape(part.shape[1], -1))
+    return acc
 
 
 # --------------------------------------------------------------------------- final scores
