@@ -40,6 +40,21 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+CPU_BATCH_PIXELS = 2**21  # ≈ one 1024×2048 image: logits + probabilities of a batch ≈ 2 × 160 MB
+
+
+def default_batch_size(dev: torch.device, max_pixels: int) -> int:
+    """Images per forward pass when none is given: 4, on the CPU at most ``CPU_BATCH_PIXELS`` pixels.
+
+    On the CPU the forward pass's activations and the (B,C,H,W) logits and
+    probabilities dominate the pass's memory; at 1024×2048 four images need ≈ 4 GB,
+    one ≈ 1 GB (docs/performance.md). Per-mask results do not depend on the batch.
+    """
+    if dev.type == "cuda":
+        return 4
+    return max(1, min(4, CPU_BATCH_PIXELS // max(1, max_pixels)))
+
+
 def softmax_classes(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over the class axis of (B,C,H,W) logits, as float32, on the layout that is fast for it.
 
@@ -72,13 +87,15 @@ def run_acquire(
     *,
     fn: str | None = None,
     device: str | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     workers: int = 0,
     checkpoint_seconds: float = 120.0,
     checkpoint_images: int | None = None,
 ) -> dict[str, Any]:
     """Score every mask of the train set with θ_{r-1}; write ``rounds/rNNN/acquire.h5``.
 
+    batch_size: images per forward pass; None = :func:`default_batch_size` (4, fewer for
+    large images on the CPU so the pass's memory stays bounded).
     The pass saves ``.acquire.h5.partial`` every ``checkpoint_seconds`` (and every
     ``checkpoint_images`` images when given); a rerun with the same inputs resumes there.
     """
@@ -104,6 +121,8 @@ def run_acquire(
         if done != list(range(1, r)):
             missing = next(k for k in range(1, r) if k not in done)
             raise A2LCError(f"round {missing} has no query yet; run `a2lc query --r {missing}` first")
+        if batch_size is None:
+            batch_size = default_batch_size(dev, int((ds.heights.astype(np.int64) * ds.widths).max(initial=1)))
         model, info = load_model(model_path, dev)
         if int(info.get("num_classes", ds.num_classes)) != ds.num_classes:
             raise A2LCError(f"{model_path} predicts {info.get('num_classes')} classes but the dataset has {ds.num_classes}")

@@ -24,7 +24,7 @@ def acquire(
     r: Optional[int] = round_option("Round (≥ 1): scores masks with the model of round r-1."),
     fn: Optional[str] = typer.Option(None, "--fn", help="Acquisition function: " + " | ".join(ACQUISITIONS) + " (default: the method's)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda[:N] (default: cuda when available)."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass (default 4; on the CPU fewer for images over 0.5 Mpx)."),
     workers: int = typer.Option(0, "--workers", min=0, help="Background image-reading processes."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Also checkpoint every N images (default: every 2 minutes); an interrupted pass resumes there."),
     json_out: bool = JSON,
