@@ -148,16 +148,15 @@ def run_acquire(
                     else:
                         logits, emb = model(x), None
                 b, c, h, w = logits.shape
-                probs = softmax_classes(logits)
-                del logits  # the probabilities replace the logits: one (B,C,H,W) array at a time
                 seg = torch.as_tensor(batch.segment, device=dev).long()
                 seg = torch.where(seg >= 0, seg - m0, seg)
                 labels = torch.as_tensor(batch.labels, device=dev).long()
+                # softmax block by block inside the reduction, over the logits in place (one (B,C,H,W) array)
                 bs = reduce_batch(
-                    probs, seg, labels, m1 - m0, counted=counted_all[m0:m1], embedding=emb,
-                    need_entropy=fn == "entropy", need_margin=fn == "margin",
+                    logits, seg, labels, m1 - m0, counted=counted_all[m0:m1], embedding=emb,
+                    need_entropy=fn == "entropy", need_margin=fn == "margin", logits=True,
                 )
-                del probs, emb
+                del logits, emb
                 # flat offset of each mask's image inside the batch, to store image-relative pixels
                 img_of_mask = ds.mask_image[m0:m1] - i0
                 stats.put(m0, bs, img_of_mask.astype(np.int64) * (h * w))

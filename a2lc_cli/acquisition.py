@@ -91,6 +91,9 @@ class BatchStats:
     embedding: torch.Tensor | None = None
 
 
+PIXEL_CHUNK = 1 << 15  # pixels per step on the CPU: a (C, chunk) block of probabilities stays in cache
+
+
 def reduce_batch(
     probs: torch.Tensor,
     segment: torch.Tensor,
@@ -101,11 +104,13 @@ def reduce_batch(
     embedding: torch.Tensor | None = None,
     need_entropy: bool = False,
     need_margin: bool = False,
+    chunk: int | None = None,
+    logits: bool = False,
 ) -> BatchStats:
     """Reduce per-pixel model outputs to per-mask statistics with scatter operations.
 
-    probs: (B,C,H,W) float softmax probabilities of B images (any memory format; NCHW
-        contiguous is the fast case on the CPU), or (N,C) for N pixels of one image.
+    probs: (B,C,H,W) float softmax probabilities of B images, NCHW or channels-last, or
+        (N,C) for N pixels of one image.
     segment: (B,H,W) or (N,) int64 local mask id in [0, n_masks), or -1 for pixels no
         mask covers; a mask's pixels lie in one image.
     labels: same shape as ``segment``, int64 current labels ŷ (255 = void).
@@ -114,14 +119,21 @@ def reduce_batch(
     embedding: optional decoder embedding for the LCM feature: (B,E,h,w) at any
         resolution (bilinearly upsampled to (H,W) a few channels at a time), or (N,E)
         with (N,C) probabilities.
+    chunk: pixels per step (default: ``PIXEL_CHUNK`` on the CPU, a whole image on CUDA).
+    logits: ``probs`` holds logits: the softmax over classes is taken block by block in
+        pass 1 and written over them (float32 ``probs`` then holds the probabilities
+        afterwards), so no second (B,C,H,W) array is allocated.
     Returns the per-mask sums of :class:`BatchStats`; ``rep_pixel`` is a flat index over
     the batch's B·H·W pixels.
 
-    Nothing of size pixels × classes is allocated besides ``probs``: each image is
-    reduced on its (C, H·W) planes, per-mask sums are ``index_add_`` along the pixel
-    axis of the planes (one pass for both Σ_m p and Σ_{m'} p, keyed by mask and
-    "in m'"), and per-pixel quantities (argmax, |p|, p·f(m')) are accumulated class by
-    class into (H·W,) vectors. Pixels no mask covers go to a spare bin k.
+    Nothing of size pixels × classes is allocated besides ``probs``. Each image is read
+    twice, a (C, chunk) block at a time (copied to planar layout when ``probs`` is
+    channels-last): pass 1 takes the argmax, a_CIL and, by one ``index_add_``
+    keyed by (mask, argmax class), Σ p over the pixels of each mask predicting each
+    class — which gives both Σ_m p (Eq. 1) and, once D_θ(m) is known, f(m′); pass 2 takes
+    cos(f(x), f(m′)) = p(x)·f̂(m′)/|p(x)| for the sums of Eq. 11–12 and the
+    representative pixel, on (chunk, C) rows of pixels. Pixels no mask covers go to a
+    spare bin k.
     """
     planes, seg_img, lab_img, emb_img = _image_planes(probs, segment, labels, embedding)
     dev = probs.device
@@ -130,8 +142,9 @@ def reduce_batch(
     kk = k + 1  # bin k: pixels outside every mask
     area = torch.zeros(kk, device=dev, dtype=torch.int64)
     hist = torch.zeros(kk * c, device=dev, dtype=torch.int64)
-    # [:, :kk] Σ p over pixels outside m', [:, kk:] Σ p over m' (pixels predicting D_θ(m))
-    psum = torch.zeros(c, 2 * kk, device=dev)
+    # psum[:, m·C + j] = Σ p over the pixels of mask m whose argmax class is j
+    psum = torch.zeros(c, kk * c, device=dev)
+    f_mprime = torch.zeros(c, kk, device=dev)
     sim_by_class = torch.zeros(kk * c, device=dev, dtype=torch.float64)
     cil_sum = torch.zeros(kk, device=dev, dtype=torch.float64)
     ent = torch.zeros(kk, device=dev, dtype=torch.float64) if need_entropy else None
@@ -142,49 +155,56 @@ def reduce_batch(
     counted_k = None
     if counted is not None:
         counted_k = torch.cat([counted.to(dev, torch.bool), torch.zeros(1, device=dev, dtype=torch.bool)])
+    desc = torch.arange(c, 0, -1, device=dev, dtype=torch.uint8 if c < 256 else torch.int32).unsqueeze(1)
     emb_sum = None
     base = 0
     for p, s, lab, e in zip(planes, seg_img, lab_img, emb_img):
         n = p.shape[1]
+        step = chunk or (n if dev.type == "cuda" else PIXEL_CHUNK)
         idx = torch.where(s >= 0, s, k)
-        pmax = p.amax(0)
-        pred = _first_argmax(p, pmax)
         valid = lab != VOID
-        eff = torch.where(valid, lab, pred)  # ŷ'
-        a_cil = 1.0 - p.gather(0, eff.unsqueeze(0)).squeeze(0)  # Eq. 10
-
-        area += torch.bincount(idx, minlength=kk)
+        pred = torch.empty(n, device=dev, dtype=torch.int64)
+        a_cil = torch.empty(n, device=dev)
+        for lo in range(0, n, step):  # pass 1
+            hi = min(n, lo + step)
+            if logits:
+                _softmax_block_(p, lo, hi)
+            pc = _planar(p, lo, hi)
+            i = idx[lo:hi]
+            pmax = pc.amax(0)
+            # argmax (first maximal class): the largest of (C − j) over the classes equal to the max
+            pr = c - ((pc == pmax) * desc).amax(0).long()
+            pred[lo:hi] = pr
+            eff = torch.where(valid[lo:hi], lab[lo:hi], pr)  # ŷ'
+            a_cil[lo:hi] = 1.0 - pc.gather(0, eff.unsqueeze(0)).squeeze(0)  # Eq. 10
+            psum.index_add_(1, i * c + pr, pc)
+            if ent is not None:
+                ent.index_add_(0, i, -(pc * torch.log(pc.clamp(min=1e-12))).sum(0).double())
+            if mar is not None:
+                second = pc.scatter(0, pr.unsqueeze(0), -float("inf")).amax(0) if c > 1 else torch.zeros_like(pmax)
+                mar.index_add_(0, i, (1.0 - (pmax - second)).double())
         h = torch.bincount(idx * c + pred, minlength=kk * c)
         hist += h
-        # D_θ(m): the most frequent argmax class (this image's masks are complete in h)
-        in_mprime = pred == h.view(kk, c).argmax(1)[idx]
-        psum.index_add_(1, idx + kk * in_mprime, p)
-        f_mprime = psum[:, kk:]
-        f_mprime = f_mprime / torch.linalg.vector_norm(f_mprime, dim=0, keepdim=True).clamp(min=1e-12)
-        # cos(f(x), f(m')) = Σ_c p_c(x) f̂_c(m(x)) / |p(x)|, class by class
-        dot = torch.zeros(n, device=dev)
-        sq = torch.zeros(n, device=dev)
-        for j in range(c):
-            dot.addcmul_(p[j], f_mprime[j].index_select(0, idx))
-            sq.addcmul_(p[j], p[j])
-        cos = dot.div_(sq.sqrt_().clamp_(min=1e-12))
+        area += torch.bincount(idx, minlength=kk)
+        # D_θ(m): the most frequent argmax class (this image's masks are complete in h); f(m′) = Σ_{m′} p
+        dom = h.view(kk, c).argmax(1)
+        img_masks = h.view(kk, c).sum(1) > 0
+        f_img = psum.view(c, kk, c).gather(2, dom.view(1, kk, 1).expand(c, kk, 1)).squeeze(2)
+        f_mprime[:, img_masks] = f_img[:, img_masks]
+        f_hat = f_img / torch.linalg.vector_norm(f_img, dim=0, keepdim=True).clamp(min=1e-12)
+        f_rows = f_hat.t().contiguous()  # (kk, C)
+        cos = torch.empty(n, device=dev)
+        for lo in range(0, n, step):  # pass 2: cos(f(x), f(m′)), pixel by pixel in rows of C classes
+            hi = min(n, lo + step)
+            pr = _pixel_rows(p, lo, hi)
+            dot = (pr * f_rows.index_select(0, idx[lo:hi])).sum(1)
+            cos[lo:hi] = dot.div_((pr * pr).sum(1).sqrt_().clamp_(min=1e-12))
+        eff = torch.where(valid, lab, pred)
         sim_by_class.index_add_(0, idx * c + eff, (cos * a_cil).double())
         cil_sum.index_add_(0, idx, a_cil.double())
-        if ent is not None:
-            e_pix = torch.zeros(n, device=dev)
-            for j in range(c):
-                e_pix.sub_(p[j] * torch.log(p[j].clamp(min=1e-12)))
-            ent.index_add_(0, idx, e_pix.double())
-        if mar is not None:
-            second = torch.zeros(n, device=dev)
-            if c > 1:
-                second.fill_(-float("inf"))
-                for j in range(c):
-                    torch.maximum(second, p[j].masked_fill(pred == j, -float("inf")), out=second)
-            mar.index_add_(0, idx, (1.0 - (pmax - second)).double())
 
         # representative pixel: the pixel of m' with the largest cosine (first such pixel on ties)
-        key = torch.where(in_mprime, cos, torch.full_like(cos, -2.0))
+        key = torch.where(pred == dom[idx], cos, torch.full_like(cos, -2.0))
         best = torch.full((kk,), -3.0, device=dev).scatter_reduce_(0, idx, key, reduce="amax")
         pix = torch.nonzero((key == best[idx]) & (idx < k), as_tuple=True)[0]
         rep.scatter_reduce_(0, idx[pix], pix + base, reduce="amin")
@@ -192,12 +212,12 @@ def reduce_batch(
         cmask = valid & (idx < k) if counted_k is None else valid & counted_k[idx]
         counts += torch.bincount(lab[cmask], minlength=c)[:c]
         if e is not None:
-            emb_sum = _embedding_sums(e, idx, kk, emb_sum, (p.shape[1],) if probs.dim() == 2 else probs.shape[-2:])
+            emb_sum = _embedding_sums(e, idx, kk, emb_sum, (n,) if probs.dim() == 2 else probs.shape[-2:])
         base += n
 
     area_k = area[:k]
     denom = area_k.clamp(min=1).unsqueeze(1)
-    mean_prob = (psum[:, :k] + psum[:, kk:kk + k]).t() / denom
+    mean_prob = psum.view(c, kk, c).sum(2)[:, :k].t() / denom
     emb = None if emb_sum is None else emb_sum[:, :k].t() / denom
     return BatchStats(
         area=area_k, dominant=hist.view(kk, c)[:k].argmax(1), mean_prob=mean_prob,
@@ -207,8 +227,39 @@ def reduce_batch(
     )
 
 
+def _softmax_block_(p: torch.Tensor, lo: int, hi: int) -> None:
+    """Softmax over the classes of pixels [lo, hi) of the (C,n) planes ``p``, in place, along its contiguous axis.
+
+    Channels-last memory: rows of C classes per pixel; NCHW: C planes. (Softmax over dim 1
+    of channels-last memory is 3.9× slower on the CPU; docs/performance.md.)
+    """
+    block = p[:, lo:hi]
+    if block.stride(0) == 1:  # pixel-major
+        rows = block.t()
+        rows.copy_(torch.softmax(rows, 1))
+    else:
+        block.copy_(torch.softmax(block, 0))
+
+
+def _planar(p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """(C, hi−lo) block of the (C,n) planes ``p``, contiguous along pixels (a copy only when it is not)."""
+    block = p[:, lo:hi]
+    return block if block.stride(1) == 1 else block.contiguous()
+
+
+def _pixel_rows(p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """(hi−lo, C) block of the (C,n) planes ``p`` as contiguous pixel rows (a copy only when it is not).
+
+    Per-pixel sums over classes are taken along these rows so that every pixel's value
+    is computed by the same instructions wherever it lies (equal probabilities give
+    equal cosines, which the representative pixel's tie-break relies on).
+    """
+    block = p[:, lo:hi].t()
+    return block if block.stride(1) == 1 else block.contiguous()
+
+
 def _image_planes(probs, segment, labels, embedding):
-    """Per image: (C,n) probability planes, (n,) segment, (n,) labels, and the embedding (or None)."""
+    """Per image: (C,n) probability planes (views), (n,) segment, (n,) labels, and the embedding (or None)."""
     if probs.dim() == 2:  # (N,C) pixels of one image
         emb = None if embedding is None else [embedding.t()]
         return [probs.float().t()], [segment.reshape(-1)], [labels.reshape(-1)], emb or [None]
@@ -218,23 +269,6 @@ def _image_planes(probs, segment, labels, embedding):
     labs = labels.reshape(b, -1)
     embs = [None] * b if embedding is None else [embedding[i] for i in range(b)]
     return planes, list(segs), list(labs), embs
-
-
-def _first_argmax(p: torch.Tensor, pmax: torch.Tensor) -> torch.Tensor:
-    """(n,) int64 argmax over the C rows of (C,n) ``p`` (the first maximal class, as ``argmax``).
-
-    Class by class on (n,) vectors: ``p.argmax(0)`` reduces over the strided axis and is
-    several times slower on the CPU.
-    """
-    c, n = p.shape
-    if c > 255:
-        return p.argmax(0)
-    acc = torch.full((n,), c, device=p.device, dtype=torch.uint8)
-    eq = torch.empty(n, device=p.device, dtype=torch.uint8)
-    for j in range(c - 1, -1, -1):  # the last hit is the smallest class
-        torch.eq(p[j], pmax, out=eq.view(torch.bool))
-        acc.sub_(eq.mul_(acc - j))
-    return acc.long()
 
 
 def _embedding_sums(e: torch.Tensor, idx: torch.Tensor, kk: int, acc: torch.Tensor | None, size) -> torch.Tensor:

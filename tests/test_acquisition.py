@@ -199,11 +199,14 @@ def _random_batch(seed, *, b=3, c=6, h=14, w=18, masks_per_image=9, ties=False):
     return probs, seg, labels, b * masks_per_image, counted, emb
 
 
-@pytest.mark.parametrize("seed,ties", [(0, False), (1, False), (2, True), (3, True)])
-def test_reduce_batch_equals_the_former_per_pixel_implementation(seed, ties):
+@pytest.mark.parametrize("seed,ties,chunk,channels_last", [
+    (0, False, None, False), (1, False, 37, True), (2, True, None, True), (3, True, 64, False), (5, True, 29, True)])
+def test_reduce_batch_equals_the_former_per_pixel_implementation(seed, ties, chunk, channels_last):
     probs, seg, labels, k, counted, emb = _random_batch(seed, ties=ties)
     b, c, h, w = probs.shape
-    new = reduce_batch(probs, seg, labels, k, counted=counted, embedding=emb, need_entropy=True, need_margin=True)
+    x = probs.contiguous(memory_format=torch.channels_last) if channels_last else probs
+    new = reduce_batch(x, seg, labels, k, counted=counted, embedding=emb, need_entropy=True, need_margin=True,
+                       chunk=chunk)
     up = torch.nn.functional.interpolate(emb, size=(h, w), mode="bilinear", align_corners=False)
     ref = _reference_reduce_batch(
         probs.permute(0, 2, 3, 1).reshape(-1, c), seg.reshape(-1), labels.reshape(-1), k, counted=counted,
@@ -229,3 +232,17 @@ def test_reduce_batch_pixel_rows_and_image_planes_agree():
     cl = reduce_batch(probs.contiguous(memory_format=torch.channels_last), seg, labels, k, counted=counted)
     np.testing.assert_array_equal(cl.rep_pixel.numpy(), a.rep_pixel.numpy())
     np.testing.assert_allclose(cl.sim_by_class.numpy(), a.sim_by_class.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_reduce_batch_from_logits_applies_the_softmax_in_place():
+    probs, seg, labels, k, counted, _ = _random_batch(6, c=7)
+    logits = torch.log(probs) + torch.randn(probs.shape[0], 1, *probs.shape[2:])  # shift per pixel: same softmax
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = logits.clone(memory_format=layout)
+        a = reduce_batch(x, seg, labels, k, counted=counted, logits=True, chunk=50)
+        np.testing.assert_allclose(x.numpy(), probs.numpy(), rtol=1e-5, atol=1e-6)  # overwritten with the softmax
+        b = reduce_batch(probs, seg, labels, k, counted=counted)
+        for name in ("area", "dominant", "counts"):
+            np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy())
+        for name in ("mean_prob", "sim_by_class", "cil"):
+            np.testing.assert_allclose(getattr(a, name).numpy(), getattr(b, name).numpy(), rtol=1e-5, atol=1e-5)
