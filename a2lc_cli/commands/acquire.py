@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import typer
 
 from .. import ui
-from ..acquisition import ACQUISITIONS
+from ..config import AcquisitionName
 from ..errors import A2LCError
 from ._common import JSON, require_round, round_option, workspace
 
@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
 def acquire(
     ctx: typer.Context,
     r: Optional[int] = round_option("Round (≥ 1): scores masks with the model of round r-1."),
-    fn: Optional[str] = typer.Option(None, "--fn", help="Acquisition function: " + " | ".join(ACQUISITIONS) + " (default: the method's)."),
+    fn: Optional[str] = typer.Option(None, "--fn", help="Acquisition function: " + " | ".join(get_args(AcquisitionName)) + " (default: the method's)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda[:N] (default: cuda when available)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass (default 4; on the CPU fewer for images over 0.5 Mpx)."),
     workers: int = typer.Option(0, "--workers", min=0, help="Background image-reading processes."),
