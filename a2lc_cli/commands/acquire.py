@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Optional, get_args
 
@@ -29,15 +31,25 @@ def acquire(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Also checkpoint every N images (default: every 2 minutes); an interrupted pass resumes there."),
     json_out: bool = JSON,
 ) -> None:
-    """Score every mask with the acquisition function (one streaming pass of θ_{r-1})."""
+    """Score every mask with the acquisition function (one streaming pass of θ_{r-1}).
+
+    Under torchrun (torchrun --nproc_per_node N -m a2lc_cli acquire ...) each rank
+    scores a slice of the images and rank 0 writes acquire.h5.
+    """
     from ..acquire import run_acquire
 
+    rank = int(os.environ.get("RANK", 0) or 0)
+    if rank > 0:
+        ui.set_quiet(True)
     ws = workspace(ctx)
     r = require_round(r, "acquire")
     cfg = ws.ensure_config()
-    with ws.lock():
+    # under torchrun rank 0 holds the workspace lock; the other ranks write only their shard files
+    with ws.lock() if rank == 0 else contextlib.nullcontext():
         res = run_acquire(ws, cfg, r, fn=fn, device=device, batch_size=batch_size, workers=workers,
                           checkpoint_images=checkpoint_every)
+    if rank > 0:
+        return
     if json_out:
         ui.print_json(res)
     else:
