@@ -11,6 +11,7 @@ An interrupted pass resumes from its last checkpoint (``.acquire.h5.partial``).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from .config import Config, resolve_method
 from .data import open_source
 from .data.stream import iter_train_batches
 from .errors import A2LCError
+from .threads import stage_threads
 from .state import Dataset, artifact_uid, mask_state, read_array, write_artifact
 from .workspace import Workspace
 
@@ -121,7 +123,8 @@ def run_acquire(
     partial_path = out_path.with_name(".acquire.h5.partial")
     embedding = cfg.method.feature == "embedding"
     t0 = time.perf_counter()
-    with Dataset(ws.dataset_path) as ds:
+    threads = contextlib.ExitStack()
+    with threads, Dataset(ws.dataset_path) as ds:
         state = mask_state(ws.root, ds, r - 1)
         done = [k for k, s in state.rounds_applied if s == "query"]
         if done != list(range(1, r)):
@@ -130,6 +133,8 @@ def run_acquire(
         if batch_size is None:
             batch_size = default_batch_size(dev, int((ds.heights.astype(np.int64) * ds.widths).max(initial=1)))
         model, info = load_model(model_path, dev)
+        threads.enter_context(stage_threads("acquire", cfg, model_threads=(info.get("recipe") or {}).get("threads"),
+                                            device_type=dev.type))
         if int(info.get("num_classes", ds.num_classes)) != ds.num_classes:
             raise A2LCError(f"{model_path} predicts {info.get('num_classes')} classes but the dataset has {ds.num_classes}")
         model.eval()
