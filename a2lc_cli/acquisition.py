@@ -144,7 +144,6 @@ def reduce_batch(
     hist = torch.zeros(kk * c, device=dev, dtype=torch.int64)
     # psum[:, m·C + j] = Σ p over the pixels of mask m whose argmax class is j
     psum = torch.zeros(c, kk * c, device=dev)
-    f_mprime = torch.zeros(c, kk, device=dev)
     sim_by_class = torch.zeros(kk * c, device=dev, dtype=torch.float64)
     cil_sum = torch.zeros(kk, device=dev, dtype=torch.float64)
     ent = torch.zeros(kk, device=dev, dtype=torch.float64) if need_entropy else None
@@ -162,55 +161,56 @@ def reduce_batch(
         n = p.shape[1]
         step = chunk or (n if dev.type == "cuda" else PIXEL_CHUNK)
         idx = torch.where(s >= 0, s, k)
-        valid = lab != VOID
-        pred = torch.empty(n, device=dev, dtype=torch.int64)
+        pred = torch.empty(n, device=dev, dtype=torch.uint8 if c < 256 else torch.int64)
         a_cil = torch.empty(n, device=dev)
-        for lo in range(0, n, step):  # pass 1
+        h = torch.zeros(kk * c, device=dev, dtype=torch.int64)
+        for lo in range(0, n, step):  # pass 1: argmax, a_CIL, Σ p by (mask, argmax class), counts
             hi = min(n, lo + step)
             if logits:
                 _softmax_block_(p, lo, hi)
             pc = _planar(p, lo, hi)
-            i = idx[lo:hi]
+            i, lab_c = idx[lo:hi], lab[lo:hi]
             pmax = pc.amax(0)
             # argmax (first maximal class): the largest of (C − j) over the classes equal to the max
             pr = c - ((pc == pmax) * desc).amax(0).long()
             pred[lo:hi] = pr
-            eff = torch.where(valid[lo:hi], lab[lo:hi], pr)  # ŷ'
+            valid = lab_c != VOID
+            eff = torch.where(valid, lab_c, pr)  # ŷ'
             a_cil[lo:hi] = 1.0 - pc.gather(0, eff.unsqueeze(0)).squeeze(0)  # Eq. 10
-            psum.index_add_(1, i * c + pr, pc)
+            key1 = i * c + pr
+            psum.index_add_(1, key1, pc)
+            h += torch.bincount(key1, minlength=kk * c)
+            area += torch.bincount(i, minlength=kk)
+            cmask = valid & (i < k) if counted_k is None else valid & counted_k[i]
+            counts += torch.bincount(lab_c[cmask], minlength=c)[:c]
             if ent is not None:
                 ent.index_add_(0, i, -(pc * torch.log(pc.clamp(min=1e-12))).sum(0).double())
             if mar is not None:
                 second = pc.scatter(0, pr.unsqueeze(0), -float("inf")).amax(0) if c > 1 else torch.zeros_like(pmax)
                 mar.index_add_(0, i, (1.0 - (pmax - second)).double())
-        h = torch.bincount(idx * c + pred, minlength=kk * c)
         hist += h
-        area += torch.bincount(idx, minlength=kk)
         # D_θ(m): the most frequent argmax class (this image's masks are complete in h); f(m′) = Σ_{m′} p
         dom = h.view(kk, c).argmax(1)
-        img_masks = h.view(kk, c).sum(1) > 0
         f_img = psum.view(c, kk, c).gather(2, dom.view(1, kk, 1).expand(c, kk, 1)).squeeze(2)
-        f_mprime[:, img_masks] = f_img[:, img_masks]
         f_hat = f_img / torch.linalg.vector_norm(f_img, dim=0, keepdim=True).clamp(min=1e-12)
         f_rows = f_hat.t().contiguous()  # (kk, C)
-        cos = torch.empty(n, device=dev)
-        for lo in range(0, n, step):  # pass 2: cos(f(x), f(m′)), pixel by pixel in rows of C classes
+        key = torch.empty(n, device=dev)  # cos on the pixels of m′, −2 elsewhere
+        best = torch.full((kk,), -3.0, device=dev)
+        for lo in range(0, n, step):  # pass 2: cos(f(x), f(m′)) pixel by pixel in rows of C classes; Eq. 11–12 sums
             hi = min(n, lo + step)
-            pr = _pixel_rows(p, lo, hi)
-            dot = (pr * f_rows.index_select(0, idx[lo:hi])).sum(1)
-            cos[lo:hi] = dot.div_((pr * pr).sum(1).sqrt_().clamp_(min=1e-12))
-        eff = torch.where(valid, lab, pred)
-        sim_by_class.index_add_(0, idx * c + eff, (cos * a_cil).double())
-        cil_sum.index_add_(0, idx, a_cil.double())
-
+            rows = _pixel_rows(p, lo, hi)
+            i, lab_c, a = idx[lo:hi], lab[lo:hi], a_cil[lo:hi]
+            cos = (rows * f_rows.index_select(0, i)).sum(1).div_((rows * rows).sum(1).sqrt_().clamp_(min=1e-12))
+            pr = pred[lo:hi].long()
+            eff = torch.where(lab_c != VOID, lab_c, pr)
+            sim_by_class.index_add_(0, i * c + eff, (cos * a).double())
+            cil_sum.index_add_(0, i, a.double())
+            kc = torch.where(pr == dom.index_select(0, i), cos, torch.full_like(cos, -2.0))
+            key[lo:hi] = kc
+            best.scatter_reduce_(0, i, kc, reduce="amax")
         # representative pixel: the pixel of m' with the largest cosine (first such pixel on ties)
-        key = torch.where(pred == dom[idx], cos, torch.full_like(cos, -2.0))
-        best = torch.full((kk,), -3.0, device=dev).scatter_reduce_(0, idx, key, reduce="amax")
-        pix = torch.nonzero((key == best[idx]) & (idx < k), as_tuple=True)[0]
+        pix = torch.nonzero((key == best.index_select(0, idx)) & (idx < k), as_tuple=True)[0]
         rep.scatter_reduce_(0, idx[pix], pix + base, reduce="amin")
-
-        cmask = valid & (idx < k) if counted_k is None else valid & counted_k[idx]
-        counts += torch.bincount(lab[cmask], minlength=c)[:c]
         if e is not None:
             emb_sum = _embedding_sums(e, idx, kk, emb_sum, (n,) if probs.dim() == 2 else probs.shape[-2:])
         base += n
