@@ -7,6 +7,8 @@ class counts of the whole set and every mask gets its score. The per-mask mean
 feature (Eq. 1) is stored for the label correction module.
 
 An interrupted pass resumes from its last checkpoint (``.acquire.h5.partial``).
+Under ``torchrun`` each rank scores whole batches of a contiguous slice of the
+images into its own resumable shard and rank 0 merges them (docs/training.md).
 """
 
 from __future__ import annotations

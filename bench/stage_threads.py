@@ -79,8 +79,11 @@ def default_round(ws: Workspace, cfg: Config) -> dict[str, list[float]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--skip-compare", action="store_true", help="only the --round measurement")
     ap.add_argument("--train", action="store_true", help="also time round 1's training with 1 and 2 threads")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--lcm-epochs", type=int, default=3,
+                    help="lcm-train epochs in the 1-vs-2-thread comparison (the default round's are timed by --round)")
     ap.add_argument("--round", action="store_true", help="also time a whole `round --r 1 --force` with the default policy")
     args = ap.parse_args(argv)
     ui.set_quiet(True)
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         def with_threads(stage: str, n: int) -> Config:
             """The config with ``n`` threads for ``stage`` (the config wins over every default)."""
             c = cfg.model_copy(deep=True)
+            c.lcm.epochs = args.lcm_epochs  # the comparison needs steps, not the whole schedule
             if stage == "train":
                 c.train.threads = n
             else:
@@ -118,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         runs: dict[str, dict[int, list[tuple[float, float]]]] = {s: {1: [], 2: []} for s in stages}
         if args.train:
             runs["train"] = {1: [], 2: []}
-        for _ in range(args.repeats):
+        for _ in range(0 if args.skip_compare else args.repeats):
             for name, fn in stages.items():
                 for n in (1, 2):
                     torch.set_num_threads(n)
@@ -137,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 rec[n] = {"wall_min": round(min(walls), 3), "wall_median": round(statistics.median(walls), 3),
                           "cpu_min": round(min(cpus), 3), "cpu_median": round(statistics.median(cpus), 3),
                           "runs": [[round(w, 3), round(c, 3)] for w, c in vals]}
+            if not by_n[1]:
+                continue
             ratio = statistics.median([b[0] / a[0] for a, b in zip(by_n[1], by_n[2])])
             rec["wall_ratio_2_over_1"] = round(ratio, 2)
             out[name] = rec
