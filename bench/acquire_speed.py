@@ -12,7 +12,7 @@ Two measurements (SPEC §5 "Speed" and "Scale"):
    does not depend on them), the wall time of ``a2lc acquire`` (model forward,
    softmax, every per-mask reduction of ABC incl. the cosine to f(m′), the class
    weights, the scores, the LCM features, writing ``acquire.h5``) against a plain
-   inference pass over the same image stream (forward, softmax, argmax copied to
+   inference pass over the same image stream (forward, softmax on the fast layout, argmax copied to
    the host, as a prediction-writing pass would). Both read the images and the
    painted labels through the same streaming reader, so the ratio isolates what
    acquisition adds. Target ≤ 1.3. Passes alternate and the median of
@@ -236,7 +236,7 @@ def plain_inference(ws: Workspace, cfg: Config, device: torch.device, batch_size
             x = to_input(batch.images, device, channels_last=device.type == "cuda")
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
-            pred = torch.softmax(logits.float(), 1).argmax(1).to(torch.uint8).cpu()
+            pred = softmax_classes(logits).argmax(1).to(torch.uint8).cpu()  # the fast layout, as acquire
             del pred
     _sync(device)
     return time.perf_counter() - t0
