@@ -91,6 +91,9 @@ class BatchStats:
     embedding: torch.Tensor | None = None
 
 
+PIXEL_CHUNK = 1 << 15  # pixels per step on the CPU: a (C, chunk) block of probabilities stays in cache
+
+
 def reduce_batch(
     probs: torch.Tensor,
     segment: torch.Tensor,
@@ -101,70 +104,190 @@ def reduce_batch(
     embedding: torch.Tensor | None = None,
     need_entropy: bool = False,
     need_margin: bool = False,
+    chunk: int | None = None,
+    logits: bool = False,
 ) -> BatchStats:
     """Reduce per-pixel model outputs to per-mask statistics with scatter operations.
 
-    probs: (N,C) float softmax probabilities of N pixels.
-    segment: (N,) int64 local mask id in [0, n_masks), or -1 for pixels no mask covers.
-    labels: (N,) int64 current labels ŷ (255 = void).
+    probs: (B,C,H,W) float softmax probabilities of B images, NCHW or channels-last, or
+        (N,C) for N pixels of one image.
+    segment: (B,H,W) or (N,) int64 local mask id in [0, n_masks), or -1 for pixels no
+        mask covers; a mask's pixels lie in one image.
+    labels: same shape as ``segment``, int64 current labels ŷ (255 = void).
     counted: (n_masks,) bool, masks whose pixels count towards the class counts of
         Eq. 7–8 (the not-yet-queried masks); all masks when None.
-    embedding: (N,E) optional per-pixel embedding for the LCM feature.
+    embedding: optional decoder embedding for the LCM feature: (B,E,h,w) at any
+        resolution (bilinearly upsampled to (H,W) a few channels at a time), or (N,E)
+        with (N,C) probabilities.
+    chunk: pixels per step (default: ``PIXEL_CHUNK`` on the CPU, a whole image on CUDA).
+    logits: ``probs`` holds logits: the softmax over classes is taken block by block in
+        pass 1 and written over them (float32 ``probs`` then holds the probabilities
+        afterwards), so no second (B,C,H,W) array is allocated.
+    Returns the per-mask sums of :class:`BatchStats`; ``rep_pixel`` is a flat index over
+    the batch's B·H·W pixels.
+
+    Nothing of size pixels × classes is allocated besides ``probs``. Each image is read
+    twice, a (C, chunk) block at a time (copied to planar layout when ``probs`` is
+    channels-last): pass 1 takes the argmax, a_CIL and, by one ``index_add_``
+    keyed by (mask, argmax class), Σ p over the pixels of each mask predicting each
+    class — which gives both Σ_m p (Eq. 1) and, once D_θ(m) is known, f(m′); pass 2 takes
+    cos(f(x), f(m′)) = p(x)·f̂(m′)/|p(x)| for the sums of Eq. 11–12 and the
+    representative pixel, on (chunk, C) rows of pixels. Pixels no mask covers go to a
+    spare bin k.
     """
+    planes, seg_img, lab_img, emb_img = _image_planes(probs, segment, labels, embedding)
     dev = probs.device
-    n, c = probs.shape
+    c = planes[0].shape[0]
     k = n_masks
-    inside = segment >= 0
-    pix = torch.nonzero(inside, as_tuple=True)[0]
-    seg = segment[pix]
-    p = probs[pix].float()
-    lab = labels[pix]
-    pred = p.argmax(1)
-    eff = torch.where(lab == VOID, pred, lab)  # ŷ'
-    valid = lab != VOID
+    kk = k + 1  # bin k: pixels outside every mask
+    area = torch.zeros(kk, device=dev, dtype=torch.int64)
+    hist = torch.zeros(kk * c, device=dev, dtype=torch.int64)
+    # psum[:, m·C + j] = Σ p over the pixels of mask m whose argmax class is j
+    psum = torch.zeros(c, kk * c, device=dev)
+    sim_by_class = torch.zeros(kk * c, device=dev, dtype=torch.float64)
+    cil_sum = torch.zeros(kk, device=dev, dtype=torch.float64)
+    ent = torch.zeros(kk, device=dev, dtype=torch.float64) if need_entropy else None
+    mar = torch.zeros(kk, device=dev, dtype=torch.float64) if need_margin else None
+    n_total = sum(int(p.shape[1]) for p in planes)
+    rep = torch.full((kk,), n_total, device=dev, dtype=torch.int64)
+    counts = torch.zeros(c, device=dev, dtype=torch.int64)
+    counted_k = None
+    if counted is not None:
+        counted_k = torch.cat([counted.to(dev, torch.bool), torch.zeros(1, device=dev, dtype=torch.bool)])
+    desc = torch.arange(c, 0, -1, device=dev, dtype=torch.uint8 if c < 256 else torch.int32).unsqueeze(1)
+    emb_sum = None
+    base = 0
+    for p, s, lab, e in zip(planes, seg_img, lab_img, emb_img):
+        n = p.shape[1]
+        step = chunk or (n if dev.type == "cuda" else PIXEL_CHUNK)
+        idx = torch.where(s >= 0, s, k)
+        pred = torch.empty(n, device=dev, dtype=torch.uint8 if c < 256 else torch.int64)
+        a_cil = torch.empty(n, device=dev)
+        h = torch.zeros(kk * c, device=dev, dtype=torch.int64)
+        for lo in range(0, n, step):  # pass 1: argmax, a_CIL, Σ p by (mask, argmax class), counts
+            hi = min(n, lo + step)
+            if logits:
+                _softmax_block_(p, lo, hi)
+            pc = _planar(p, lo, hi)
+            i, lab_c = idx[lo:hi], lab[lo:hi]
+            pmax = pc.amax(0)
+            # argmax (first maximal class): the largest of (C − j) over the classes equal to the max
+            pr = c - ((pc == pmax) * desc).amax(0).long()
+            pred[lo:hi] = pr
+            valid = lab_c != VOID
+            eff = torch.where(valid, lab_c, pr)  # ŷ'
+            a_cil[lo:hi] = 1.0 - pc.gather(0, eff.unsqueeze(0)).squeeze(0)  # Eq. 10
+            key1 = i * c + pr
+            psum.index_add_(1, key1, pc)
+            h += torch.bincount(key1, minlength=kk * c)
+            area += torch.bincount(i, minlength=kk)
+            cmask = valid & (i < k) if counted_k is None else valid & counted_k[i]
+            counts += torch.bincount(lab_c[cmask], minlength=c)[:c]
+            if ent is not None:
+                ent.index_add_(0, i, -(pc * torch.log(pc.clamp(min=1e-12))).sum(0).double())
+            if mar is not None:
+                second = pc.scatter(0, pr.unsqueeze(0), -float("inf")).amax(0) if c > 1 else torch.zeros_like(pmax)
+                mar.index_add_(0, i, (1.0 - (pmax - second)).double())
+        hist += h
+        # D_θ(m): the most frequent argmax class (this image's masks are complete in h); f(m′) = Σ_{m′} p
+        dom = h.view(kk, c).argmax(1)
+        f_img = psum.view(c, kk, c).gather(2, dom.view(1, kk, 1).expand(c, kk, 1)).squeeze(2)
+        f_hat = f_img / torch.linalg.vector_norm(f_img, dim=0, keepdim=True).clamp(min=1e-12)
+        f_rows = f_hat.t().contiguous()  # (kk, C)
+        key = torch.empty(n, device=dev)  # cos on the pixels of m′, −2 elsewhere
+        best = torch.full((kk,), -3.0, device=dev)
+        for lo in range(0, n, step):  # pass 2: cos(f(x), f(m′)) pixel by pixel in rows of C classes; Eq. 11–12 sums
+            hi = min(n, lo + step)
+            rows = _pixel_rows(p, lo, hi)
+            i, lab_c, a = idx[lo:hi], lab[lo:hi], a_cil[lo:hi]
+            cos = (rows * f_rows.index_select(0, i)).sum(1).div_((rows * rows).sum(1).sqrt_().clamp_(min=1e-12))
+            pr = pred[lo:hi].long()
+            eff = torch.where(lab_c != VOID, lab_c, pr)
+            sim_by_class.index_add_(0, i * c + eff, (cos * a).double())
+            cil_sum.index_add_(0, i, a.double())
+            kc = torch.where(pr == dom.index_select(0, i), cos, torch.full_like(cos, -2.0))
+            key[lo:hi] = kc
+            best.scatter_reduce_(0, i, kc, reduce="amax")
+        # representative pixel: the pixel of m' with the largest cosine (first such pixel on ties)
+        pix = torch.nonzero((key == best.index_select(0, idx)) & (idx < k), as_tuple=True)[0]
+        rep.scatter_reduce_(0, idx[pix], pix + base, reduce="amin")
+        if e is not None:
+            emb_sum = _embedding_sums(e, idx, kk, emb_sum, (n,) if probs.dim() == 2 else probs.shape[-2:])
+        base += n
 
-    area = torch.bincount(seg, minlength=k)
-    # dominant predicted class per mask: argmax of the (k,C) histogram of argmax classes
-    hist = torch.bincount(seg * c + pred, minlength=k * c).view(k, c)
-    dominant = hist.argmax(1)
-    # mean softmax over the mask (Eq. 1) and over m' (pixels predicting the dominant class)
-    mean_prob = torch.zeros(k, c, device=dev).index_add_(0, seg, p) / area.clamp(min=1).unsqueeze(1)
-    in_mprime = pred == dominant[seg]
-    f_mprime = torch.zeros(k, c, device=dev).index_add_(0, seg[in_mprime], p[in_mprime])
-    f_mprime = f_mprime / f_mprime.norm(dim=1, keepdim=True).clamp(min=1e-12)
-    cos = (p * f_mprime[seg]).sum(1) / p.norm(dim=1).clamp(min=1e-12)
-    cil = 1.0 - p.gather(1, eff.unsqueeze(1)).squeeze(1)  # Eq. 10
-    sim_by_class = torch.zeros(k * c, device=dev, dtype=torch.float64)
-    sim_by_class.index_add_(0, seg * c + eff, (cos * cil).double())
-    cil_sum = torch.zeros(k, device=dev, dtype=torch.float64).index_add_(0, seg, cil.double())
-
-    ent = mar = None
-    if need_entropy:
-        e = -(p * torch.log(p.clamp(min=1e-12))).sum(1)
-        ent = torch.zeros(k, device=dev, dtype=torch.float64).index_add_(0, seg, e.double())
-    if need_margin:
-        top2 = p.topk(2, dim=1).values if c > 1 else torch.cat([p, torch.zeros_like(p)], 1)
-        mg = 1.0 - (top2[:, 0] - top2[:, 1])
-        mar = torch.zeros(k, device=dev, dtype=torch.float64).index_add_(0, seg, mg.double())
-
-    # representative pixel: the pixel of m' with the largest cosine (first such pixel on ties)
-    key = torch.where(in_mprime, cos, torch.full_like(cos, -2.0))
-    best = torch.full((k,), -3.0, device=dev).scatter_reduce(0, seg, key, reduce="amax")
-    is_best = key == best[seg]
-    rep = torch.full((k,), n, device=dev, dtype=torch.int64)
-    rep.scatter_reduce_(0, seg[is_best], pix[is_best], reduce="amin")
-
-    cmask = valid if counted is None else valid & counted[seg]
-    counts = torch.bincount(lab[cmask], minlength=c)[:c]
-
-    emb = None
-    if embedding is not None:
-        e = embedding[pix].float()
-        emb = torch.zeros(k, e.shape[1], device=dev).index_add_(0, seg, e) / area.clamp(min=1).unsqueeze(1)
+    area_k = area[:k]
+    denom = area_k.clamp(min=1).unsqueeze(1)
+    mean_prob = psum.view(c, kk, c).sum(2)[:, :k].t() / denom
+    emb = None if emb_sum is None else emb_sum[:, :k].t() / denom
     return BatchStats(
-        area=area, dominant=dominant, mean_prob=mean_prob, sim_by_class=sim_by_class.view(k, c),
-        cil=cil_sum, entropy=ent, margin=mar, rep_pixel=rep, counts=counts, embedding=emb,
+        area=area_k, dominant=hist.view(kk, c)[:k].argmax(1), mean_prob=mean_prob,
+        sim_by_class=sim_by_class.view(kk, c)[:k], cil=cil_sum[:k],
+        entropy=None if ent is None else ent[:k], margin=None if mar is None else mar[:k],
+        rep_pixel=rep[:k], counts=counts, embedding=emb,
     )
+
+
+def _softmax_block_(p: torch.Tensor, lo: int, hi: int) -> None:
+    """Softmax over the classes of pixels [lo, hi) of the (C,n) planes ``p``, in place, along its contiguous axis.
+
+    Channels-last memory: rows of C classes per pixel; NCHW: C planes. (Softmax over dim 1
+    of channels-last memory is 3.9× slower on the CPU; docs/performance.md.)
+    """
+    block = p[:, lo:hi]
+    if block.stride(0) == 1:  # pixel-major
+        rows = block.t()
+        rows.copy_(torch.softmax(rows, 1))
+    else:
+        block.copy_(torch.softmax(block, 0))
+
+
+def _planar(p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """(C, hi−lo) block of the (C,n) planes ``p``, contiguous along pixels (a copy only when it is not)."""
+    block = p[:, lo:hi]
+    return block if block.stride(1) == 1 else block.contiguous()
+
+
+def _pixel_rows(p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """(hi−lo, C) block of the (C,n) planes ``p`` as contiguous pixel rows (a copy only when it is not).
+
+    Per-pixel sums over classes are taken along these rows so that every pixel's value
+    is computed by the same instructions wherever it lies (equal probabilities give
+    equal cosines, which the representative pixel's tie-break relies on).
+    """
+    block = p[:, lo:hi].t()
+    return block if block.stride(1) == 1 else block.contiguous()
+
+
+def _image_planes(probs, segment, labels, embedding):
+    """Per image: (C,n) probability planes (views), (n,) segment, (n,) labels, and the embedding (or None)."""
+    if probs.dim() == 2:  # (N,C) pixels of one image
+        emb = None if embedding is None else [embedding.t()]
+        return [probs.float().t()], [segment.reshape(-1)], [labels.reshape(-1)], emb or [None]
+    b, c = probs.shape[:2]
+    planes = [probs[i].float().reshape(c, -1) for i in range(b)]
+    segs = segment.reshape(b, -1)
+    labs = labels.reshape(b, -1)
+    embs = [None] * b if embedding is None else [embedding[i] for i in range(b)]
+    return planes, list(segs), list(labs), embs
+
+
+def _embedding_sums(e: torch.Tensor, idx: torch.Tensor, kk: int, acc: torch.Tensor | None, size) -> torch.Tensor:
+    """Add Σ over each mask of the embedding, bilinearly upsampled to the image size, to ``acc`` (E,kk).
+
+    e: (E,h,w) one image's embedding, or (E,n) already per pixel. Upsampled 8 channels at a
+    time (interpolation is per channel), so no (E, H·W) array exists at once.
+    """
+    n_ch = e.shape[0]
+    if acc is None:
+        acc = torch.zeros(n_ch, kk, device=idx.device)
+    if e.dim() == 2:
+        return acc.index_add_(1, idx, e.float())
+    for j in range(0, n_ch, 8):
+        part = e[j:j + 8].unsqueeze(0).float()
+        if tuple(part.shape[-2:]) != tuple(size):
+            part = torch.nn.functional.interpolate(part, size=tuple(size), mode="bilinear", align_corners=False)
+        acc[j:j + 8].index_add_(1, idx, part.reshape(part.shape[1], -1))
+    return acc
 
 
 # --------------------------------------------------------------------------- final scores

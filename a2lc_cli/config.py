@@ -131,6 +131,18 @@ class LCMConfig(_Strict):
     train_on: Literal["round", "all"] = "round"
 
 
+class ThreadsConfig(_Strict):
+    """CPU threads per stage (None: the stage's default, see a2lc_cli/threads.py and docs/performance.md).
+
+    A value here wins over OMP_NUM_THREADS; training's is ``train.threads``.
+    """
+
+    acquire: int | None = Field(default=None, gt=0)
+    lcm_train: int | None = Field(default=None, gt=0)
+    lcm_correct: int | None = Field(default=None, gt=0)
+    evaluate: int | None = Field(default=None, gt=0)
+
+
 class Config(_Strict):
     schema_version: int = CONFIG_SCHEMA_VERSION
     seed: int = 0
@@ -139,6 +151,7 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     method: MethodConfig = Field(default_factory=MethodConfig)
     lcm: LCMConfig = Field(default_factory=LCMConfig)
+    threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
 
     def tau_for_round(self, r: int) -> float:
         """τ_r of Eq. 4: the r-th entry of the schedule (1-based), the last one repeated."""

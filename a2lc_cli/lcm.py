@@ -216,11 +216,14 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
     t0 = time.perf_counter()
     with Dataset(ws.dataset_path) as ds:
         ids, labels, counts = _training_set(ws, cfg, ds, r, feats)
-        model, log = train_lcm(
-            feats[ids], labels, ds.num_classes, epochs=cfg.lcm.epochs, batch_size=cfg.lcm.batch_size,
-            lr=cfg.lcm.lr, hidden=tuple(cfg.lcm.hidden), seed=cfg.seed * 1009 + r if seed is None else seed,
-            min_steps=cfg.lcm.min_steps, progress=f"lcm-train ψ_{r}",
-        )
+        from .threads import stage_threads
+
+        with stage_threads("lcm-train", cfg):
+            model, log = train_lcm(
+                feats[ids], labels, ds.num_classes, epochs=cfg.lcm.epochs, batch_size=cfg.lcm.batch_size,
+                lr=cfg.lcm.lr, hidden=tuple(cfg.lcm.hidden), seed=cfg.seed * 1009 + r if seed is None else seed,
+                min_steps=cfg.lcm.min_steps, progress=f"lcm-train ψ_{r}",
+            )
         class_names = list(ds.classes.names)
     seconds = time.perf_counter() - t0
     inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath)}
@@ -273,7 +276,10 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
         else:
             counts = np.asarray(ckpt["answer_counts"])
         tail, rarest = tail_classes(counts, cfg.lcm.alpha)
-        pred, logc = predict_confidence(model, feats)
+        from .threads import stage_threads
+
+        with stage_threads("lcm-correct", cfg):
+            pred, logc = predict_confidence(model, feats)
         eligible = ~state.queried
         chosen = select_corrections(pred, logc, state.label, eligible, tau=tau, tail=tail, rarest=rarest)
         ids = np.flatnonzero(chosen).astype(np.int64)

@@ -644,6 +644,7 @@ class Dataset:
             self.f.close()
             raise A2LCError(f"{self.path}: damaged dataset file: image index sizes disagree")
         self._masks: dict[str, np.ndarray] = {}
+        self._pixel_sets: dict[str, h5py.Dataset] = {}
 
     # context manager
     def __enter__(self) -> "Dataset":
@@ -653,6 +654,7 @@ class Dataset:
         self.close()
 
     def close(self) -> None:
+        self._pixel_sets.clear()
         try:
             self.f.close()
         except Exception:  # noqa: BLE001 - closing twice or after a failed open is harmless
@@ -684,10 +686,30 @@ class Dataset:
     def shape(self, i: int) -> tuple[int, int]:
         return int(self.heights[i]), int(self.widths[i])
 
+    PIXEL_CACHE_BYTES = 8 << 20  # chunk cache per per-pixel map: ≥ 2 chunks of the int32 segment map
+
+    def _pixel_set(self, name: str) -> h5py.Dataset:
+        """``pixels/<name>``, opened once with a chunk cache that holds a few chunks.
+
+        Images are smaller than a chunk at the built-in size and straddle chunk ends at
+        others; re-opening the dataset per image would drop the decompressed chunks and
+        inflate them again for the next image.
+        """
+        d = self._pixel_sets.get(name)
+        if d is None:
+            key = f"pixels/{name}"
+            if key not in self.f:
+                raise KeyError(key)
+            dapl = h5py.h5p.create(h5py.h5p.DATASET_ACCESS)
+            dapl.set_chunk_cache(521, self.PIXEL_CACHE_BYTES, 0.75)
+            d = h5py.Dataset(h5py.h5d.open(self.f.id, key.encode(), dapl=dapl))
+            self._pixel_sets[name] = d
+        return d
+
     def _pixels(self, name: str, i: int) -> np.ndarray:
         p0, p1 = int(self.pixel_offset[i]), int(self.pixel_offset[i + 1])
         try:
-            flat = self.f[f"pixels/{name}"][p0:p1]
+            flat = self._pixel_set(name)[p0:p1]
         except KeyError:
             raise A2LCError(f"{self.path}: has no pixels/{name}") from None
         except (OSError, ValueError) as e:

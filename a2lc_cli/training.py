@@ -804,10 +804,9 @@ def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | No
     c = int(info["num_classes"])
     if c != source.classes.num_classes:
         raise A2LCError(f"{path}: model has {c} classes but the source has {source.classes.num_classes}")
-    threads = (info.get("recipe") or {}).get("threads")
-    if dev.type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
-        threads = None
-    with cpu_threads(threads):
+    from .threads import stage_threads
+
+    with stage_threads("evaluate", cfg, model_threads=(info.get("recipe") or {}).get("threads"), device_type=dev.type):
         conf = val_confusion(model, source, c, batch_size=batch_size,
                              progress=f"model mIoU θ_{r}" if progress else None)
     res = iou_from_confusion(conf)

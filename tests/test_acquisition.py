@@ -123,3 +123,126 @@ def test_random_is_seeded():
     c, _ = compute_scores("random", stats, queried=np.zeros(5, bool), seed=4)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+# ------------------------------------------------------------------ scatter rewrite vs the former implementation
+def _reference_reduce_batch(probs, segment, labels, n_masks, *, counted=None, embedding=None,
+                            need_entropy=False, need_margin=False):
+    """The per-pixel × class implementation that ``reduce_batch`` replaced (kept verbatim as the reference).
+
+    probs (N,C), segment (N,), labels (N,), embedding (N,E) per pixel.
+    """
+    dev = probs.device
+    n, c = probs.shape
+    k = n_masks
+    inside = segment >= 0
+    pix = torch.nonzero(inside, as_tuple=True)[0]
+    seg = segment[pix]
+    p = probs[pix].float()
+    lab = labels[pix]
+    pred = p.argmax(1)
+    eff = torch.where(lab == 255, pred, lab)
+    valid = lab != 255
+    area = torch.bincount(seg, minlength=k)
+    hist = torch.bincount(seg * c + pred, minlength=k * c).view(k, c)
+    dominant = hist.argmax(1)
+    mean_prob = torch.zeros(k, c, device=dev).index_add_(0, seg, p) / area.clamp(min=1).unsqueeze(1)
+    in_mprime = pred == dominant[seg]
+    f_mprime = torch.zeros(k, c, device=dev).index_add_(0, seg[in_mprime], p[in_mprime])
+    f_mprime = f_mprime / f_mprime.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    cos = (p * f_mprime[seg]).sum(1) / p.norm(dim=1).clamp(min=1e-12)
+    cil = 1.0 - p.gather(1, eff.unsqueeze(1)).squeeze(1)
+    sim_by_class = torch.zeros(k * c, device=dev, dtype=torch.float64)
+    sim_by_class.index_add_(0, seg * c + eff, (cos * cil).double())
+    cil_sum = torch.zeros(k, device=dev, dtype=torch.float64).index_add_(0, seg, cil.double())
+    ent = mar = None
+    if need_entropy:
+        e = -(p * torch.log(p.clamp(min=1e-12))).sum(1)
+        ent = torch.zeros(k, device=dev, dtype=torch.float64).index_add_(0, seg, e.double())
+    if need_margin:
+        top2 = p.topk(2, dim=1).values if c > 1 else torch.cat([p, torch.zeros_like(p)], 1)
+        mg = 1.0 - (top2[:, 0] - top2[:, 1])
+        mar = torch.zeros(k, device=dev, dtype=torch.float64).index_add_(0, seg, mg.double())
+    key = torch.where(in_mprime, cos, torch.full_like(cos, -2.0))
+    best = torch.full((k,), -3.0, device=dev).scatter_reduce(0, seg, key, reduce="amax")
+    is_best = key == best[seg]
+    rep = torch.full((k,), n, device=dev, dtype=torch.int64)
+    rep.scatter_reduce_(0, seg[is_best], pix[is_best], reduce="amin")
+    cmask = valid if counted is None else valid & counted[seg]
+    counts = torch.bincount(lab[cmask], minlength=c)[:c]
+    emb = None
+    if embedding is not None:
+        e = embedding[pix].float()
+        emb = torch.zeros(k, e.shape[1], device=dev).index_add_(0, seg, e) / area.clamp(min=1).unsqueeze(1)
+    return dict(area=area, dominant=dominant, mean_prob=mean_prob, sim_by_class=sim_by_class.view(k, c),
+                cil=cil_sum, entropy=ent, margin=mar, rep_pixel=rep, counts=counts, embedding=emb)
+
+
+def _random_batch(seed, *, b=3, c=6, h=14, w=18, masks_per_image=9, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    if ties:  # pixels drawn from a few probability vectors, some with two equal top classes
+        pool = torch.softmax(torch.randn(5, c, generator=g), 1)
+        pool[0] = torch.full((c,), 1.0 / c)
+        pool[1, :2] = pool[1, :2].mean()
+        probs = pool[torch.randint(0, 5, (b, h, w), generator=g)].permute(0, 3, 1, 2).contiguous()
+    else:
+        probs = torch.softmax(2.5 * torch.randn(b, c, h, w, generator=g), 1)
+    seg = torch.empty(b, h, w, dtype=torch.int64)
+    for i in range(b):  # image i owns local ids [i·m, (i+1)·m); id i·m+m-1 is never used (an empty mask)
+        s = torch.randint(0, masks_per_image - 1, (h, w), generator=g) + i * masks_per_image
+        s[torch.rand(h, w, generator=g) < 0.15] = -1  # uncovered pixels
+        seg[i] = s
+    labels = torch.randint(0, c, (b, h, w), generator=g)
+    labels[torch.rand(b, h, w, generator=g) < 0.3] = 255  # void pixels: ŷ' falls back to the argmax
+    counted = torch.rand(b * masks_per_image, generator=g) < 0.7
+    emb = torch.randn(b, 4, h // 2, w // 2, generator=g)
+    return probs, seg, labels, b * masks_per_image, counted, emb
+
+
+@pytest.mark.parametrize("seed,ties,chunk,channels_last", [
+    (0, False, None, False), (1, False, 37, True), (2, True, None, True), (3, True, 64, False), (5, True, 29, True)])
+def test_reduce_batch_equals_the_former_per_pixel_implementation(seed, ties, chunk, channels_last):
+    probs, seg, labels, k, counted, emb = _random_batch(seed, ties=ties)
+    b, c, h, w = probs.shape
+    x = probs.contiguous(memory_format=torch.channels_last) if channels_last else probs
+    new = reduce_batch(x, seg, labels, k, counted=counted, embedding=emb, need_entropy=True, need_margin=True,
+                       chunk=chunk)
+    up = torch.nn.functional.interpolate(emb, size=(h, w), mode="bilinear", align_corners=False)
+    ref = _reference_reduce_batch(
+        probs.permute(0, 2, 3, 1).reshape(-1, c), seg.reshape(-1), labels.reshape(-1), k, counted=counted,
+        embedding=up.permute(0, 2, 3, 1).reshape(-1, up.shape[1]), need_entropy=True, need_margin=True)
+    for name in ("area", "dominant", "rep_pixel", "counts"):
+        np.testing.assert_array_equal(getattr(new, name).numpy(), ref[name].numpy(), err_msg=name)
+    for name in ("mean_prob", "sim_by_class", "cil", "entropy", "margin", "embedding"):
+        np.testing.assert_allclose(getattr(new, name).numpy(), ref[name].numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
+    assert (ref["area"] > 0).sum() < k  # the case has empty masks ...
+    assert float(new.sim_by_class.abs().sum()) > 1.0  # ... and non-trivial sums
+
+
+def test_reduce_batch_pixel_rows_and_image_planes_agree():
+    # the (N,C) form (one image) and the (B,C,H,W) form of the same image give the same statistics
+    probs, seg, labels, k, counted, _ = _random_batch(4, b=1)
+    c = probs.shape[1]
+    a = reduce_batch(probs, seg, labels, k, counted=counted, need_margin=True)
+    b = reduce_batch(probs.permute(0, 2, 3, 1).reshape(-1, c), seg.reshape(-1), labels.reshape(-1), k,
+                     counted=counted, need_margin=True)
+    for name in ("area", "dominant", "rep_pixel", "counts", "mean_prob", "sim_by_class", "cil", "margin"):
+        np.testing.assert_allclose(getattr(a, name).numpy(), getattr(b, name).numpy(), rtol=1e-6, atol=1e-6)
+    # channels-last probabilities are read through the same path
+    cl = reduce_batch(probs.contiguous(memory_format=torch.channels_last), seg, labels, k, counted=counted)
+    np.testing.assert_array_equal(cl.rep_pixel.numpy(), a.rep_pixel.numpy())
+    np.testing.assert_allclose(cl.sim_by_class.numpy(), a.sim_by_class.numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_reduce_batch_from_logits_applies_the_softmax_in_place():
+    probs, seg, labels, k, counted, _ = _random_batch(6, c=7)
+    logits = torch.log(probs) + torch.randn(probs.shape[0], 1, *probs.shape[2:])  # shift per pixel: same softmax
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = logits.clone(memory_format=layout)
+        a = reduce_batch(x, seg, labels, k, counted=counted, logits=True, chunk=50)
+        np.testing.assert_allclose(x.numpy(), probs.numpy(), rtol=1e-5, atol=1e-6)  # overwritten with the softmax
+        b = reduce_batch(probs, seg, labels, k, counted=counted)
+        for name in ("area", "dominant", "counts"):
+            np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy())
+        for name in ("mean_prob", "sim_by_class", "cil"):
+            np.testing.assert_allclose(getattr(a, name).numpy(), getattr(b, name).numpy(), rtol=1e-5, atol=1e-5)

@@ -47,3 +47,50 @@ def test_torchrun_two_processes_split_the_data_and_rank0_saves(tmp_path):
         assert torch.allclose(w0[k], w1[k], atol=1e-6), k
     assert not any(np.allclose(saved[k].numpy(), 0) for k in params if saved[k].ndim == 4)
     assert not (ws.root / ".lock").exists()
+
+
+def _acquire_arrays(path):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        arrays = {name: f[name][()] for name in f.keys()}
+        meta = json.loads(f.attrs["meta"])
+    meta.pop("seconds")
+    return arrays, meta
+
+
+@pytest.mark.slow
+def test_torchrun_acquire_shards_images_and_matches_one_process(tmp_path):
+    from a2lc_cli.models import build_model
+    from a2lc_cli.state import Dataset
+    from a2lc_cli.training import save_model
+
+    ws, cfg = write_tile_dataset(tmp_path, n_train=10, n_val=2)
+    with Dataset(ws.dataset_path) as ds:
+        names = list(ds.classes.names)
+    torch.manual_seed(0)
+    ws.artifact(0, "model.pt").parent.mkdir(parents=True, exist_ok=True)
+    save_model(ws.artifact(0, "model.pt"), build_model("tiny", len(names)), model_name="tiny", class_names=names, round=0)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    args = ["-m", "a2lc_cli", "-q", "-w", str(ws.root), "acquire", "--round", "1", "--batch-size", "3", "--device", "cpu",
+            "--json"]
+    one = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    out = ws.artifact(1, "acquire.h5")
+    ref_arrays, ref_meta = _acquire_arrays(out)
+    out.unlink()
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)  # only rank 0 prints
+    assert summary["ranks"] == 2 and summary["masks"] == len(ref_arrays["score"])
+    arrays, meta = _acquire_arrays(out)
+    assert meta == ref_meta
+    assert arrays.keys() == ref_arrays.keys()
+    for name in arrays:  # bitwise the same statistics and scores as one process
+        assert arrays[name].dtype == ref_arrays[name].dtype, name
+        np.testing.assert_array_equal(arrays[name], ref_arrays[name], err_msg=name)
+    assert np.isfinite(arrays["score"]).all() and arrays["score"].std() > 0
+    assert not (out.parent / ".acquire-shards").exists()  # shards removed once merged
+    assert not (ws.root / ".lock").exists()

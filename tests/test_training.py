@@ -103,7 +103,8 @@ def test_augment_keeps_image_and_label_aligned_and_pads_with_void():
         assert np.array_equal(lab2, lab) and not np.array_equal(im2, im)
 
 
-def test_recipes_are_the_papers_and_config_overrides_win():
+def test_recipes_are_the_papers_and_config_overrides_win(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # a user's OMP_NUM_THREADS would win over the recipe
     cs = resolve_recipe(parse_config({"source": {"kind": "cityscapes", "root": "/x"},
                                       "train": {"model": "deeplabv3plus_r101"}}))
     assert (cs.optimizer, cs.lr, cs.batch_size, cs.crop, cs.iterations) == ("sgd", 0.05, 8, 768, 30000)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import typer
 
 from .. import ui
-from ..acquisition import ACQUISITIONS
+from ..config import AcquisitionName
 from ..errors import A2LCError
 from ._common import JSON, require_round, round_option, workspace
 
@@ -22,18 +24,25 @@ def register(app: typer.Typer) -> None:
 def acquire(
     ctx: typer.Context,
     r: Optional[int] = round_option("Round (≥ 1): scores masks with the model of round r-1."),
-    fn: Optional[str] = typer.Option(None, "--fn", help="Acquisition function: " + " | ".join(ACQUISITIONS) + " (default: the method's)."),
+    fn: Optional[str] = typer.Option(None, "--fn", help="Acquisition function: " + " | ".join(get_args(AcquisitionName)) + " (default: the method's)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda[:N] (default: cuda when available)."),
-    batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images per forward pass."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass (default 4; on the CPU fewer for images over 0.5 Mpx)."),
     workers: int = typer.Option(0, "--workers", min=0, help="Background image-reading processes."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Also checkpoint every N images (default: every 2 minutes); an interrupted pass resumes there."),
     json_out: bool = JSON,
 ) -> None:
-    """Score every mask with the acquisition function (one streaming pass of θ_{r-1})."""
+    """Score every mask with the acquisition function (one streaming pass of θ_{r-1}).
+
+    Under torchrun (torchrun --nproc_per_node N -m a2lc_cli acquire ...) each rank
+    scores a slice of the images and rank 0 writes acquire.h5.
+    """
     from ..acquire import run_acquire
     from ..rounds import check_order
     from ..stages import ACQUIRE
 
+    rank = int(os.environ.get("RANK", 0) or 0)
+    if rank > 0:
+        ui.set_quiet(True)
     ws = workspace(ctx)
     r = require_round(r, "acquire")
     cfg = ws.ensure_config()
@@ -46,9 +55,12 @@ def acquire(
             raise A2LCError(f"{q} holds {ui.plural(people_answers(ws, r), 'answer')} of people for round {r}'s "
                             f"current acquisition; a new one would leave them behind. To recompute it anyway, keep "
                             f"them (`a2lc export-answers --r {r} --out FILE`) and move {q} aside first")
-    with ws.lock():
+    # under torchrun rank 0 holds the workspace lock; the other ranks write only their shard files
+    with ws.lock() if rank == 0 else contextlib.nullcontext():
         res = run_acquire(ws, cfg, r, fn=fn, device=device, batch_size=batch_size, workers=workers,
                           checkpoint_images=checkpoint_every)
+    if rank > 0:
+        return
     if json_out:
         ui.print_json(res)
     else:
