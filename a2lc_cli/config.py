@@ -108,7 +108,8 @@ class MethodConfig(_Strict):
     lcm: bool | None = None
     annotator: Literal["gt", "human"] | None = None
     budget: int | None = Field(default=None, gt=0)
-    budget_share: float = Field(default=0.04, gt=0, le=1)
+    # share of all masks per round; None: the dataset's default (query.BUDGET_SHARE: voc 9%, city/other 4%)
+    budget_share: float | None = Field(default=None, gt=0, le=1)
     rounds: int = Field(default=5, ge=0)
     feature: Literal["softmax", "embedding"] = "softmax"
 
