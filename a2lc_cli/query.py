@@ -32,7 +32,7 @@ from .workspace import Workspace
 # default share of all masks queried per round (``method.budget_share`` unset), by dataset:
 # VOC at the paper's operating point (1,000 of ≈11k real masks ≈ 9%); the built-in `city` so that five
 # rounds of budget stay below the round-0 wrong-mask pool (≥ 1.1×, as on real VOC); others 4%
-BUDGET_SHARE = {"voc": 0.09, "city": 0.04, "other": 0.04}
+BUDGET_SHARE = {"voc": 0.09, "city": 0.02, "other": 0.04}
 
 
 def default_budget_share(cfg: Config) -> float:

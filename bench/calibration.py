@@ -159,6 +159,17 @@ def round0_statistics(preset: str, seed: int, n_train: int | None = None) -> dic
     budget = max(1, int(round(default_budget_share(cfg) * masks)))
     out["budget_per_round"] = budget
     out["pool_over_budget"] = float(wrong.sum() / (5 * budget))
+    if preset == "city":  # the class-level confusions: share of each class's masks with each wrong label
+        names = src.classes.names
+        conf_masks = {}
+        for cname in ("traffic light", "rider", "truck", "bus", "train", "wall"):
+            k = names.index(cname)
+            sel = other & (r["maj"] == k)
+            lab_k = np.bincount(r["label"][sel], minlength=c) / max(int(sel.sum()), 1)
+            conf_masks[cname] = {"masks": int(sel.sum()), "wrong": round(1 - float(lab_k[k]), 3),
+                                 "to": {names[j]: round(float(lab_k[j]), 3) for j in np.argsort(-lab_k)[:3]
+                                        if j != k and lab_k[j] > 0}}
+        out["class_confusions"] = conf_masks
     if bg is not None:
         fp = wrong & (r["maj"] == bg)
         part = wrong & (r["maj"] != bg) & (r["share_of_class"] < 0.5)
@@ -277,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
             top = sorted(fp.items(), key=lambda kv: -kv[1])[:9]
             print("false-positive labels (simulator): " + ", ".join(f"{k} {v:.2f}" for k, v in top))
             print("false-positive labels (real):      " + ", ".join(f"{k} {v:.2f}" for k, v in REAL_FP_LABELS.items()))
+        if preset == "city":
+            for cname in runs[0]["class_confusions"]:
+                wr = np.mean([run["class_confusions"][cname]["wrong"] for run in runs])
+                to = runs[0]["class_confusions"][cname]["to"]
+                print(f"{cname}: {100 * wr:.0f}% of its masks mislabelled (seed {runs[0]['seed']}: "
+                      + ", ".join(f"→ {k} {100 * v:.0f}%" for k, v in to.items()) + ")")
     result["seconds"] = round(time.time() - t0, 1)
     if not a.no_save:
         out = ROOT / "bench" / "results" / f"calibration-v{NOISE_VERSION}.json"
