@@ -96,7 +96,7 @@ def run_acquire(
         model.eval()
         source = open_source(cfg)
         inputs = acquire_inputs(ws, r)
-        meta = {"fn": fn, "feature": cfg.method.feature, "round": r}
+        meta = {"fn": fn, "feature": cfg.method.feature, "round": r, "kl_uniform": cfg.method.kl_uniform}
         stats = MaskStats(ds.n_masks, ds.num_classes)
         start = _load_partial(partial_path, stats, inputs, meta)
         if start:
@@ -137,7 +137,8 @@ def run_acquire(
                     _save_partial(partial_path, stats, i1, inputs, meta)
                     last_ckpt, last_ckpt_image = time.monotonic(), i1
                 faults.checkpoint("acquire.batch")
-        scores, extra = compute_scores(fn, stats, queried=state.queried, seed=cfg.seed * 1009 + r)
+        scores, extra = compute_scores(fn, stats, queried=state.queried, seed=cfg.seed * 1009 + r,
+                                       kl_uniform=cfg.method.kl_uniform)
         seconds = time.perf_counter() - t0
         meta.update({"seconds": round(seconds, 3), "device": str(dev), "batch_size": batch_size})
         with write_artifact(out_path, "acquire", inputs=inputs, meta=meta) as f:

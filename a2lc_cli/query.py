@@ -156,7 +156,10 @@ def run_query(
         elif annotator == "gt":
             todo = query.selected[~np.isin(query.selected, query.answers.mask)]
             if len(todo):
-                labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq["rep_pixel"])
+                relabel = cfg.method.pixel_relabel
+                current = mask_state(ws.root, ds, r - 1).label if unit == "pixel" and relabel != "always" else None
+                labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq["rep_pixel"],
+                                                  current=current, relabel=relabel)
                 new = new_answers(todo, labels, unit=unit, annotator=SIMULATED)
                 query = Query(query.selected, query.selected_score, query.answers.concat(new), query.attrs)
             if len(todo) or existing is None:

@@ -57,7 +57,7 @@ def lcm_correct(
     r = require_round(r, "lcm-correct")
     cfg = ws.ensure_config()
     if tau is not None:
-        cfg.lcm.tau = [tau] * max(r, len(cfg.lcm.tau))
+        cfg.lcm.tau = [tau] * max(r, len(cfg.tau_schedule()))
     if alpha is not None:
         cfg.lcm.alpha = alpha
     with ws.lock():
