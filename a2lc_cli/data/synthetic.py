@@ -15,9 +15,14 @@ per stuff area); each region carries
   ``z``, so label noise is systematic and appearance-correlated, as a real
   foundation model's is.
 
+- its *role* (``voc`` only): a *decoy* is a patch of background drawn in the
+  silhouette, size and look of an object class, a *part* a small piece of an object
+  drawn like another class; the simulated detector names them as that class (real
+  Grounded SAM's false positives on background and its small part masks).
+
 Presets (data, :data:`PRESETS`): ``city`` (19 Cityscapes classes, a driving scene
-with a Cityscapes-like long tail) and ``voc`` (background + 20 VOC classes, 1–3
-large objects on a background of several textured areas).
+with a Cityscapes-like long tail) and ``voc`` (background + 20 VOC classes, 1–6
+objects with their parts on a background of several textured areas, with decoys).
 """
 
 from __future__ import annotations

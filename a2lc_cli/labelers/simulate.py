@@ -1,7 +1,10 @@
-"""The simulated foundation model of the built-in benchmark (SPEC §4).
+"""The simulated foundation model of the built-in benchmark (SPEC §4), v2 (issue 14).
 
 It turns a synthetic scene (:class:`a2lc_cli.data.synthetic.Scene`) into SAM-like
-correction units and Grounded-SAM-like round-0 labels:
+correction units and Grounded-SAM-like round-0 labels, fitted to the round-0
+statistics of real Grounded SAM (docs/benchmark.md, ``bench/calibration.py``).
+
+``city`` (:class:`NoiseModel`, :func:`simulate_proposal`):
 
 1. one mask per scene region: objects whole, stuff already in pieces;
 2. under-segmentation: some regions are merged into the neighbour of another class
@@ -9,17 +12,23 @@ correction units and Grounded-SAM-like round-0 labels:
    ground-truth majority and the class at a single pixel can differ;
 3. borders a pixel or two off: the mask map is resampled through a smooth random
    displacement field;
-4. some masks are dropped (uncovered, fill label): small ones more often; on ``voc``
-   much of the background (a detector only covers what it detects);
+4. some masks are dropped (uncovered, fill label): small ones more often;
 5. each mask is labelled with the class of its dominant region, flipped to that
-   region's look-alike *partner* with probability
-   ``sigmoid((z - t_c) / SHARPNESS)``, where ``z`` is the same latent that pulled
-   the region's appearance towards the partner and ``t_c`` is set from a
-   class-dependent flip rate (higher for tail classes). The noise is therefore
-   systematic and appearance-correlated, never independent coin flips.
+   region's *partner* with probability ``sigmoid((z - t_c) / SHARPNESS)``, where
+   ``z`` is the same latent that pulled the region's appearance towards the partner
+   and ``t_c`` is set from a class-dependent flip rate: the real model's class-level
+   confusions (traffic light → sign, rider → person, truck/bus/train, wall) at their
+   real strength, look-alike flips for the other classes.
 
-Everything is seeded by ``(seed, preset, index)`` through a stream of its own, so
-a rerun gives the same masks and labels.
+``voc`` (:class:`DetectorModel`, :func:`simulate_detections`): masks only from
+detections — objects (some mislabelled as a sink class), parts of objects and
+background decoys that look like another class, duplicates — painted largest first;
+uncovered pixels are background and no mask, and no mask is labelled background.
+
+Errors keep a visual cause: a wrong label is the partner the region was drawn to
+look like (high ``z``), never an independent coin flip. Everything is seeded by
+``(seed, preset, index)`` through a stream of its own, so a rerun gives the same
+masks and labels.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import numpy as np
 
 from ..config import Config
 from ..data.base import VOID, Source
-from ..data.synthetic import Z_BETA, Scene, SyntheticSource, scene_rng
+from ..data.synthetic import ROLE_DECOY, ROLE_PART, Z_BETA, Scene, SyntheticSource, scene_rng
 from ..errors import A2LCError
 from ..state import ImageProposal
 from .base import Labeler
@@ -278,8 +287,6 @@ def simulate_detections(
     ``true`` its class, ``flipped`` label ≠ true class, ``z``, ``kind`` (KIND_*), and
     ``hidden`` (the number of detections painted over completely).
     """
-    from ..data.synthetic import ROLE_DECOY, ROLE_PART
-
     import cv2
 
     n = scene.n_regions
