@@ -8,7 +8,7 @@ PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 DEMO_DIR ?= demo-work
 PYTEST_WORKERS ?= 2
 
-.PHONY: install demo test bench-train bench-acquire bench-quality bench-quality-quick clean
+.PHONY: install demo test bench-train bench-acquire bench-quality bench-quality-quick bench-calibration clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-quality: install
 
 bench-quality-quick: install
 	$(BIN)/python bench/quality.py --quick
+
+bench-calibration: install
+	$(BIN)/python bench/calibration.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache build *.egg-info

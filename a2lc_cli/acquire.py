@@ -148,7 +148,7 @@ def run_acquire(
         model.eval()
         source = open_source(cfg)
         inputs = acquire_inputs(ws, r)
-        meta = {"fn": fn, "feature": cfg.method.feature, "round": r}
+        meta = {"fn": fn, "feature": cfg.method.feature, "round": r, "kl_uniform": cfg.method.kl_uniform}
         stats = MaskStats(ds.n_masks, ds.num_classes)
         counted_all = torch.as_tensor(~state.queried, device=dev)
         use_bf16 = dev.type == "cuda"
@@ -198,7 +198,8 @@ def run_acquire(
             _score_sharded(ws, ds, stats, score_images, out_path, inputs, meta, rank, world, batch_size)
             if rank > 0:
                 return {"round": r, "fn": fn, "rank": rank, "ranks": world, "device": str(dev)}
-        scores, extra = compute_scores(fn, stats, queried=state.queried, seed=cfg.seed * 1009 + r)
+        scores, extra = compute_scores(fn, stats, queried=state.queried, seed=cfg.seed * 1009 + r,
+                                       kl_uniform=cfg.method.kl_uniform)
         seconds = time.perf_counter() - t0
         meta.update({"seconds": round(seconds, 3), "device": str(dev), "batch_size": batch_size})
         with write_artifact(out_path, "acquire", inputs=inputs, meta=meta) as f:

@@ -40,17 +40,26 @@ ACQUISITIONS: dict[str, str] = {
 
 
 # --------------------------------------------------------------------------- Eq. 7–9
-def adaptive_class_weights(counts: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+KL_UNIFORM = ("present", "all")
+
+
+def adaptive_class_weights(counts: np.ndarray, *, uniform: str = "present") -> tuple[np.ndarray, float, np.ndarray]:
     """Adaptive class weight w_c of Eq. 9 from per-class pixel counts.
 
     counts: (C,) pixel counts N_c of each class over the pixels of masks not yet
         queried (valid labels only).
+    uniform: the reference distribution of Eq. 8's KL: "present" = uniform over the
+        K classes with N_c > 0 (the authors' code, config ``method.kl_uniform``), "all" =
+        uniform over all C classes (the paper's text). Equal while every class is present.
     Returns (w (C,) float64, KL (float), ŵ (C,) float64):
         ŵ_c = min_{c' present} N_{c'} / N_c (Eq. 7; 0 for absent classes);
-        KL = Σ_c P(c) log(P(c)·|C|) with P(c) = N_c / Σ N and |C| = all classes
+        KL = Σ_c P(c) log(P(c)·K) with P(c) = N_c / Σ N, K = |present| or |C|
              (Eq. 8; absent classes add 0);
         w_c = ŵ_c ^ (KL³) (Eq. 9; 0 for absent classes).
+    Raises ValueError for an unknown ``uniform``.
     """
+    if uniform not in KL_UNIFORM:
+        raise ValueError(f"unknown KL reference {uniform!r} (choose from {', '.join(KL_UNIFORM)})")
     counts = np.asarray(counts, dtype=np.float64)
     c = counts.shape[0]
     present = counts > 0
@@ -59,7 +68,8 @@ def adaptive_class_weights(counts: np.ndarray) -> tuple[np.ndarray, float, np.nd
         return np.zeros(c), 0.0, rarity
     rarity[present] = counts[present].min() / counts[present]
     p = counts[present] / counts.sum()
-    kl = float(np.sum(p * np.log(p * c)))
+    k = int(present.sum()) if uniform == "present" else c
+    kl = float(np.sum(p * np.log(p * k)))
     w = np.zeros(c)
     w[present] = rarity[present] ** (kl**3)
     return w, kl, rarity
@@ -350,17 +360,18 @@ class MaskStats:
 
 
 def compute_scores(
-    fn: str, stats: MaskStats, *, queried: np.ndarray, seed: int = 0
+    fn: str, stats: MaskStats, *, queried: np.ndarray, seed: int = 0, kl_uniform: str = "present"
 ) -> tuple[np.ndarray, dict[str, object]]:
     """Final acquisition score of every mask, (M,) float64; queried masks get −inf.
 
     abc: Σ_c w_c S[m,c] with w from :func:`adaptive_class_weights` (Eq. 9–12).
     sim: Σ_c S[m,c].  cil / entropy / margin: the per-mask sums.  random: U(0,1).
+    kl_uniform: Eq. 8's reference distribution (see :func:`adaptive_class_weights`).
     Returns (scores, info) where info holds the class weights and KL for ABC.
     """
     info: dict[str, object] = {}
     if fn == "abc":
-        w, kl, rarity = adaptive_class_weights(stats.counts)
+        w, kl, rarity = adaptive_class_weights(stats.counts, uniform=kl_uniform)
         scores = stats.sim_by_class.astype(np.float64) @ w
         info = {"class_weight": w, "kl": kl, "rarity": rarity}
     elif fn == "sim":

@@ -33,13 +33,38 @@ SIMULATED = "simulated-gt"
 
 
 # --------------------------------------------------------------------------- simulated annotator
-def answer_with_ground_truth(ds: Dataset, ids: np.ndarray, *, unit: str, rep_pixel: np.ndarray | None = None) -> np.ndarray:
+PIXEL_RELABEL = ("at-most-half", "always")
+
+
+def correct_share(segment: np.ndarray, gt: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """(k,) share of each mask's pixels whose ground truth equals the mask's current label.
+
+    segment: (P,) local mask id in [0, k) or −1 (no mask); gt: (P,) uint8 ground truth (void
+    pixels count as not carrying the label); current: (k,) current label of each mask.
+    Masks with no pixel get 0.
+    """
+    segment = np.asarray(segment).ravel()
+    gt = np.asarray(gt).ravel()
+    k = len(current)
+    inside = segment >= 0
+    seg = segment[inside].astype(np.int64)
+    hit = gt[inside] == np.asarray(current)[seg]
+    area = np.bincount(seg, minlength=k)
+    return np.bincount(seg, weights=hit, minlength=k) / np.maximum(area, 1)
+
+
+def answer_with_ground_truth(ds: Dataset, ids: np.ndarray, *, unit: str, rep_pixel: np.ndarray | None = None,
+                             current: np.ndarray | None = None, relabel: str = "always") -> np.ndarray:
     """The simulated annotator's answers for masks ``ids`` (B,), as (B,) uint8 (255 = void).
 
     unit "mask": the majority ground-truth class of each mask, void not voting,
         mostly-void masks void (stored at pseudolabel time as ``masks/gt_label``).
     unit "pixel": the ground truth at each mask's representative pixel
         (``rep_pixel`` (M,) flat index within the mask's image, from acquisition).
+        With ``relabel="at-most-half"`` (the authors' ALC code; config ``method.pixel_relabel``)
+        a mask more than half of whose pixels already carry their ground-truth class keeps its
+        ``current`` label ((M,) labels of all masks before this round); "always" gives every
+        mask the representative pixel's class. Either way the mask costs one unit of budget.
     """
     ids = np.asarray(ids, np.int64)
     if not ds.has_gt:
@@ -50,11 +75,23 @@ def answer_with_ground_truth(ds: Dataset, ids: np.ndarray, *, unit: str, rep_pix
         raise A2LCError(f"unknown query unit {unit!r} (choose from {', '.join(UNITS)})")
     if rep_pixel is None:
         raise ValueError("pixel-level answers need the representative pixels of the acquisition")
+    if relabel not in PIXEL_RELABEL:
+        raise ValueError(f"unknown pixel relabel rule {relabel!r} (choose from {', '.join(PIXEL_RELABEL)})")
+    if relabel == "at-most-half" and current is None:
+        raise ValueError("the at-most-half rule needs the masks' current labels")
     out = np.full(ids.shape, VOID, np.uint8)
     images = ds.mask_image[ids]
     for i in np.unique(images):  # one read of the GT per image that holds queried masks
         sel = np.flatnonzero(images == i)
-        out[sel] = ds.gt(int(i)).ravel()[rep_pixel[ids[sel]]]
+        gt = ds.gt(int(i)).ravel()
+        out[sel] = gt[rep_pixel[ids[sel]]]
+        if relabel == "at-most-half":
+            span = ds.masks_of(int(i))
+            seg = ds.segment(int(i)).ravel()
+            local = np.where(seg >= 0, seg - span.start, -1)
+            share = correct_share(local, gt, np.asarray(current)[span])
+            keep = share[ids[sel] - span.start] > 0.5
+            out[sel[keep]] = np.asarray(current)[ids[sel[keep]]]
     return out
 
 

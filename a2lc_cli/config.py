@@ -109,9 +109,16 @@ class MethodConfig(_Strict):
     lcm: bool | None = None
     annotator: Literal["gt", "human"] | None = None
     budget: int | None = Field(default=None, gt=0)
-    budget_share: float = Field(default=0.04, gt=0, le=1)
+    # share of all masks per round; None: the dataset's default (query.BUDGET_SHARE: voc 9%, city/other 4%)
+    budget_share: float | None = Field(default=None, gt=0, le=1)
     rounds: int = Field(default=5, ge=0)
     feature: Literal["softmax", "embedding"] = "softmax"
+    # Eq. 8's KL against a uniform over the labels present in unqueried masks (the authors' code) or
+    # over all C classes (the paper's text); see docs/results.md, "Faithful-reproduction switches"
+    kl_uniform: Literal["present", "all"] = "present"
+    # simulated pixel-level answers (ALC): relabel a mask only when at most half of its pixels already
+    # carry their ground-truth class (the authors' ALC code), or always
+    pixel_relabel: Literal["at-most-half", "always"] = "at-most-half"
 
 
 class LCMConfig(_Strict):
@@ -125,8 +132,15 @@ class LCMConfig(_Strict):
     batch_size: int = Field(default=8, gt=0)
     lr: float = Field(default=1e-4, gt=0)
     hidden: list[int] = Field(default_factory=lambda: [256, 128, 64])
-    tau: list[float] = Field(default_factory=lambda: [0.99, 0.99, 0.999, 0.9999, 0.9999999])
+    # τ_r per round (the last repeated); None: the dataset's schedule (TAU_SCHEDULES: VOC 0.99 in every
+    # round, as the authors' VOC scripts; otherwise their Cityscapes schedule)
+    tau: list[float] | None = None
     alpha: float = Field(default=0.5, ge=0, le=1)
+    # tail size of Eq. 5: ⌊α·C⌋ (the authors' code: 9 of 19) or ⌈α·C⌉ (10 of 19)
+    tail_size: Literal["floor", "ceil"] = "floor"
+    # ψ's loss: "ce" = cross-entropy on logits (Eq. 2 as written); "softmax-ce" = cross-entropy applied
+    # to ψ's softmax outputs (softmax twice, the authors' code)
+    loss: Literal["ce", "softmax-ce"] = "ce"
     tail_from: Literal["answers", "dataset"] = "answers"
     train_on: Literal["round", "all"] = "round"
 
@@ -153,10 +167,25 @@ class Config(_Strict):
     lcm: LCMConfig = Field(default_factory=LCMConfig)
     threads: ThreadsConfig = Field(default_factory=ThreadsConfig)
 
+    def tau_schedule(self) -> list[float]:
+        """``lcm.tau``, or the dataset's default schedule (:data:`TAU_SCHEDULES`)."""
+        if self.lcm.tau is not None:
+            return list(self.lcm.tau)
+        s = self.source
+        voc = (s.kind == "synthetic" and s.preset == "voc") or s.kind == "voc"
+        return list(TAU_SCHEDULES["voc" if voc else "cityscapes"])
+
     def tau_for_round(self, r: int) -> float:
         """τ_r of Eq. 4: the r-th entry of the schedule (1-based), the last one repeated."""
-        taus = self.lcm.tau
+        taus = self.tau_schedule()
         return float(taus[min(r, len(taus)) - 1])
+
+
+# τ schedules of the authors' scripts: Cityscapes per round; VOC leaves τ at 0.99 in every round
+TAU_SCHEDULES: dict[str, tuple[float, ...]] = {
+    "cityscapes": (0.99, 0.99, 0.999, 0.9999, 0.9999999),
+    "voc": (0.99,),
+}
 
 
 PRESETS: dict[str, dict[str, object]] = {

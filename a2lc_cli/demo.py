@@ -67,6 +67,9 @@ def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5
     for m in METHODS:
         spaces[m].root.mkdir(parents=True, exist_ok=True)
         spaces[m].save_config(cfgs[m])
+    from .labelers.simulate import NOISE_VERSION
+
+    ui.info(f"built-in benchmark v{NOISE_VERSION} (`{preset}`, seed {seed}; docs/benchmark.md)")
     with spaces[first].lock("a2lc demo"):
         ui.info(f"[bold]round 0[/]: pseudo-labels and θ_0 (shared by both methods)")
         run_round(spaces[first], cfgs[first], 0, device=device)
@@ -91,7 +94,7 @@ def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5
         ui.info(f"round {r}: " + " | ".join(line))
     runs = {m: collect_run(spaces[m]) for m in METHODS}
     minutes = (time.perf_counter() - t0) / 60
-    notes = (f"Built-in `{preset}` benchmark, seed {seed}, {rounds} rounds, budget {cfgs[first].method.budget} masks per "
+    notes = (f"Built-in `{preset}` benchmark v{NOISE_VERSION}, seed {seed}, {rounds} rounds, budget {cfgs[first].method.budget} masks per "
              f"round for both methods; same pseudo-labels and θ_0. Wall time {minutes:.1f} min. "
              "A²LC = ABC acquisition + mask-level query + LCM; ALC = SIM acquisition + pixel-level query, no LCM.")
     report = write_report(root / "report", runs, title="a2lc demo: A²LC vs ALC", notes=notes)

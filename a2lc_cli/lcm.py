@@ -3,12 +3,14 @@
 STEP 1 (``lcm-train``): an MLP ψ_r (in→256→128→64→C, ReLU) is trained on the
 masks answered in round r (non-void answers), from their mean features f(m)
 (Eq. 1, computed by θ_{r-1} during acquisition), with class-weighted
-cross-entropy on logits (Eq. 2).
+cross-entropy on logits (Eq. 2; ``lcm.loss = "softmax-ce"`` applies it to ψ's
+softmax outputs instead, as the authors' code does).
 
 STEP 2 (``lcm-correct``): every mask never queried is relabelled with ψ_r's
 prediction ĉ when all of these hold (Eq. 3–6, as SPEC §3 states them):
   1. max softmax ≥ τ_r, compared in float64 log-space (τ goes up to 0.9999999);
-  2. ĉ is not a tail class (the ⌈α·|C|⌉ classes with the fewest answers);
+  2. ĉ is not a tail class (the ⌊α·|C|⌋ classes with the fewest answers, as the authors'
+     code; ⌈α·|C|⌉ with ``lcm.tail_size = "ceil"``);
   3. the current label is not the rarest class (the first of that ordering);
   4. ĉ differs from the current label.
 """
@@ -51,6 +53,9 @@ class LCMNet(nn.Module):
         return self.net(x)
 
 
+LCM_LOSSES = ("ce", "softmax-ce")
+
+
 def class_loss_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     """λ_k = (N/N_k) / Σ_{c present} (N/N_c) for classes present, 0 for absent ones (Eq. 2).
 
@@ -76,10 +81,14 @@ def train_lcm(
     seed: int = 0,
     min_steps: int | None = None,
     progress: str | None = None,
+    loss: str = "ce",
 ) -> tuple[LCMNet, dict[str, Any]]:
     """Train ψ on (N,F) features and (N,) labels with Adam and class-weighted CE on logits (Eq. 2).
 
     ``epochs`` passes over the data, raised to reach ``min_steps`` optimiser steps when given.
+    ``loss``: "ce" = the weighted CE on ψ's logits (Eq. 2 as written); "softmax-ce" = the same CE
+    applied to ψ's softmax outputs (softmax twice, the authors' code): its loss cannot reach 0, so
+    training keeps pushing ψ's confidence towards 1. Raises ValueError for another value.
 
     The minibatch loop indexes pre-built tensors (no DataLoader), so the
     authors' batch size of 8 costs microseconds per step.
@@ -96,7 +105,10 @@ def train_lcm(
     lam = class_loss_weights(labels, num_classes)
     model = LCMNet(x.shape[1], num_classes, tuple(hidden))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.as_tensor(lam, dtype=torch.float32))
+    if loss not in LCM_LOSSES:
+        raise ValueError(f"unknown LCM loss {loss!r} (choose from {', '.join(LCM_LOSSES)})")
+    ce = nn.CrossEntropyLoss(weight=torch.as_tensor(lam, dtype=torch.float32))
+    loss_fn = ce if loss == "ce" else (lambda logits, target: ce(torch.softmax(logits, 1), target))
     n = len(y)
     steps_per_epoch = math.ceil(n / batch_size)
     if min_steps:
@@ -109,11 +121,11 @@ def train_lcm(
             total = 0.0
             for s in range(0, n, batch_size):
                 idx = perm[s:s + batch_size]
-                loss = loss_fn(model(x[idx]), y[idx])
+                batch_loss = loss_fn(model(x[idx]), y[idx])
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                batch_loss.backward()
                 opt.step()
-                total += loss.item() * len(idx)
+                total += batch_loss.item() * len(idx)
             losses.append(total / n)
             if bar is not None:
                 bar.advance(steps_per_epoch, status=f"loss {losses[-1]:.4f}")
@@ -126,17 +138,22 @@ def train_lcm(
 
 
 # --------------------------------------------------------------------------- selection criteria
-def tail_classes(counts: np.ndarray, alpha: float) -> tuple[np.ndarray, int]:
+def tail_classes(counts: np.ndarray, alpha: float, *, size: str = "floor") -> tuple[np.ndarray, int]:
     """The tail classes and the rarest class from per-class counts (Eq. 5–6).
 
     counts: (C,) number of answers (or labels) per class. Classes are ordered by
     count ascending (ties by class index; zero counts first). The tail is the
-    first ⌈α·|C|⌉ of them; the rarest class is the first.
-    Returns (tail (T,) int64 class ids, rarest class id).
+    first T of them, T = ⌊α·|C|⌋ (``size="floor"``, the authors' code: 9 of 19, 10 of 21)
+    or ⌈α·|C|⌉ (``"ceil"``: 10 of 19, 11 of 21); the rarest class is the first.
+    Returns (tail (T,) int64 class ids, rarest class id). Raises ValueError for another ``size``.
     """
+    if size not in ("floor", "ceil"):
+        raise ValueError(f"unknown tail size rule {size!r} (choose from floor, ceil)")
     counts = np.asarray(counts)
     order = np.argsort(counts, kind="stable")
-    t = int(math.ceil(alpha * len(counts)))
+    # α·C computed in float: round first so 0.5·19 = 9.5 exactly and 0.3·10 = 3 stays 3
+    x = round(alpha * len(counts), 9)
+    t = int(math.floor(x) if size == "floor" else math.ceil(x))
     return np.sort(order[:t]).astype(np.int64), int(order[0])
 
 
@@ -222,7 +239,7 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
             model, log = train_lcm(
                 feats[ids], labels, ds.num_classes, epochs=cfg.lcm.epochs, batch_size=cfg.lcm.batch_size,
                 lr=cfg.lcm.lr, hidden=tuple(cfg.lcm.hidden), seed=cfg.seed * 1009 + r if seed is None else seed,
-                min_steps=cfg.lcm.min_steps, progress=f"lcm-train ψ_{r}",
+                min_steps=cfg.lcm.min_steps, progress=f"lcm-train ψ_{r}", loss=cfg.lcm.loss,
             )
         class_names = list(ds.classes.names)
     seconds = time.perf_counter() - t0
@@ -275,7 +292,7 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
                                  weights=ds.mask_area[state.label != 255], minlength=ds.num_classes)[: ds.num_classes]
         else:
             counts = np.asarray(ckpt["answer_counts"])
-        tail, rarest = tail_classes(counts, cfg.lcm.alpha)
+        tail, rarest = tail_classes(counts, cfg.lcm.alpha, size=cfg.lcm.tail_size)
         from .threads import stage_threads
 
         with stage_threads("lcm-correct", cfg):
@@ -286,7 +303,7 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
         stored_pred = np.where(eligible, pred, 255).astype(np.uint8)
         inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath), "lcm_model": artifact_uid(mpath)}
         meta = {"tau": tau, "alpha": cfg.lcm.alpha, "tail": tail.tolist(), "rarest": rarest,
-                "tail_from": cfg.lcm.tail_from, "round": r}
+                "tail_from": cfg.lcm.tail_from, "tail_size": cfg.lcm.tail_size, "round": r}
         with write_artifact(ws.artifact(r, "lcm.h5"), "lcm", inputs=inputs, meta=meta) as f:
             g = f.create_group("corrected")
             g.create_dataset("mask", data=ids)

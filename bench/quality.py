@@ -8,8 +8,10 @@
 For every (preset, seed) round 0 (pseudo-labels, θ_0) is computed once in
 ``bench/work/quality/<preset>-s<seed>/base`` and copied into one workspace per
 configuration, which then runs rounds 1–5 with the same budget per round: a
-fixed share of all masks (``--budget-share``, default 4%). Each finished run
-is saved as ``bench/results/quality/<preset>-s<seed>-<config>.json``; a run
+fixed share of all masks (``--budget-share``; default the preset's, ``voc`` 9%,
+``city`` 2%: see docs/benchmark.md). Results are kept per benchmark version
+(``NOISE_VERSION`` of the simulated labeler, v2 since issue 14): each finished run
+is saved as ``bench/results/quality-v<N>/<preset>-s<seed>-<config>.json``; a run
 whose file exists is skipped, and a run interrupted part-way continues from
 its last finished stage (the stages skip up-to-date artifacts), so killing and
 restarting the script loses at most one stage. Runs go in priority order
@@ -38,15 +40,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from a2lc_cli import ui  # noqa: E402
 from a2lc_cli.config import Config  # noqa: E402
 from a2lc_cli.demo import demo_config, share_round0  # noqa: E402
+from a2lc_cli.labelers.simulate import NOISE_VERSION  # noqa: E402
+from a2lc_cli.query import default_budget_share  # noqa: E402
 from a2lc_cli.report import collect_run  # noqa: E402
 from a2lc_cli.rounds import run_round  # noqa: E402
 from a2lc_cli.state import Dataset  # noqa: E402
 from a2lc_cli.status import saved_metric  # noqa: E402
 from a2lc_cli.workspace import Workspace, write_text_atomic  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "quality"
-BASES = ROOT / "bench" / "results" / "quality-base"  # per (preset, seed): what is wrong in round 0
-WORK = ROOT / "bench" / "work" / "quality"
+# one folder per benchmark version, so runs on an older benchmark are never mixed in or skipped over
+RESULTS = ROOT / "bench" / "results" / f"quality-v{NOISE_VERSION}"
+BASES = ROOT / "bench" / "results" / f"quality-base-v{NOISE_VERSION}"  # per (preset, seed): what is wrong in round 0
+WORK = ROOT / "bench" / "work" / f"quality-v{NOISE_VERSION}"
 
 # name -> (tier, description, method preset, method overrides, lcm overrides, budget factor)
 CONFIGS: dict[str, tuple[int, str, str, dict[str, Any], dict[str, Any], float]] = {
@@ -74,7 +79,18 @@ CONFIGS: dict[str, tuple[int, str, str, dict[str, Any], dict[str, Any], float]] 
     "a2lc-lcm-steps": (4, "A²LC, ψ trained ≥ 20k steps", "a2lc", {}, {"min_steps": 20000}, 1.0),
     "a2lc-lcm-steps-tail-dataset": (4, "A²LC, ψ ≥ 20k steps, tail classes from the dataset", "a2lc", {},
                                     {"min_steps": 20000, "tail_from": "dataset"}, 1.0),
+    # faithful-reproduction switches (issue 14; docs/results.md): the other reading of each choice where the
+    # paper's text and the authors' code differ. ψ's loss first: it decides the paper's LCM volumes
+    "a2lc-softmax-ce": (1, "A²LC, ψ's CE on its softmax outputs (authors' code)", "a2lc", {}, {"loss": "softmax-ce"}, 1.0),
+    "a2lc-kl-all": (4, "A²LC, Eq. 8's KL against a uniform over all C (paper text)", "a2lc", {"kl_uniform": "all"}, {}, 1.0),
+    "a2lc-tail-ceil": (4, "A²LC, tail = ⌈α·C⌉ classes (paper text)", "a2lc", {}, {"tail_size": "ceil"}, 1.0),
+    "a2lc-tau-cityscapes": (4, "A²LC, τ schedule 0.99…0.9999999 (the Cityscapes one; voc only)", "a2lc", {},
+                            {"tau": [0.99, 0.99, 0.999, 0.9999, 0.9999999]}, 1.0),
+    "alc-relabel-always": (4, "ALC, every queried mask relabelled (no ≤ 50% rule)", "alc",
+                           {"pixel_relabel": "always"}, {}, 1.0),
 }
+# configurations that equal the default on the other preset (city's τ schedule is the default there)
+ONLY_PRESET = {"a2lc-tau-cityscapes": "voc"}
 QUICK = {"presets": ["city"], "seeds": [0], "configs": ["a2lc", "alc"]}
 
 
@@ -107,13 +123,18 @@ def round_budget(base: Workspace, share: float, factor: float) -> int:
         return max(1, int(round(share * ds.n_masks * factor)))
 
 
-def run_one(preset: str, seed: int, name: str, *, share: float, rounds: int) -> dict[str, Any]:
-    """Run one configuration for ``rounds`` rounds (resuming) and return its results."""
+def run_one(preset: str, seed: int, name: str, *, share: float | None, rounds: int) -> dict[str, Any]:
+    """Run one configuration for ``rounds`` rounds (resuming) and return its results.
+
+    share: masks per round / all masks; None = the preset's default (:func:`a2lc_cli.query.default_budget_share`).
+    """
     t0 = time.perf_counter()
     base = ensure_base(preset, seed)
     ws = Workspace(WORK / f"{preset}-s{seed}" / name)
     share_round0(base, ws)
     cfg = run_config(preset, seed, name)
+    if share is None:
+        share = default_budget_share(cfg)
     cfg.method.budget = round_budget(base, share, CONFIGS[name][5])
     ws.save_config(cfg)
     for r in range(1, rounds + 1):
@@ -126,6 +147,7 @@ def run_one(preset: str, seed: int, name: str, *, share: float, rounds: int) -> 
     last = saved_metric(ws, rounds, "data-miou") or {}
     return {
         "preset": preset, "seed": seed, "config": name, "description": CONFIGS[name][1],
+        "benchmark_version": NOISE_VERSION,
         "budget_per_round": cfg.method.budget, "budget_share": share, "rounds": run["rounds"],
         "classes": run["classes"], "pseudo_frequency": run["pseudo_frequency"],
         "queried_by_class": run["queried_by_class"], "data_iou_last": last.get("per_class"),
@@ -169,7 +191,8 @@ def error_pool(ws: Workspace, rounds: int) -> dict[str, Any]:
 def error_mix(base: Workspace) -> dict[str, Any]:
     """Which masks are wrong in round 0, seen by ABC's class weight (Eq. 7–9) and by the paper's tail split.
 
-    Classes are ranked by round-0 label pixels; the ⌈C/2⌉ rarest are the tail (α = 0.5, the LCM's split).
+    Classes are ranked by round-0 label pixels; the ⌊C/2⌋ rarest are the tail (α = 0.5, the LCM's split as
+    the authors code it); Eq. 8's KL against a uniform over the labels present (the authors' code).
     Wrong masks (label ≠ GT majority, neither void) are counted, in masks and in pixels, by
     (label head|tail) × (truth head|tail); ``w_label_*`` is the area-weighted mean of Eq. 9's
     w_c of the mask's current label over wrong and over right masks (ABC's prior points at the
@@ -225,7 +248,7 @@ def _lcm_accuracy(ws: Workspace, r: int) -> dict[str, Any] | None:
 def plan(presets: list[str], seeds: list[int], configs: list[str]) -> list[tuple[str, int, str]]:
     """The runs in priority order: by tier, then seed, then preset."""
     return [(p, s, c) for tier in sorted({CONFIGS[c][0] for c in configs}) for s in seeds for p in presets
-            for c in configs if CONFIGS[c][0] == tier]
+            for c in configs if CONFIGS[c][0] == tier and ONLY_PRESET.get(c, p) == p]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", nargs="+", default=["city", "voc"], choices=["city", "voc"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    ap.add_argument("--budget-share", type=float, default=0.04, help="masks queried per round / all masks")
+    ap.add_argument("--budget-share", type=float, default=None,
+                    help="masks queried per round / all masks (default: the preset's, voc 0.09, city 0.02)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--report-only", action="store_true", help="only regenerate docs/results.md")
     ap.add_argument("--verbose", action="store_true", help="show every stage's progress bars")
@@ -260,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     save_error_mixes()
     from quality_report import write_results  # bench/ is on sys.path as the script's folder
 
+    if not any(RESULTS.glob("*.json")):
+        print(f"no runs in {RESULTS.relative_to(ROOT)} yet (benchmark v{NOISE_VERSION}); docs/results.md left as it is")
+        return 0
     path = write_results(RESULTS, ROOT / "docs", bases=BASES)
     print(f"wrote {path}")
     return 0

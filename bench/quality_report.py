@@ -29,7 +29,7 @@ TABLE5 = (("alc", "", "", ""), ("lcm", "✓", "", ""), ("abc", "", "✓", ""), (
           ("a2lc", "✓", "✓", "✓"))
 TABLE4 = (("acq-random", "Random"), ("acq-entropy", "Entropy"), ("acq-margin", "Margin"), ("acq-cil", "CIL"),
           ("acq-sim", "SIM"), ("a2lc", "ABC (ours)"))
-LCM_CONFIGS = (("a2lc", "A²LC (authors' rules)"), ("a2lc-tail-dataset", "tail from dataset label counts"),
+LCM_CONFIGS = (("a2lc", "A²LC (authors' rules)"), ("a2lc-softmax-ce", "ψ's CE on softmax outputs (authors' code)"), ("a2lc-tail-dataset", "tail from dataset label counts"),
                ("a2lc-train-all", "ψ trained on all rounds' answers"), ("a2lc-lcm-steps", "ψ trained ≥ 20k steps"),
                ("a2lc-lcm-steps-tail-dataset", "ψ ≥ 20k steps + tail from dataset"), ("lcm", "LCM only (SIM, pixel)"),
                ("lcm+abc", "LCM + ABC (pixel)"))
@@ -164,6 +164,26 @@ def table3(runs) -> list[str]:
                        f"{fmt(per_round(rs, 'data_miou', 5))} |")
         n, before, after = PAPER_TABLE3[p]
         out.append(f"| {p} | paper (A²LC) | {n:,} | {before:.2f} | {after:.2f} | {PAPER_TABLE1[(p, 'a2lc')][-1]:.2f} |")
+    return out
+
+
+SWITCHES = (("a2lc", "A²LC, defaults"), ("a2lc-softmax-ce", "lcm.loss = softmax-ce"),
+            ("a2lc-kl-all", "method.kl_uniform = all"), ("a2lc-tail-ceil", "lcm.tail_size = ceil"),
+            ("a2lc-tau-cityscapes", "lcm.tau = Cityscapes schedule"), ("alc", "ALC, defaults"),
+            ("alc-relabel-always", "method.pixel_relabel = always"))
+
+
+def switch_table(runs) -> list[str]:
+    out = ["| preset | configuration | Data mIoU 1R | Data mIoU 5R | Model mIoU 5R | LCM corrections (5 rounds) |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for p in PRESETS:
+        for cfg, name in SWITCHES:
+            rs = runs.get((p, cfg), [])
+            if not rs:
+                continue
+            pooled = stats([lcm_pooled(r)[0] for r in rs])
+            out.append(f"| {p} | {name} | {fmt(per_round(rs, 'data_miou', 1))} | {fmt(per_round(rs, 'data_miou', 5))} | "
+                       f"{fmt(per_round(rs, 'model_miou', 5))} | {fmt(pooled)} |")
     return out
 
 
@@ -360,15 +380,17 @@ def generated_section(runs, docs: Path, bases: list[dict[str, Any]] | None = Non
     n_runs = sum(len(v) for v in runs.values())
     any_run = next(iter(runs.values()))[0]
     parts = [START, "",
-             f"*Generated from {n_runs} runs in `bench/results/quality/` by `bench/quality_report.py` "
+             f"*Generated from {n_runs} runs of benchmark v{any_run.get('benchmark_version', 1)} in "
+             f"`bench/results/quality-v{any_run.get('benchmark_version', 1)}/` by `bench/quality_report.py` "
              f"(machine: {any_run['machine']}). Regenerate with "
              "`make bench-quality` (runs what is missing, then writes this) or `python bench/quality.py --report-only`.*", ""]
     budgets = {p: runs[(p, "a2lc")][0]["budget_per_round"] for p in PRESETS if runs.get((p, "a2lc"))}
-    share = any_run["budget_share"]
+    shares = {p: runs[(p, "a2lc")][0]["budget_share"] for p in PRESETS if runs.get((p, "a2lc"))}
     parts += ["## Setup", "",
               f"Built-in benchmark at its default sizes (`city`: 300 train / 120 val images of 96×192, ≈10.5k masks; "
               f"`voc`: 400 / 120 of 96×128, ≈2.3k masks), the default `tiny` model, seeds 0–2. Budget per round "
-              f"B = {100 * share:.0f}% of all masks (" + ", ".join(f"`{p}`: {b} masks" for p, b in budgets.items()) +
+              "B = a share of all masks (" + ", ".join(f"`{p}`: {100 * shares[p]:.0f}%, {b} masks"
+                                                     for p, b in budgets.items()) +
               "); the paper gives 10k masks per round on Cityscapes and 1k on PASCAL VOC. Every configuration of a "
               "(preset, seed) starts from the same round 0 (pseudo-labels and θ_0). Mean ± sample std over seeds.", ""]
     parts += ["## Targets (SPEC §5)", "", *targets(runs), ""]
@@ -386,7 +408,7 @@ def generated_section(runs, docs: Path, bases: list[dict[str, Any]] | None = Non
                   "impure = the majority class holds < 75% of the mask's non-void pixels.", "", *t, ""]
     t = mix_table(bases or [])
     if len(t) > 2:
-        parts += ["Which masks are wrong in round 0. Tail = the ⌈C/2⌉ classes with the fewest round-0 label pixels "
+        parts += ["Which masks are wrong in round 0. Tail = the ⌊C/2⌋ classes with the fewest round-0 label pixels "
                   "(α = 0.5); ABC's weight w (Eq. 9) follows the mask's *current label*, so it can lift a wrong mask "
                   "only when the label is a rare class — what the paper calls correcting \"masks misclassified as "
                   "tail class labels\".", "", *t, ""]
@@ -397,6 +419,11 @@ def generated_section(runs, docs: Path, bases: list[dict[str, Any]] | None = Non
         t = table3_rounds(runs, p)
         if len(t) > 2:
             parts += [f"A²LC per round, `{p}`:", "", *t, ""]
+    t = switch_table(runs)
+    if len(t) > 2:
+        parts += ["## Faithful-reproduction switches", "",
+                  "Where the paper's text and the authors' code differ (see \"Faithful-reproduction switches\" "
+                  "above): A²LC/ALC with the default reading and with the other one, 5 rounds.", "", *t, ""]
     parts += ["## Table 4 — acquisition functions (Data mIoU after 5 rounds, %)", "",
               "Inside the A²LC framework (mask-level query, LCM on), only the acquisition function changes.", "",
               *table4(runs), ""]
@@ -432,4 +459,6 @@ def write_results(results: Path, docs: Path, *, bases: Path | None = None) -> Pa
 
 
 if __name__ == "__main__":
-    print(write_results(ROOT / "bench" / "results" / "quality", ROOT / "docs", bases=ROOT / "bench" / "results" / "quality-base"))
+    from quality import BASES, RESULTS  # the current benchmark version's folders
+
+    print(write_results(RESULTS, ROOT / "docs", bases=BASES))

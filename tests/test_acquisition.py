@@ -19,7 +19,7 @@ from a2lc_cli.acquisition import (
 
 def test_class_weights_hand_computed():
     # N_c over unqueried pixels; class 2 absent; |C| = 4 (all classes, Eq. 8)
-    w, kl, rarity = adaptive_class_weights(np.array([100, 10, 0, 50]))
+    w, kl, rarity = adaptive_class_weights(np.array([100, 10, 0, 50]), uniform="all")
     p = [100 / 160, 10 / 160, 50 / 160]
     kl_hand = sum(pi * math.log(pi * 4) for pi in p)
     assert kl == pytest.approx(kl_hand, rel=1e-12)

@@ -38,11 +38,12 @@ def test_architecture_is_in_256_128_64_c():
 def test_tail_and_rarest_from_answer_counts():
     # 6 classes, α = 0.5 → ⌈3⌉ = 3 tail classes; zero-count classes first (ties by index)
     counts = np.array([50, 0, 7, 3, 0, 20])
-    tail, rarest = tail_classes(counts, 0.5)
+    tail, rarest = tail_classes(counts, 0.5, size="ceil")
     np.testing.assert_array_equal(tail, [1, 3, 4])
     assert rarest == 1
-    # ⌈α·|C|⌉ rounds up: α = 0.4 of 6 → 3 classes
-    assert len(tail_classes(counts, 0.4)[0]) == 3
+    # ⌈α·|C|⌉ rounds up: α = 0.4 of 6 → 3 classes; the default ⌊α·|C|⌋ (authors' code) → 2
+    assert len(tail_classes(counts, 0.4, size="ceil")[0]) == 3
+    assert len(tail_classes(counts, 0.4)[0]) == 2
     assert len(tail_classes(counts, 0.0)[0]) == 0
 
 

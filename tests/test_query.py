@@ -151,9 +151,16 @@ def test_mask_level_and_pixel_level_answers_differ_where_masks_are_mixed(ws, cli
     assert cli("-w", ws.root, "query", "--r", "1", "--budget", "all", "--unit", "pixel")[0] == 0
     q = read_query(ws.artifact(1, "query.h5"))
     pixel_level = dict(zip(*[a.tolist() for a in q.answers.effective()]))
-    # GT at the representative pixel, expanded to the whole mask
-    assert pixel_level == {A: 0, B: 1, C: 2, D: 255, E: 1}
+    # GT at the representative pixel, expanded to the whole mask — except C: 19 of its 20 pixels already
+    # carry their GT class (c0), so the authors' ALC rule (relabel only when at most half is right) keeps it
+    assert pixel_level == {A: 0, B: 1, C: 0, D: 255, E: 1}
     assert set(q.answers.unit.tolist()) == {1}
+    # without the rule, C takes its (wrong) representative pixel's class
+    ws.artifact(1, "query.h5").unlink()
+    assert cli("-w", ws.root, "config", "set", "method.pixel_relabel=always")[0] == 0
+    assert cli("-w", ws.root, "query", "--r", "1", "--budget", "all", "--unit", "pixel")[0] == 0
+    always = dict(zip(*[a.tolist() for a in read_query(ws.artifact(1, "query.h5")).answers.effective()]))
+    assert always == {A: 0, B: 1, C: 2, D: 255, E: 1}
 
 
 def test_budget_larger_than_what_is_left(ws, cli):

@@ -257,7 +257,8 @@ def test_masks_are_written_consistently_to_the_dataset_file(cli, tmp_path):
 # --------------------------------------------------------------------------- noise
 def _mask_records(preset: str, seed: int, n: int) -> tuple[SyntheticSource, dict[str, np.ndarray]]:
     src, lab = _pair(preset, seed=seed, n_train=n)
-    rec: dict[str, list[np.ndarray]] = {"true": [], "label": [], "flipped": [], "z": [], "partner": [], "style": []}
+    rec: dict[str, list[np.ndarray]] = {"true": [], "label": [], "flipped": [], "z": [], "partner": [], "style": [],
+                                        "role": []}
     for i in range(n):
         p, info = lab.simulate(i)
         scene = src.scene("train", i)
@@ -267,6 +268,7 @@ def _mask_records(preset: str, seed: int, n: int) -> tuple[SyntheticSource, dict
         rec["label"].append(per_mask)
         rec["partner"].append(scene.partner[info["region"]])
         rec["style"].append(scene.style[info["region"]])
+        rec["role"].append(scene.role[info["region"]])
         for k in ("true", "flipped", "z"):
             rec[k].append(info[k])
     return src, {k: np.concatenate(v) for k, v in rec.items()}
@@ -280,7 +282,7 @@ def test_noise_is_class_dependent_and_heavier_on_tail_classes():
     rate = np.bincount(true, weights=flipped, minlength=19) / np.maximum(np.bincount(true, minlength=19), 1)
     head = [idx[n] for n in ("road", "building", "vegetation", "sky", "car")]
     tail = [idx[n] for n in ("traffic light", "rider", "motorcycle", "wall")]
-    assert rate[head].max() < 0.15
+    assert rate[head].max() < 0.2
     assert rate[tail].min() > 0.25
     # the realised rates follow the configured ones
     configured = np.array(NOISE["city"].flip_rate)
@@ -297,17 +299,21 @@ def test_flips_go_to_look_alike_partners():
         assert f.sum() > 15
         np.testing.assert_array_equal(r["label"][f], r["partner"][f])
         spec = PRESETS[preset]
-        c = spec.classes.num_classes
-        for t, style, lab in zip(r["true"][f], r["style"][f], r["label"][f]):
-            key = int(style) if style >= c else int(t)  # background kinds have partners of their own
-            assert int(lab) in {p for p, _ in spec.partners[key]}
+        for t, role, lab in zip(r["true"][f], r["role"][f], r["label"][f]):
+            if role == 0:  # parts and decoys (voc) look like a class of their own draw (their lure)
+                assert int(lab) in {p for p, _ in spec.partners[int(t)]}
     assert (3, 0.55) in [(p, w) for p, w in PRESETS["city"].partners[2]]  # building ↔ wall
-    assert {p for p, _ in PRESETS["voc"].partners[8]} == {12}  # cat → dog
+    assert {p for p, _ in PRESETS["city"].partners[6]} == {7}  # traffic light → traffic sign
+    assert {p for p, _ in PRESETS["voc"].partners[7]} == {20, 1}  # car → tvmonitor (or aeroplane)
 
 
 def test_flip_probability_grows_with_the_appearance_latent():
     _, r = _mask_records("city", 2, 120)
-    z, f = r["z"][r["true"] != VOID], r["flipped"][r["true"] != VOID]
+    # class-level confusions (traffic light, rider, train: flip rate ≥ 0.75) hit nearly every instance
+    # whatever it looks like; the latent decides the look-alike flips of the other classes
+    rate = np.array(NOISE["city"].flip_rate)
+    sel = (r["true"] != VOID) & (rate[np.minimum(r["true"], 18)] < 0.75)
+    z, f = r["z"][sel], r["flipped"][sel]
     assert z[f].mean() > z[~f].mean() + 0.25
     assert np.corrcoef(z, f)[0, 1] > 0.4
     # and not independent coin flips: almost no typical-looking (low z) region is mislabelled
@@ -387,7 +393,7 @@ def test_fill_label_override_reaches_the_simulated_labels():
     assert uncovered.size > 0 and (uncovered == 0).all()
 
 
-def test_detector_scores_track_the_latent_and_voc_background_masks_have_none():
+def test_detector_scores_track_the_latent_and_voc_has_no_background_masks():
     _, lab = _pair("city", seed=0, n_train=10)
     props = [lab.simulate(i) for i in range(10)]
     score = np.concatenate([p.score for p, _ in props])
@@ -400,5 +406,6 @@ def test_detector_scores_track_the_latent_and_voc_background_masks_have_none():
         k = p.score.shape[0]
         per_mask = np.zeros(k, np.int64)
         per_mask[p.segment[p.segment >= 0]] = p.label0[p.segment >= 0]
-        assert np.isnan(p.score[per_mask == 0]).all() and (p.prompt[per_mask == 0] == -1).all()
-        assert np.isfinite(p.score[per_mask > 0]).all() and (p.prompt[per_mask > 0] == per_mask[per_mask > 0]).all()
+        # masks come only from detections: none is background, every one has a score and a prompt
+        assert (per_mask > 0).all()
+        assert np.isfinite(p.score).all() and (p.prompt == per_mask).all()

@@ -65,7 +65,7 @@ def lcm_correct(
     if r >= 1:
         check_order(ws, cfg, r, LCM_CORRECT)
     if tau is not None:
-        cfg.lcm.tau = [tau] * max(r, len(cfg.lcm.tau))
+        cfg.lcm.tau = [tau] * max(r, len(cfg.tau_schedule()))
     if alpha is not None:
         cfg.lcm.alpha = alpha
     with ws.lock():

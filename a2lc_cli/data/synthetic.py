@@ -15,9 +15,14 @@ per stuff area); each region carries
   ``z``, so label noise is systematic and appearance-correlated, as a real
   foundation model's is.
 
+- its *role* (``voc`` only): a *decoy* is a patch of background drawn in the
+  silhouette, size and look of an object class, a *part* a small piece of an object
+  drawn like another class; the simulated detector names them as that class (real
+  Grounded SAM's false positives on background and its small part masks).
+
 Presets (data, :data:`PRESETS`): ``city`` (19 Cityscapes classes, a driving scene
-with a Cityscapes-like long tail) and ``voc`` (background + 20 VOC classes, 1–3
-large objects on a background of several textured areas).
+with a Cityscapes-like long tail) and ``voc`` (background + 20 VOC classes, 1–6
+objects with their parts on a background of several textured areas, with decoys).
 """
 
 from __future__ import annotations
@@ -92,6 +97,8 @@ class PresetSpec:
 
 
 # --------------------------------------------------------------------------- scene
+ROLE_PLAIN, ROLE_PART, ROLE_DECOY = 0, 1, 2
+
 @dataclass
 class Scene:
     """The generator's description of one image (used by the simulated labeler).
@@ -102,6 +109,11 @@ class Scene:
     style: (n,) int16 appearance style of each region.
     partner: (n,) uint8 the class the region may be confused with.
     z: (n,) float32 latent in [0,1]: how much the region looks like its partner.
+    role: (n,) uint8 ROLE_PLAIN, ROLE_PART (a small piece of an object that looks like
+        another class: a bus window, a person's bag) or ROLE_DECOY (a patch of background
+        that looks like an object class: a dark window like a tvmonitor); for both, the
+        partner is the class it looks like and z ≥ 0.55. Only ``voc`` scenes have them.
+    parent: (n,) int32 the object region a part belongs to (−1 otherwise).
     """
 
     region: np.ndarray
@@ -110,6 +122,15 @@ class Scene:
     style: np.ndarray
     partner: np.ndarray
     z: np.ndarray
+    role: np.ndarray | None = None
+    parent: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = self.cls.shape[0]
+        if self.role is None:
+            self.role = np.zeros(n, np.uint8)
+        if self.parent is None:
+            self.parent = np.full(n, -1, np.int32)
 
     @property
     def n_regions(self) -> int:
@@ -130,13 +151,23 @@ class _Canvas:
         self.cls: list[int] = []
         self.style: list[int] = []
         self.thing: list[bool] = []
+        self.role: list[int] = []
+        self.lure: list[int] = []
+        self.parent: list[int] = []
 
-    def add(self, mask: np.ndarray, cls: int, *, thing: bool, style: int | None = None) -> int:
-        """Paint ``mask`` (H,W) bool as a new region; returns its index."""
+    def add(self, mask: np.ndarray, cls: int, *, thing: bool, style: int | None = None, role: int = 0,
+            lure: int = -1, parent: int = -1) -> int:
+        """Paint ``mask`` (H,W) bool as a new region; returns its index.
+
+        role/lure/parent: see :class:`Scene` (a decoy or a part region looks like class ``lure``).
+        """
         rid = len(self.cls)
         self.cls.append(cls)
         self.style.append(cls if style is None else style)
         self.thing.append(thing)
+        self.role.append(role)
+        self.lure.append(lure)
+        self.parent.append(parent)
         self.region[mask] = rid
         return rid
 
@@ -164,6 +195,9 @@ class _Canvas:
             self.cls.append(cls)
             self.style.append(cls if style is None else style)
             self.thing.append(False)
+            self.role.append(ROLE_PLAIN)
+            self.lure.append(-1)
+            self.parent.append(-1)
         self.region[ys, xs] = base + cell
 
     # shapes -------------------------------------------------------------------------------
@@ -345,17 +379,17 @@ _CITY_PARTNERS: dict[int, tuple[tuple[int, float], ...]] = {
     WALL: ((BUILDING, 0.65), (FENCE, 0.35)),
     FENCE: ((WALL, 0.5), (BUILDING, 0.3), (VEG, 0.2)),
     POLE: ((SIGN, 0.5), (LIGHT, 0.2), (BUILDING, 0.3)),
-    LIGHT: ((SIGN, 0.75), (POLE, 0.25)),
+    LIGHT: ((SIGN, 1.0),),  # real: the token "traffic" maps to traffic sign, so nearly every light is a sign
     SIGN: ((LIGHT, 0.6), (POLE, 0.4)),
-    VEG: ((TERRAIN, 0.8), (BUILDING, 0.2)),
+    VEG: ((TERRAIN, 0.55), (BUILDING, 0.45)),
     TERRAIN: ((VEG, 0.6), (SIDEWALK, 0.4)),
     SKY: ((BUILDING, 0.6), (VEG, 0.4)),
     PERSON: ((RIDER, 1.0),),
-    RIDER: ((PERSON, 0.8), (BIKE, 0.2)),
+    RIDER: ((PERSON, 1.0),),
     CAR: ((TRUCK, 0.6), (BUS, 0.4)),
     TRUCK: ((CAR, 0.5), (BUS, 0.5)),
-    BUS: ((TRUCK, 0.5), (TRAIN, 0.3), (CAR, 0.2)),
-    TRAIN: ((BUS, 0.7), (TRUCK, 0.3)),
+    BUS: ((TRUCK, 0.45), (CAR, 0.35), (TRAIN, 0.2)),
+    TRAIN: ((BUS, 0.6), (TRUCK, 0.2), (CAR, 0.2)),
     MOTO: ((BIKE, 0.8), (RIDER, 0.2)),
     BIKE: ((MOTO, 0.7), (RIDER, 0.3)),
     19: ((CAR, 1.0),),  # the ego hood (void, style 19) looks a bit like a car
@@ -452,7 +486,8 @@ def _trapezoid(c: _Canvas, y0: float, y1: float, x0: float, x1: float, inset: fl
 
 
 def _voc_layout(c: _Canvas, rng: np.random.Generator) -> None:
-    """1–3 large objects over a background of two textured areas, each in a few pieces."""
+    """A background of two textured areas, each in a few pieces; decoys on it (patches that
+    look like an object class, see :class:`Scene`); then 1–6 objects, each with its small parts."""
     H, W = c.h, c.w
     split = H * rng.uniform(0.3, 0.7)
     kinds = rng.choice(len(_VOC_KINDS), size=2, replace=False)
@@ -462,15 +497,81 @@ def _voc_layout(c: _Canvas, rng: np.random.Generator) -> None:
         k = int(rng.integers(len(_VOC_KINDS)))
         c.add(c.ellipse(H * rng.uniform(0.1, 0.9), W * rng.uniform(0.1, 0.9), H * rng.uniform(0.1, 0.25),
                         W * rng.uniform(0.1, 0.25)), BG, thing=False, style=21 + k)
-    n = int(rng.choice([1, 2, 3], p=[0.5, 0.3, 0.2]))
+    # decoys: background that looks like an object class, in its silhouette and at its typical size
+    n_decoy = 0 if rng.random() < VOC_DECOYS["none"] else 1 + int(rng.poisson(VOC_DECOYS["extra"]))
+    lures = rng.choice(len(_DECOY_CLASSES), size=n_decoy, p=_DECOY_P)
+    for j in lures:
+        lure = int(_DECOY_CLASSES[j])
+        area = _DECOY_AREA[j] * VOC_DECOYS["area_scale"] * float(np.exp(rng.normal(0.0, VOC_DECOYS["area_sigma"]))) * H * W
+        s = float(np.sqrt(min(area, 0.6 * H * W) / _silhouette_area(lure)))
+        cy, cx = H * rng.uniform(0.1, 0.9), W * rng.uniform(0.1, 0.9)
+        style = 21 + int(kinds[0] if cy < split else kinds[1])
+        c.add(_voc_object(c, lure, cy, cx, s), BG, thing=False, style=style, role=ROLE_DECOY, lure=lure)
+    # objects
+    n = int(rng.choice(len(_VOC_N_OBJECTS), p=_VOC_N_OBJECTS)) + 1
     same = rng.random() < 0.35  # VOC images often show several objects of one class
     first = int(rng.choice(20, p=_VOC_OBJECT_P)) + 1
-    sizes = np.sort(H * rng.uniform(0.8, 1.6, size=n) * (1.0 if n == 1 else 0.75))
+    sizes = np.sort(H * rng.uniform(0.8, 1.6, size=n) * n ** -0.45)
     for j in range(n):
         cls = first if (j == 0 or same) else int(rng.choice(20, p=_VOC_OBJECT_P)) + 1
         s = float(sizes[j])
         cy, cx = H * rng.uniform(0.35, 0.7), W * rng.uniform(0.2, 0.8)
-        c.add(_voc_object(c, cls, cy, cx, s), cls, thing=True)
+        obj = _voc_object(c, cls, cy, cx, s)
+        rid = c.add(obj, cls, thing=True)
+        # parts: small pieces that look like another class (a bus window like a chair, a bag like a bottle)
+        rate, lure_p = _VOC_PARTS.get(cls, _VOC_PARTS[0])
+        ys, xs = np.nonzero(obj)
+        for _ in range(int(rng.poisson(rate * VOC_PART_SCALE))):
+            if ys.size < 40:
+                break
+            lure = int(rng.choice([k for k, _ in lure_p], p=np.array([w for _, w in lure_p]) / sum(w for _, w in lure_p)))
+            area = VOC_PART_AREA * float(np.exp(rng.normal(0.0, 0.6))) * H * W
+            ratio = rng.uniform(0.6, 1.6)
+            rx = float(np.sqrt(area / (np.pi * ratio)))
+            k = int(rng.integers(ys.size))
+            m = c.ellipse(float(ys[k]), float(xs[k]), rx * ratio, rx) & obj
+            if m.sum() >= 4:
+                c.add(m, cls, thing=True, role=ROLE_PART, lure=lure, parent=rid)
+
+
+def _silhouette_area(cls: int, _cache: dict[int, float] = {}) -> float:
+    """Pixels of a class silhouette of size s = 1 (measured once at s = 200 on a large canvas)."""
+    if cls not in _cache:
+        c = _Canvas(600, 600)
+        _cache[cls] = float(_voc_object(c, cls, 300.0, 300.0, 200.0).sum()) / 200.0**2
+    return _cache[cls]
+
+
+# how many objects an image shows (1..6)
+_VOC_N_OBJECTS = np.array([0.38, 0.25, 0.15, 0.10, 0.07, 0.05])
+# decoys per image: none with probability "none", else 1 + Poisson("extra") (real: 2.34 per image,
+# 65% of images have at least one); log-normal spread of their area around the label's median
+VOC_DECOYS = {"none": 0.35, "extra": 3.2, "area_sigma": 0.8, "area_scale": 1.3}
+# a decoy's class (the false detection's label, real Grounded SAM frequencies) and its median area
+# (share of the image, real: size depends on the label)
+_DECOY_TABLE = (
+    # class, share of false positives, median area share
+    (15, 0.17, 0.006), (20, 0.16, 0.07), (5, 0.13, 0.003), (9, 0.10, 0.014), (11, 0.08, 0.045),
+    (16, 0.07, 0.04), (7, 0.06, 0.004), (1, 0.05, 0.28), (18, 0.04, 0.2), (4, 0.027, 0.016),
+    (3, 0.02, 0.008), (6, 0.016, 0.016), (2, 0.016, 0.038), (12, 0.014, 0.037), (8, 0.01, 0.03),
+    (10, 0.008, 0.02), (13, 0.008, 0.02), (14, 0.008, 0.02), (17, 0.008, 0.02), (19, 0.008, 0.03),
+)
+_DECOY_CLASSES = np.array([t[0] for t in _DECOY_TABLE])
+_DECOY_P = np.array([t[1] for t in _DECOY_TABLE]) / sum(t[1] for t in _DECOY_TABLE)
+_DECOY_AREA = np.array([t[2] for t in _DECOY_TABLE])
+# parts: per object class, the mean number of parts and the classes they look like (real: bus→chair,
+# person→chair, bus→person, car→chair, person→bottle, diningtable→car/bottle); key 0 = other classes
+VOC_PART_SCALE = 1.6
+VOC_PART_AREA = 0.0018  # median area share of a part (real: 0.18% of the image)
+_VOC_PARTS: dict[int, tuple[float, tuple[tuple[int, float], ...]]] = {
+    0: (0.15, ((9, 0.4), (5, 0.3), (15, 0.3))),
+    6: (2.2, ((9, 0.42), (15, 0.38), (20, 0.1), (1, 0.1))),  # bus
+    15: (0.45, ((9, 0.55), (5, 0.3), (18, 0.15))),  # person
+    7: (0.9, ((9, 0.55), (15, 0.2), (20, 0.25))),  # car
+    11: (1.2, ((7, 0.35), (5, 0.5), (9, 0.15))),  # diningtable
+    19: (0.7, ((20, 0.5), (1, 0.3), (6, 0.2))),  # train
+    9: (0.25, ((15, 0.5), (5, 0.5))),  # chair
+}
 
 
 _VOC_STYLES = (
@@ -502,26 +603,28 @@ _VOC_STYLES = (
     Style((70, 110, 150), noise=5, blotch=10, stripes=((8, 5, 10),)),  # 25 water
 )
 _VOC_PARTNERS: dict[int, tuple[tuple[int, float], ...]] = {
-    AERO: ((BIRD, 0.6), (BOAT, 0.4)),
-    BICYCLE: ((MBIKE, 1.0),),
-    BIRD: ((AERO, 0.6), (BG, 0.4)),
-    BOAT: ((AERO, 0.4), (VCAR, 0.2), (BG, 0.4)),
-    BOTTLE: ((PLANT, 0.4), (TV, 0.2), (BG, 0.4)),
-    VBUS: ((VCAR, 0.6), (VTRAIN, 0.4)),
-    VCAR: ((VBUS, 0.6), (VTRAIN, 0.4)),
-    CAT: ((DOG, 1.0),),
-    CHAIR: ((SOFA, 0.5), (TABLE, 0.5)),
-    COW: ((HORSE, 0.6), (SHEEP, 0.4)),
-    TABLE: ((CHAIR, 0.6), (SOFA, 0.4)),
-    DOG: ((CAT, 0.7), (SHEEP, 0.15), (HORSE, 0.15)),
-    HORSE: ((COW, 0.6), (DOG, 0.4)),
-    MBIKE: ((BICYCLE, 1.0),),
-    VPERSON: ((BG, 0.6), (CHAIR, 0.4)),
-    PLANT: ((BG, 0.6), (BOTTLE, 0.4)),
-    SHEEP: ((COW, 0.6), (DOG, 0.4)),
-    SOFA: ((CHAIR, 0.6), (TABLE, 0.4)),
-    VTRAIN: ((VBUS, 0.7), (VCAR, 0.3)),
-    TV: ((BG, 0.6), (TABLE, 0.4)),
+    # an object's partner is the class a whole-object mislabel names: real Grounded SAM sends them to
+    # a few sinks (car→tvmonitor, cat/train/boat/bird/bicycle→aeroplane, chair→sofa), never background
+    AERO: ((TV, 0.6), (BIRD, 0.4)),
+    BICYCLE: ((MBIKE, 0.6), (AERO, 0.2), (CHAIR, 0.2)),
+    BIRD: ((AERO, 0.65), (TV, 0.35)),
+    BOAT: ((AERO, 0.8), (TV, 0.2)),
+    BOTTLE: ((TV, 0.7), (AERO, 0.3)),
+    VBUS: ((AERO, 0.6), (TV, 0.2), (VTRAIN, 0.2)),
+    VCAR: ((TV, 0.9), (AERO, 0.1)),
+    CAT: ((AERO, 0.75), (DOG, 0.25)),
+    CHAIR: ((SOFA, 0.45), (TV, 0.55)),
+    COW: ((TV, 0.6), (HORSE, 0.2), (SHEEP, 0.2)),
+    TABLE: ((TV, 0.4), (VCAR, 0.3), (BOTTLE, 0.3)),
+    DOG: ((CAT, 0.7), (TV, 0.3)),
+    HORSE: ((AERO, 0.7), (DOG, 0.3)),
+    MBIKE: ((BICYCLE, 0.5), (TV, 0.5)),
+    VPERSON: ((CHAIR, 0.5), (SOFA, 0.5)),
+    PLANT: ((TV, 1.0),),
+    SHEEP: ((TV, 0.7), (DOG, 0.3)),
+    SOFA: ((TV, 0.8), (CHAIR, 0.2)),
+    VTRAIN: ((AERO, 0.8), (TV, 0.2)),
+    TV: ((SOFA, 1.0),),
     # background kinds (style index): the object classes a false detection on them names
     21: ((TV, 0.4), (SOFA, 0.3), (CHAIR, 0.3)),
     22: ((PLANT, 0.6), (SHEEP, 0.4)),
@@ -549,6 +652,8 @@ PRESETS: dict[str, PresetSpec] = {
 Z_BETA = 2.5
 # how far z = 1 pulls a region's colour/texture towards its partner's
 PULL = 0.7
+# latent range of part and decoy regions (``voc``): they look clearly like their lure class
+LURE_Z = (0.55, 1.0)
 _SPLIT_CODE = {"train": 0, "val": 1}
 _PRESET_CODE = {"city": 11, "voc": 22}
 
@@ -577,8 +682,17 @@ def make_scene(spec: PresetSpec, rng: np.random.Generator, h: int, w: int) -> Sc
         p = np.array([o[1] for o in options])
         partner[j] = options[int(rng.choice(len(options), p=p / p.sum()))][0]
     z = rng.beta(1.0, Z_BETA, size=cls.size).astype(np.float32)
+    # parts and decoys look like their lure class, by construction
+    role = np.array(c.role, np.int64)[present]
+    lure = np.array(c.lure, np.int64)[present]
+    special = role != ROLE_PLAIN
+    partner[special] = lure[special]
+    z[special] = rng.uniform(LURE_Z[0], LURE_Z[1], size=int(special.sum())).astype(np.float32)
+    parent = np.array(c.parent, np.int64)[present]
+    has_parent = parent >= 0
+    parent[has_parent] = np.where(present[parent[has_parent]], remap[parent[has_parent]], -1)
     return Scene(region=region, cls=cls.astype(np.uint8), thing=thing, style=style.astype(np.int16),
-                 partner=partner.astype(np.uint8), z=z)
+                 partner=partner.astype(np.uint8), z=z, role=role.astype(np.uint8), parent=parent.astype(np.int32))
 
 
 def _style_table(spec: PresetSpec) -> dict[str, np.ndarray]:

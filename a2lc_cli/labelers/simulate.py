@@ -1,7 +1,10 @@
-"""The simulated foundation model of the built-in benchmark (SPEC §4).
+"""The simulated foundation model of the built-in benchmark (SPEC §4), v2 (issue 14).
 
 It turns a synthetic scene (:class:`a2lc_cli.data.synthetic.Scene`) into SAM-like
-correction units and Grounded-SAM-like round-0 labels:
+correction units and Grounded-SAM-like round-0 labels, fitted to the round-0
+statistics of real Grounded SAM (docs/benchmark.md, ``bench/calibration.py``).
+
+``city`` (:class:`NoiseModel`, :func:`simulate_proposal`):
 
 1. one mask per scene region: objects whole, stuff already in pieces;
 2. under-segmentation: some regions are merged into the neighbour of another class
@@ -9,17 +12,23 @@ correction units and Grounded-SAM-like round-0 labels:
    ground-truth majority and the class at a single pixel can differ;
 3. borders a pixel or two off: the mask map is resampled through a smooth random
    displacement field;
-4. some masks are dropped (uncovered, fill label): small ones more often; on ``voc``
-   much of the background (a detector only covers what it detects);
+4. some masks are dropped (uncovered, fill label): small ones more often;
 5. each mask is labelled with the class of its dominant region, flipped to that
-   region's look-alike *partner* with probability
-   ``sigmoid((z - t_c) / SHARPNESS)``, where ``z`` is the same latent that pulled
-   the region's appearance towards the partner and ``t_c`` is set from a
-   class-dependent flip rate (higher for tail classes). The noise is therefore
-   systematic and appearance-correlated, never independent coin flips.
+   region's *partner* with probability ``sigmoid((z - t_c) / SHARPNESS)``, where
+   ``z`` is the same latent that pulled the region's appearance towards the partner
+   and ``t_c`` is set from a class-dependent flip rate: the real model's class-level
+   confusions (traffic light → sign, rider → person, truck/bus/train, wall) at their
+   real strength, look-alike flips for the other classes.
 
-Everything is seeded by ``(seed, preset, index)`` through a stream of its own, so
-a rerun gives the same masks and labels.
+``voc`` (:class:`DetectorModel`, :func:`simulate_detections`): masks only from
+detections — objects (some mislabelled as a sink class), parts of objects and
+background decoys that look like another class, duplicates — painted largest first;
+uncovered pixels are background and no mask, and no mask is labelled background.
+
+Errors keep a visual cause: a wrong label is the partner the region was drawn to
+look like (high ``z``), never an independent coin flip. Everything is seeded by
+``(seed, preset, index)`` through a stream of its own, so a rerun gives the same
+masks and labels.
 """
 
 from __future__ import annotations
@@ -31,13 +40,13 @@ import numpy as np
 
 from ..config import Config
 from ..data.base import VOID, Source
-from ..data.synthetic import Z_BETA, Scene, SyntheticSource, scene_rng
+from ..data.synthetic import ROLE_DECOY, ROLE_PART, Z_BETA, Scene, SyntheticSource, scene_rng
 from ..errors import A2LCError
 from ..state import ImageProposal
 from .base import Labeler
 
 SHARPNESS = 0.05
-NOISE_VERSION = 1
+NOISE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -67,31 +76,68 @@ class NoiseModel:
     background: int | None = None
 
 
-NOISE: dict[str, NoiseModel] = {
+@dataclass(frozen=True)
+class DetectorModel:
+    """How the simulated detector + segmenter errs on ``voc`` (masks only where it detects).
+
+    Real Grounded SAM on VOC paints one mask per detection box, largest first, and
+    leaves every other pixel background and no mask; no mask is labelled background.
+    Each detection has a visual cause in the scene (:class:`a2lc_cli.data.synthetic.Scene`):
+
+    - an object region: detected unless missed (``miss`` (C,) per class); labelled its
+      class, or its partner (a sink class) with ``sigmoid((z − t_c)/SHARPNESS)`` where
+      ``t_c`` gives the class's expected rate ``flip_rate[c]`` (whole-object mislabels);
+      the mask covers the object with its parts;
+    - a part region (a piece of an object that looks like another class): detected with
+      probability ``part_detect`` and labelled the class it looks like;
+    - a decoy region (background that looks like an object class, in that class's
+      silhouette and size): detected with probability ``decoy_detect``, labelled that class
+      (false positives on background);
+    - duplicates: with probability ``duplicate`` an object is detected twice, the second
+      mask 1 px smaller, so the first survives as a ring on the void outline (the real
+      mostly-void slivers); with probability ``group`` objects of one class get one more
+      box around all of them, painted first and so mostly hidden; with probability ``copy``
+      a detection is repeated exactly, and the copy painted on top hides it.
+    """
+
+    flip_rate: tuple[float, ...]
+    miss: tuple[float, ...]
+    border_px: float = 0.6
+    part_detect: float = 0.9
+    decoy_detect: float = 0.95
+    duplicate: float = 0.95
+    group: float = 1.0
+    copy: float = 0.06
+
+
+NOISE: dict[str, NoiseModel | DetectorModel] = {
     "city": NoiseModel(
         flip_rate=(
-            0.06, 0.28, 0.08, 0.46, 0.42, 0.33, 0.46, 0.33,  # road sidewalk building wall fence pole light sign
-            0.08, 0.38, 0.04, 0.13, 0.50, 0.06, 0.46, 0.38,  # vegetation terrain sky person rider car truck bus
-            0.50, 0.50, 0.38,  # train motorcycle bicycle
+            # class-level confusions of real Grounded SAM (light→sign, rider→person, truck/bus/train→each
+            # other or car, wall→building/fence) at their real strength; look-alike flips otherwise
+            0.01, 0.14, 0.08, 0.60, 0.42, 0.22, 0.97, 0.33,  # road sidewalk building wall fence pole light sign
+            0.15, 0.12, 0.04, 0.04, 0.90, 0.06, 0.50, 0.55,  # vegetation terrain sky person rider car truck bus
+            0.80, 0.30, 0.08,  # train motorcycle bicycle
         ),
         void_label=13,  # the hood is detected as a car
     ),
-    "voc": NoiseModel(
+    "voc": DetectorModel(
         flip_rate=(
-            0.03,  # background (a false detection naming an object)
-            0.17, 0.24, 0.21, 0.24, 0.27, 0.17, 0.12, 0.19, 0.27, 0.24,  # aeroplane .. cow
-            0.27, 0.19, 0.24, 0.24, 0.07, 0.27, 0.24, 0.27, 0.21, 0.24,  # diningtable .. tvmonitor
+            0.0,  # background: never a detection of its own
+            0.03, 0.16, 0.03, 0.26, 0.20, 0.03, 0.42, 0.02, 0.20, 0.18,  # aeroplane .. cow
+            0.10, 0.06, 0.22, 0.04, 0.04, 0.25, 0.05, 0.20, 0.17, 0.04,  # diningtable .. tvmonitor
         ),
-        merge=0.15,
-        merge_max_share=0.06,
-        border_px=0.7,
-        drop=0.03,
-        drop_small=0.3,
-        drop_scale=30.0,
-        background_cover=0.6,
-        background=0,
+        miss=(
+            0.0,
+            0.03, 0.05, 0.05, 0.05, 0.05, 0.03, 0.05, 0.03, 0.10, 0.03,  # aeroplane .. cow
+            0.20, 0.03, 0.03, 0.06, 0.04, 0.25, 0.03, 0.10, 0.03, 0.04,  # diningtable .. tvmonitor
+        ),
     ),
 }
+
+# kinds of simulated detections (per-mask diagnostics of ``voc``)
+KIND_OBJECT, KIND_DUPLICATE, KIND_PART, KIND_DECOY = 0, 1, 2, 3
+KIND_NAMES = ("object", "duplicate", "part", "decoy")
 
 
 def _expected_rate(t: np.ndarray) -> np.ndarray:
@@ -110,7 +156,7 @@ def flip_threshold(rate: np.ndarray) -> np.ndarray:
     return np.interp(np.asarray(rate, np.float64), _RATE_GRID[::-1], _T_GRID[::-1])
 
 
-def flip_probability(z: np.ndarray, cls: np.ndarray, model: NoiseModel) -> np.ndarray:
+def flip_probability(z: np.ndarray, cls: np.ndarray, model: NoiseModel | DetectorModel) -> np.ndarray:
     """(n,) probability that a region of class ``cls`` (n,) with latent ``z`` (n,) is mislabelled."""
     rate = np.asarray(model.flip_rate, np.float64)
     t = flip_threshold(rate)[np.minimum(cls, len(rate) - 1)]
@@ -230,6 +276,99 @@ def simulate_proposal(
     return ImageProposal(segment=segment, label0=label0, score=score, prompt=prompt), info
 
 
+def simulate_detections(
+    scene: Scene, model: DetectorModel, rng: np.random.Generator, *, fill_label: int
+) -> tuple[ImageProposal, dict[str, np.ndarray]]:
+    """Masks and round-0 labels of one ``voc`` scene from simulated detections (:class:`DetectorModel`).
+
+    Detections are painted largest first, smaller on top; a detection left with no
+    visible pixel is hidden (no mask). Uncovered pixels get ``fill_label`` and no mask.
+    Returns the proposal and per-mask diagnostics (k,): ``region`` the detected region,
+    ``true`` its class, ``flipped`` label ≠ true class, ``z``, ``kind`` (KIND_*), and
+    ``hidden`` (the number of detections painted over completely).
+    """
+    import cv2
+
+    n = scene.n_regions
+    h, w = scene.region.shape
+    seg_r = jitter_borders(scene.region, rng, model.border_px)  # region map with borders a pixel off
+    owner = np.where(scene.parent >= 0, scene.parent, np.arange(n))  # a part belongs to its object's mask
+    own = owner[seg_r]
+    cls = scene.cls.astype(np.int64)
+    obj = np.flatnonzero((scene.role == 0) & scene.thing & (cls != 0) & (cls != VOID))
+    # draws in a fixed order, one per region, so a mask's label does not depend on the others
+    u_miss, u_flip, u_dup, u_det = rng.random((4, n))
+    u_group = rng.random(21)
+    miss = np.asarray(model.miss, np.float64)[np.minimum(cls, len(model.miss) - 1)]
+    flip = u_flip < flip_probability(scene.z.astype(np.float64), cls, model)
+    masks, label, src, kind = [], [], [], []
+    kernel = np.ones((3, 3), np.uint8)
+    for o in obj[u_miss[obj] >= miss[obj]]:
+        m = own == o
+        lab = int(scene.partner[o]) if flip[o] else int(cls[o])
+        if u_dup[o] < model.duplicate:  # the same object twice: the full mask under a 1-px smaller one
+            masks.append(m)
+            label.append(lab)
+            src.append(o)
+            kind.append(KIND_DUPLICATE)
+            m = cv2.erode(m.astype(np.uint8), kernel).astype(bool)
+        masks.append(m)
+        label.append(lab)
+        src.append(o)
+        kind.append(KIND_OBJECT)
+    # one box around several objects of a class, painted first (largest), so mostly hidden
+    det_obj = np.array([s for s, k in zip(src, kind) if k == KIND_OBJECT], np.int64)
+    for c in np.unique(cls[det_obj]) if det_obj.size else []:
+        members = det_obj[cls[det_obj] == c]
+        if members.size >= 2 and u_group[c] < model.group:
+            masks.append(np.isin(own, members))
+            label.append(label[src.index(int(members[0]))])
+            src.append(int(members[0]))
+            kind.append(KIND_DUPLICATE)
+    for role, p_det, k in ((ROLE_PART, model.part_detect, KIND_PART), (ROLE_DECOY, model.decoy_detect, KIND_DECOY)):
+        for r in np.flatnonzero((scene.role == role) & (u_det < p_det)):
+            m = seg_r == r
+            if m.any():
+                masks.append(m)
+                label.append(int(scene.partner[r]))
+                src.append(int(r))
+                kind.append(k)
+    u_copy = rng.random(len(masks))
+    for j in np.flatnonzero(u_copy < model.copy):  # the same box twice: the later copy hides the first
+        masks.append(masks[j])
+        label.append(label[j])
+        src.append(src[j])
+        kind.append(KIND_DUPLICATE)
+    segment = np.full((h, w), -1, np.int32)
+    label0 = np.full((h, w), fill_label, np.uint8)
+    if not masks:
+        empty = np.zeros(0, np.int64)
+        info = {"region": empty, "true": empty.astype(np.uint8), "flipped": empty.astype(bool),
+                "z": empty.astype(np.float32), "kind": empty.astype(np.uint8), "hidden": np.int64(0)}
+        return ImageProposal(segment=segment, label0=label0, score=np.zeros(0, np.float32),
+                             prompt=np.zeros(0, np.int16)), info
+    stack = np.stack(masks)  # (K,H,W)
+    area = stack.reshape(len(masks), -1).sum(1)
+    order = np.argsort(-area, kind="stable")  # largest first; the last painted wins
+    painted = stack[order]
+    k_det = len(masks)
+    top = k_det - 1 - np.argmax(painted[::-1], axis=0)  # (H,W) index into order of the last mask covering
+    covered = painted.any(0)
+    det_id = np.where(covered, order[top], -1)
+    visible = np.unique(det_id[covered])  # detection ids with pixels left, ascending
+    local = np.full(k_det + 1, -1, np.int64)
+    local[visible] = np.arange(visible.size)
+    segment = local[det_id].astype(np.int32)
+    lab = np.asarray(label, np.int64)[visible].astype(np.uint8)
+    label0[covered] = lab[segment[covered]]
+    region = np.asarray(src, np.int64)[visible]
+    z = scene.z[region]
+    score = np.clip(0.35 + 0.6 * (1 - z) + rng.normal(0, 0.08, visible.size), 0.05, 0.99).astype(np.float32)
+    info = {"region": region, "true": scene.cls[region], "flipped": lab != scene.cls[region], "z": z,
+            "kind": np.asarray(kind, np.uint8)[visible], "hidden": np.int64(k_det - visible.size)}
+    return ImageProposal(segment=segment, label0=label0, score=score, prompt=lab.astype(np.int16)), info
+
+
 class SimulatedFoundationModel(Labeler):
     """Grounded-SAM-like masks and labels for the built-in benchmark (``--labeler simulate``)."""
 
@@ -251,7 +390,10 @@ class SimulatedFoundationModel(Labeler):
         """The proposal of train image ``index`` and its per-mask diagnostics."""
         src = self.source
         rng = scene_rng(src.seed, src.preset, "train", index, stream=1)
-        return simulate_proposal(src.scene("train", index), self.model, rng, fill_label=src.classes.fill_label)
+        scene = src.scene("train", index)
+        if isinstance(self.model, DetectorModel):
+            return simulate_detections(scene, self.model, rng, fill_label=src.classes.fill_label)
+        return simulate_proposal(scene, self.model, rng, fill_label=src.classes.fill_label)
 
     def propose(self, index: int, image: np.ndarray, gt: np.ndarray | None) -> ImageProposal:
         return self.simulate(index)[0]

@@ -1,0 +1,267 @@
+"""Built-in benchmark v2 (issue 14): the simulated foundation model errs like real Grounded SAM,
+and the faithful-reproduction switches (KL reference, tail size, τ schedule, ALC's ≤ 50% rule, ψ's loss)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from a2lc_cli.acquisition import adaptive_class_weights
+from a2lc_cli.annotator import answer_with_ground_truth, correct_share
+from a2lc_cli.config import Config, parse_config
+from a2lc_cli.data.base import VOID
+from a2lc_cli.data.synthetic import ROLE_DECOY, ROLE_PART, SyntheticSource
+from a2lc_cli.labelers.simulate import (
+    KIND_DECOY,
+    KIND_OBJECT,
+    KIND_PART,
+    NOISE,
+    NOISE_VERSION,
+    SimulatedFoundationModel,
+)
+from a2lc_cli.lcm import tail_classes, train_lcm
+from a2lc_cli.query import default_budget
+from a2lc_cli.state import Dataset, mask_majority
+
+from support import write_workspace
+
+SEEDS = (0, 1)
+
+
+def _model(preset: str, seed: int, n: int) -> tuple[SyntheticSource, SimulatedFoundationModel]:
+    cfg = Config()
+    cfg.seed, cfg.source.preset = seed, preset
+    src = SyntheticSource(preset=preset, seed=seed, n_train=n)
+    return src, SimulatedFoundationModel(cfg, src)
+
+
+def _voc_records(seed: int, n: int) -> dict[str, np.ndarray]:
+    """Per-mask label, GT majority, kind and z, and per-image counts, over n voc train images."""
+    src, lab = _model("voc", seed, n)
+    rec: dict[str, list] = {"label": [], "maj": [], "kind": [], "z": [], "fp": [], "covered": [], "pixels": []}
+    for i in range(n):
+        p, info = lab.simulate(i)
+        gt = src.label("train", i).ravel()
+        seg = p.segment.ravel()
+        cov = seg >= 0
+        k = int(p.score.shape[0])
+        label = np.zeros(k, np.int64)
+        label[seg[cov]] = p.label0.ravel()[cov]
+        maj, _, _ = mask_majority(seg[cov], gt[cov], k)
+        rec["label"].append(label)
+        rec["maj"].append(maj.astype(np.int64))
+        rec["kind"].append(info["kind"])
+        rec["z"].append(info["z"])
+        rec["fp"].append(int(((maj == 0) & (label != 0)).sum()))
+        rec["covered"].append(int(cov.sum()))
+        rec["pixels"].append(seg.size)
+        # uncovered pixels are background and no mask
+        assert (p.label0.ravel()[~cov] == 0).all()
+    return {k: (np.concatenate(v) if isinstance(v[0], np.ndarray) else np.array(v)) for k, v in rec.items()}
+
+
+# --------------------------------------------------------------------------- voc: masks only from detections
+@pytest.mark.parametrize("seed", SEEDS)
+def test_voc_masks_come_only_from_detections(seed):
+    r = _voc_records(seed, 60)
+    # no mask is ever labelled background
+    assert (r["label"] != 0).all()
+    # false positives on background: real Grounded SAM 2.34 per image
+    fp_per_image = r["fp"].mean()
+    assert 1.5 <= fp_per_image <= 3.3
+    # coverage: real 36.7% of all pixels
+    coverage = r["covered"].sum() / r["pixels"].sum()
+    assert 0.22 <= coverage <= 0.5
+    # all kinds of errors occur: decoys named as objects on background, parts inside objects
+    assert (r["kind"] == KIND_DECOY).sum() >= 60 and (r["kind"] == KIND_PART).sum() >= 30
+    # wrong share of the non-void masks: real 63%
+    other = r["maj"] != VOID
+    wrong = other & (r["label"] != r["maj"])
+    assert 0.45 <= wrong.sum() / other.sum() <= 0.75
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_voc_errors_have_a_visual_cause(seed):
+    """Decoys and parts are drawn to look like the class they are called (z ≥ 0.55 pulls their appearance
+    towards it), so a wrong mask's latent is high; the objects' own detections are mostly typical."""
+    r = _voc_records(seed, 40)
+    other = r["maj"] != VOID
+    wrong = other & (r["label"] != r["maj"])
+    right = other & ~wrong
+    assert r["z"][wrong].mean() > r["z"][right].mean() + 0.3
+    lured = np.isin(r["kind"], [KIND_DECOY, KIND_PART])
+    assert (r["z"][lured] >= 0.55).all()
+    # and the scene paints them: a decoy region is background in the ground truth, a part belongs to its object
+    src = SyntheticSource(preset="voc", seed=seed, n_train=40)
+    for i in range(40):
+        s = src.scene("train", i)
+        gt = src.label("train", i)
+        for reg in np.flatnonzero(s.role == ROLE_DECOY):
+            assert s.cls[reg] == 0 and s.partner[reg] != 0
+        for reg in np.flatnonzero((s.role == ROLE_PART) & (s.parent >= 0)):
+            assert s.cls[reg] == s.cls[s.parent[reg]] and s.partner[reg] != s.cls[reg]
+        assert not (gt == VOID)[s.role[s.region] == ROLE_DECOY].any()
+
+
+def test_voc_object_mislabels_go_to_sinks():
+    r = _voc_records(0, 120)
+    obj = (r["kind"] == KIND_OBJECT) & (r["maj"] != VOID) & (r["maj"] != 0)
+    flipped = obj & (r["label"] != r["maj"])
+    assert 0.02 <= flipped.sum() / obj.sum() <= 0.25
+    # real Grounded SAM: car→tvmonitor, cat/train/boat/bird/bicycle→aeroplane, chair→sofa
+    sinks = {1, 20, 18, 9, 12, 6, 7, 13, 2, 14, 5, 10, 15, 17, 19, 11, 8, 3}  # every partner in _VOC_PARTNERS
+    assert set(r["label"][flipped].tolist()) <= sinks
+    top = np.bincount(r["label"][flipped], minlength=21).argsort()[::-1][:3]
+    assert {1, 20} <= set(top.tolist())  # aeroplane and tvmonitor lead
+
+
+# --------------------------------------------------------------------------- city: class-level confusions
+@pytest.mark.parametrize("seed", SEEDS)
+def test_city_confusions_are_class_level(seed):
+    src, lab = _model("city", seed, 80)
+    names = src.classes.names
+    idx = {n: k for k, n in enumerate(names)}
+    true, label = [], []
+    for i in range(80):
+        p, info = lab.simulate(i)
+        per_mask = np.zeros(int(p.score.shape[0]), np.int64)
+        cov = p.segment >= 0
+        per_mask[p.segment[cov]] = p.label0[cov]
+        true.append(info["true"].astype(np.int64))
+        label.append(per_mask)
+    t, lb = np.concatenate(true), np.concatenate(label)
+
+    def share(a: str, b: str) -> float:
+        sel = t == idx[a]
+        return float((lb[sel] == idx[b]).mean())
+
+    assert share("traffic light", "traffic sign") >= 0.85  # nearly every light (real IoU 2.4)
+    assert share("rider", "person") >= 0.7  # real IoU 8.8
+    big = np.isin(t, [idx["truck"], idx["bus"], idx["train"]])  # few per image: pooled
+    assert (lb[big] != t[big]).mean() >= 0.4  # real IoU 16–28
+    assert np.isin(lb[big & (lb != t)], [idx["truck"], idx["bus"], idx["train"], idx["car"]]).all()
+    # look-alike flips of head classes stay rare
+    for c in ("road", "sky", "car"):
+        assert share(c, c) >= 0.85
+
+
+@pytest.mark.parametrize("preset", ["voc", "city"])
+def test_simulation_is_deterministic_per_seed_and_image(preset):
+    _, a = _model(preset, 1, 12)
+    _, b = _model(preset, 1, 12)
+    _, other = _model(preset, 2, 12)
+    for i in (7, 3):  # another order, another instance: the same masks and labels
+        p, q = a.simulate(i)[0], b.simulate(i)[0]
+        np.testing.assert_array_equal(p.segment, q.segment)
+        np.testing.assert_array_equal(p.label0, q.label0)
+        np.testing.assert_array_equal(p.score, q.score)
+    assert any(not np.array_equal(a.simulate(i)[0].label0, other.simulate(i)[0].label0) for i in range(4))
+    assert a.meta()["noise_version"] == NOISE_VERSION >= 2
+
+
+def test_default_budgets_sit_at_the_papers_operating_point():
+    cfg = Config()
+    cfg.source.preset = "voc"
+    assert default_budget(cfg, 11257) == 1013  # the paper: 1,000 of ≈11k real VOC masks per round
+    cfg.source.preset = "city"
+    assert default_budget(cfg, 10000) == 200
+    cfg.method.budget_share = 0.05
+    assert default_budget(cfg, 10000) == 500
+    assert NOISE["voc"].flip_rate[0] == 0.0  # background is never a detection of its own
+
+
+# --------------------------------------------------------------------------- switches: KL, tail, τ
+def test_kl_against_present_labels_and_against_all_classes_by_hand():
+    counts = np.array([100, 10, 0, 50])
+    p = [100 / 160, 10 / 160, 50 / 160]
+    w_all, kl_all, _ = adaptive_class_weights(counts, uniform="all")
+    w_present, kl_present, rarity = adaptive_class_weights(counts, uniform="present")
+    assert kl_all == pytest.approx(sum(pi * math.log(pi * 4) for pi in p), rel=1e-12)
+    assert kl_present == pytest.approx(sum(pi * math.log(pi * 3) for pi in p), rel=1e-12)
+    assert kl_present == pytest.approx(0.268089, abs=1e-6)  # = KL_all − log(4/3) = 0.555771 − 0.287682
+    np.testing.assert_allclose(w_present, [0.1 ** kl_present**3, 1.0, 0.0, 0.2 ** kl_present**3], rtol=1e-12)
+    np.testing.assert_allclose(w_present, [0.956604, 1.0, 0.0, 0.969465], atol=1e-6)  # KL³ = 0.019268
+    # with every class present the two readings coincide
+    full = np.array([5, 9, 30])
+    assert adaptive_class_weights(full, uniform="present")[1] == pytest.approx(adaptive_class_weights(full, uniform="all")[1])
+    with pytest.raises(ValueError):
+        adaptive_class_weights(counts, uniform="some")
+
+
+def test_tail_size_floor_and_ceil_by_hand():
+    counts = np.array([50, 0, 7, 3, 0, 20, 9])  # 7 classes, α = 0.5: ⌊3.5⌋ = 3, ⌈3.5⌉ = 4
+    tail, rarest = tail_classes(counts, 0.5, size="floor")
+    np.testing.assert_array_equal(tail, [1, 3, 4])
+    assert rarest == 1
+    np.testing.assert_array_equal(tail_classes(counts, 0.5, size="ceil")[0], [1, 2, 3, 4])
+    assert len(tail_classes(np.arange(19), 0.5)[0]) == 9  # the authors' 9 of 19 (default)
+    assert len(tail_classes(np.arange(19), 0.5, size="ceil")[0]) == 10
+    assert len(tail_classes(np.arange(21), 0.5)[0]) == 10
+    assert len(tail_classes(np.arange(10), 0.3, size="ceil")[0]) == 3  # 0.3·10 is 3, not 3.0000000000000004
+    with pytest.raises(ValueError):
+        tail_classes(counts, 0.5, size="round")
+
+
+def test_tau_schedule_by_dataset_and_override():
+    cfg = Config()
+    assert [cfg.tau_for_round(r) for r in (1, 3, 5, 7)] == [0.99, 0.999, 0.9999999, 0.9999999]
+    cfg.source.preset = "voc"
+    assert [cfg.tau_for_round(r) for r in (1, 3, 5)] == [0.99, 0.99, 0.99]  # the authors' VOC scripts
+    cfg.lcm.tau = [0.99, 0.99, 0.999, 0.9999, 0.9999999]
+    assert cfg.tau_for_round(5) == 0.9999999
+    cfg = parse_config({"source": {"kind": "voc", "root": "/x"}})
+    assert cfg.tau_schedule() == [0.99]
+    assert parse_config({}).method.kl_uniform == "present" and parse_config({}).lcm.tail_size == "floor"
+    assert parse_config({}).lcm.loss == "ce" and parse_config({}).method.pixel_relabel == "at-most-half"
+
+
+def test_softmax_ce_drives_psi_confidence_towards_one():
+    """The authors' loss (CE on softmax outputs) never saturates, so ψ's confidence keeps rising;
+    with CE on logits the same short training leaves it lower."""
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0.5).astype(np.int64)
+    conf = {}
+    for loss in ("ce", "softmax-ce"):
+        model, log = train_lcm(x, y, 2, epochs=30, batch_size=8, lr=1e-2, hidden=(16,), seed=0, loss=loss)
+        assert log["train_accuracy"] > 0.8
+        with torch.no_grad():
+            conf[loss] = float(torch.softmax(model(torch.as_tensor(x)), 1).max(1).values.mean())
+    assert conf["softmax-ce"] > conf["ce"]
+    with pytest.raises(ValueError):
+        train_lcm(x, y, 2, epochs=1, loss="focal")
+
+
+# --------------------------------------------------------------------------- ALC's ≤ 50% rule
+def test_correct_share_by_hand():
+    seg = np.array([0, 0, 0, 0, 1, 1, 1, 1, -1])
+    gt = np.array([1, 1, 1, 2, 2, 2, 1, VOID, 1])
+    np.testing.assert_allclose(correct_share(seg, gt, np.array([1, 1])), [0.75, 0.25])
+    np.testing.assert_allclose(correct_share(seg, gt, np.array([2, 2, 0])), [0.25, 0.5, 0.0])
+
+
+def test_alc_annotator_relabels_only_masks_at_most_half_right(tmp_path):
+    # image 0 (2×4): mask 0 = left half, 3 of 4 pixels truly class 1; mask 1 = right half, 1 of 4
+    # image 1 (2×4): mask 2 = all of it, exactly half class 1
+    seg0 = np.array([[0, 0, 1, 1], [0, 0, 1, 1]])
+    gt0 = np.array([[1, 1, 2, 2], [1, 2, 1, VOID]], np.uint8)
+    seg1 = np.zeros((2, 4), np.int64)
+    gt1 = np.array([[1, 1, 1, 1], [2, 2, 2, 2]], np.uint8)
+    lab0 = np.ones((2, 4), np.uint8)
+    ws, _ = write_workspace(tmp_path / "ws", num_classes=3, segments=[seg0, seg1], labels0=[lab0, lab0.copy()],
+                            gts=[gt0, gt1])
+    current = np.array([1, 1, 1], np.uint8)
+    # representative pixels (flat index in the mask's image) all fall on a class-2 pixel
+    rep = np.array([5, 2, 4])
+    with Dataset(ws.dataset_path) as ds:
+        ids = np.array([0, 1, 2])
+        half = answer_with_ground_truth(ds, ids, unit="pixel", rep_pixel=rep, current=current, relabel="at-most-half")
+        always = answer_with_ground_truth(ds, ids, unit="pixel", rep_pixel=rep, current=current, relabel="always")
+        with pytest.raises(ValueError):
+            answer_with_ground_truth(ds, ids, unit="pixel", rep_pixel=rep, relabel="at-most-half")
+    # mask 0 is 75% right: kept; mask 1 is 25% right, mask 2 exactly 50%: relabelled from the pixel
+    np.testing.assert_array_equal(half, [1, 2, 2])
+    np.testing.assert_array_equal(always, [2, 2, 2])
