@@ -593,9 +593,9 @@ def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progr
                                                       inputs=inputs, model_name=cfg.train.model,
                                                       world=dist_info.world)
         if progress and dist_info.is_main:
-            ui.info(f"resuming θ_{r} from iteration {start} of {recipe.iterations} ({ckpt_path})")
+            ui.info(f"resuming θ_{r} from iteration {start} of {recipe.iterations} ({ui.esc(ckpt_path)})")
     elif resume and progress and dist_info.is_main:
-        ui.info(f"no checkpoint at {ckpt_path}; training from the start")
+        ui.info(f"no checkpoint at {ui.esc(ckpt_path)}; training from the start")
     net: nn.Module = model
     if dist_info.active:
         if cuda:

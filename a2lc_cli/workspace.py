@@ -237,8 +237,8 @@ class Workspace:
         if old and old.get("pid") not in (None, os.getpid()):
             from . import ui
 
-            ui.info(f"cleared a stale lock of {self.root}: pid {old.get('pid')} on {old.get('host', '?')} "
-                    f"running '{old.get('command', '?')}' since {old.get('since', '?')} is gone")
+            ui.info(ui.esc(f"cleared a stale lock of {self.root}: pid {old.get('pid')} on {old.get('host', '?')} "
+                           f"running '{old.get('command', '?')}' since {old.get('since', '?')} is gone"))
 
     def _sweep_temporaries(self) -> None:
         """Delete ``.<name>.tmp-<pid>`` files of processes of this host that no longer exist.

@@ -87,9 +87,9 @@ def init(
     if json_out:
         ui.print_json({"workspace": str(ws.root), "config": cfg.model_dump(mode="json")})
     else:
-        ui.out.print(f"initialised workspace {ws.root} ({cfg.source.kind}"
-                     + (f", preset {cfg.source.preset}" if cfg.source.kind == "synthetic" else f", {cfg.source.root}")
-                     + f", method {cfg.method.preset}); next: a2lc pseudolabel")
+        ui.out.print(ui.esc(f"initialised workspace {ws.root} ({cfg.source.kind}"
+                            + (f", preset {cfg.source.preset}" if cfg.source.kind == "synthetic" else f", {cfg.source.root}")
+                            + f", method {cfg.method.preset}); next: a2lc pseudolabel"))
 
 
 def _abs(path: Optional[Path]) -> Optional[str]:
@@ -128,7 +128,7 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
         return
     cfg = st["config"]
     m = resolve_method(Config.model_validate(cfg).method)
-    ui.out.print(f"workspace [bold]{ws.root}[/] — source {cfg['source']['kind']}"
+    ui.out.print(f"workspace [bold]{ui.esc(ws.root)}[/] — source {cfg['source']['kind']}"
                  + (f" ({cfg['source']['preset']})" if cfg["source"]["kind"] == "synthetic" else "")
                  + f", method {cfg['method']['preset']} (acquisition {m['acquisition']}, unit {m['unit']},"
                  + f" LCM {'on' if m['lcm'] else 'off'})")
@@ -136,7 +136,7 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
     if d is None:
         ui.out.print("dataset: not built yet")
     elif "error" in d:
-        ui.out.print(f"dataset: [red]{d['error']}[/]")
+        ui.out.print(f"dataset: [red]{ui.esc(d['error'])}[/]")
     else:
         ui.out.print(f"dataset: {d['images']} train images, {d['masks']} masks, {d['classes']} classes"
                      + (", ground truth" if d["has_gt"] else ", no ground truth"))
@@ -147,7 +147,7 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
     if rows:
         ui.out.print(ui.table("rounds", ["round", "acquire", "query", "lcm-train", "lcm-correct", "train",
                                          "answers", "data mIoU", "model mIoU"], rows))
-    ui.out.print(f"next: {st['next'] or 'nothing — all configured rounds are done'}")
+    ui.out.print(f"next: {ui.esc(st['next'] or 'nothing — all configured rounds are done')}")
     _raise_if_damaged(st)
 
 
@@ -181,4 +181,4 @@ def config_set(
         cfg = set_option(cfg, key.strip(), value)
     with ws.lock("a2lc config set"):
         ws.save_config(cfg)
-    ui.out.print(json.dumps({a.partition("=")[0]: a.partition("=")[2] for a in assignments}))
+    ui.out.print(ui.esc(json.dumps({a.partition("=")[0]: a.partition("=")[2] for a in assignments})))

@@ -43,6 +43,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import socket
 import sys
@@ -87,12 +88,14 @@ def static_file(name: str) -> bytes:
     return resources.files("a2lc_cli.serve").joinpath("static", name).read_bytes()
 
 
+_HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
+
+
 def host_name(host_header: str) -> str:
-    """The host name of a ``Host`` header (no port, lower case, no brackets); '' if unparsable."""
-    try:
-        return (urlsplit("//" + host_header.strip()).hostname or "").lower()
-    except ValueError:
-        return ""
+    """The host name of a ``Host`` header (no port, lower case, no brackets); '' unless it is
+    exactly ``name[:port]`` or ``[ipv6][:port]``."""
+    m = _HOST.fullmatch(host_header.strip())
+    return (m.group(1) or m.group(2)).lower() if m else ""
 
 
 def refusal(method: str, headers: Any, query: Any, cookies: dict[str, str], *, token: str | None,
@@ -333,7 +336,9 @@ def build_app(server: AnnotationServer) -> Any:
 
     def post(call: Callable[[dict[str, Any]], Any]) -> Callable[[Request], Awaitable[Response]]:
         async def handler(request: Request) -> Response:
-            body = parse_json_body(request.headers.get("content-type") or "", await read_body(request))
+            ctype = request.headers.get("content-type") or ""
+            parse_json_body(ctype, b"")  # the type first: a wrong one is refused before reading the body
+            body = parse_json_body(ctype, await read_body(request))
             return as_json(200, await run_in_threadpool(call, body))
         return handler
 
