@@ -14,10 +14,12 @@ an exclusive lock (``.lock``); readers never take it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -126,6 +128,39 @@ class Workspace:
             if p.is_dir() and p.name.startswith("r") and p.name[1:].isdigit():
                 out.append(int(p.name[1:]))
         return sorted(out)
+
+    def check_entries(self) -> None:
+        """Refuse a workspace where a2lc would read something other than a regular file or a folder.
+
+        The one check of file types, run by every command before it opens anything
+        (``commands._common.workspace``): the workspace folder, ``rounds/`` and each
+        ``rounds/rNNN/`` (not deeper) may hold only regular files and folders, directly or
+        through symbolic links. A FIFO (which would block a reader forever), a socket, a
+        device, a symbolic-link loop or a broken link is a one-line A2LCError naming it.
+        """
+        folders = [self.root]
+        if _entry_problem(self.root) is None and self.root.is_dir():
+            folders.append(self.root / "rounds")
+        elif self.root.exists() or self.root.is_symlink():
+            raise A2LCError(f"workspace {self.root} is {_entry_problem(self.root) or 'not a folder'}")
+        i = 0
+        while i < len(folders):
+            folder = folders[i]
+            i += 1
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise A2LCError(f"cannot read the workspace folder {folder}: {e.strerror or e}") from None
+            for entry in entries:
+                path = Path(entry.path)
+                why = _entry_problem(path)
+                if why is not None:
+                    raise A2LCError(f"{path} is {why}; a workspace holds only regular files and folders "
+                                    "(remove or replace it)")
+                if folder == self.root / "rounds" and path.is_dir():
+                    folders.append(path)
 
     # ---- config ----------------------------------------------------------
     def config(self) -> Config:
@@ -282,6 +317,27 @@ class Workspace:
             f"running '{h.get('command', '?')}' since {h.get('since', '?')}; wait for it to finish "
             f"(a2lc clears the lock by itself once that process is gone)"
         )
+
+
+def _entry_problem(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (after symbolic links); None if fine."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(path) else None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"unreadable ({e.strerror or e})"
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return None
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a socket"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "a device"
+    return "not a regular file"
 
 
 _HELD: dict[str, int] = {}  # lock files this process holds → nesting depth

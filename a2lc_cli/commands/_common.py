@@ -12,9 +12,10 @@ JSON = typer.Option(False, "--json", help="Print one JSON object on stdout inste
 
 
 def workspace(ctx: typer.Context) -> Workspace:
-    """The workspace chosen by the global ``--workspace`` option."""
+    """The workspace chosen by the global ``--workspace`` option, its file types checked."""
     obj = ctx.find_root().obj
     assert isinstance(obj, Workspace)
+    obj.check_entries()  # only regular files and folders (a FIFO would hang a reader)
     return obj
 
 
