@@ -30,7 +30,7 @@ from .acquire import mask_features, read_acquisition
 from .config import Config, resolve_method
 from .errors import A2LCError
 from .state import Dataset, artifact_uid, mask_state, open_artifact, read_array, read_corrections, read_query, write_artifact
-from .workspace import Workspace, atomic_path
+from .workspace import Workspace
 
 
 # --------------------------------------------------------------------------- model and loss
@@ -222,8 +222,9 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
         "log": log, "inputs": inputs, "options": cfg.lcm.model_dump(mode="json"), "round": r, "seconds": seconds,
     }
     out = ws.artifact(r, "lcm.pt")
-    with atomic_path(out) as tmp:
-        torch.save(ckpt, tmp)
+    from .training import _atomic_torch_save
+
+    _atomic_torch_save(ckpt, out)
     return {"round": r, "samples": log["samples"], "steps": log["steps"], "final_loss": log["loss"][-1],
             "train_accuracy": log["train_accuracy"], "seconds": round(seconds, 2), "path": str(out)}
 

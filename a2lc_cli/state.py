@@ -35,8 +35,8 @@ import numpy as np
 
 from . import __version__, faults
 from .data.base import VOID, ClassInfo
-from .errors import A2LCError
-from .workspace import fsync_dir
+from .errors import A2LCError, os_error
+from .workspace import fsync_dir, write_bytes_atomic
 
 SCHEMA_VERSION = 1
 PIXEL_CHUNK = 1 << 18
@@ -64,26 +64,33 @@ def _stamp(f: h5py.File, kind: str, inputs: dict[str, str] | None, meta: dict[st
 def write_artifact(
     path: Path, kind: str, *, inputs: dict[str, str] | None = None, meta: dict[str, Any] | None = None
 ) -> Iterator[h5py.File]:
-    """Create an HDF5 artifact atomically: written to a temporary name, fsynced, renamed.
+    """Create an HDF5 artifact atomically: built in memory, then written to a temporary name,
+    fsynced and renamed (:func:`a2lc_cli.workspace.write_bytes_atomic`).
 
-    If the body raises, the temporary file is removed and ``path`` is untouched.
+    If the body raises, nothing is written and ``path`` is untouched. HDF5 never writes to
+    the disk itself: a write that fails inside HDF5 (a full disk) leaves its caches in a
+    state that can crash the process when the file is closed, while a plain write of the
+    finished image fails cleanly (``error: no space left on device writing <path>``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    f = memory_h5()
     try:
-        with h5py.File(tmp, "w") as f:
-            _stamp(f, kind, inputs, meta)
-            yield f
-            f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        faults.checkpoint(f"rename.{path.name}")
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        _stamp(f, kind, inputs, meta)
+        yield f
+        image = file_image(f)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        f.close()
+    write_bytes_atomic(Path(path), image)
+
+
+def memory_h5() -> h5py.File:
+    """A new, empty HDF5 file held in memory only (core driver without backing store)."""
+    return h5py.File(f"a2lc-memory-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
+
+
+def file_image(f: h5py.File) -> bytes:
+    """The bytes of an in-memory HDF5 file (:func:`memory_h5`) as a file on disk would hold them."""
+    f.flush()
+    return f.id.get_file_image()
 
 
 def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
@@ -314,6 +321,7 @@ _MASK_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
     "prompt": (np.int16, ()),
 }
 _GT_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {"gt_label": (np.uint8, ()), "gt_purity": (np.float32, ())}
+IN_MEMORY_LIMIT = 256 << 20  # dataset.h5 up to this size (its parts' total) is built in memory, then written
 _PART_RE = re.compile(r"^part-(\d+)-(\d+)\.h5$")
 _COPY_SLICE = 1 << 24  # elements copied at a time from a part into the finished file
 
@@ -361,9 +369,12 @@ class DatasetWriter:
         self.n_masks = 0
         self.f: h5py.File | None = None  # the open (unfinished) part
         self._open: tuple[Path, int, int] | None = None  # (temporary file, first image, first mask)
-        if self.partial.is_file() or self.partial.is_symlink():
-            self.partial.unlink()  # a single partial file of an older a2lc: never reopened (see above)
-        self.partial.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.partial.is_file() or self.partial.is_symlink():
+                self.partial.unlink()  # a single partial file of an older a2lc: never reopened (see above)
+            self.partial.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(e, self.partial) from None
         if resume:
             self._resume()
         for p in self.partial.iterdir():  # unfinished parts, parts of other options, parts after a gap
@@ -395,8 +406,8 @@ class DatasetWriter:
 
     def _start_part(self) -> h5py.File:
         first = self.images_done
-        tmp = self.partial / f".part-{first:07d}.h5.tmp-{os.getpid()}"
-        f = h5py.File(tmp, "w")
+        tmp = self.partial / f".part-{first:07d}.h5.tmp-{os.getpid()}"  # kept for its name only
+        f = memory_h5()  # written to disk by checkpoint() in one plain write (see write_artifact)
         f.attrs["meta"] = self.meta_json
         f.attrs["images_total"] = self.n
         f.attrs["first"] = first
@@ -475,14 +486,13 @@ class DatasetWriter:
         tmp, first, mask_first = self._open
         self.f.attrs["end"] = self.images_done
         self.f.attrs["mask_end"] = self.n_masks
-        self.f.close()
-        self.f, self._open = None, None
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        try:
+            image = file_image(self.f)
+        finally:
+            self.f.close()
+            self.f, self._open = None, None
         part = self.partial / f"part-{first:07d}-{self.images_done:07d}.h5"
-        faults.checkpoint(f"rename.{part.name}")
-        os.replace(tmp, part)
-        fsync_dir(self.partial)
+        write_bytes_atomic(part, image)  # fsync, fault checkpoint rename.<part>, rename, fsync folder
         self.parts.append((part, first, self.images_done, mask_first, self.n_masks))
 
     def finish(self) -> None:
@@ -490,21 +500,52 @@ class DatasetWriter:
         self.checkpoint()
         if self.images_done != self.n:
             raise RuntimeError(f"only {self.images_done} of {self.n} images were added")
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        try:
-            with h5py.File(tmp, "w") as f:
+        if sum(p.stat().st_size for p, *_ in self.parts) <= IN_MEMORY_LIMIT:
+            f = memory_h5()
+            try:
                 self._write_final(f)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            faults.checkpoint(f"rename.{self.path.name}")
-            os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+                image = file_image(f)
+            finally:
+                f.close()
+            write_bytes_atomic(self.path, image)
+        else:
+            self._check_room()
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            try:
+                with h5py.File(tmp, "w") as f:
+                    self._write_final(f)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                faults.checkpoint(f"rename.{self.path.name}")
+                os.replace(tmp, self.path)
+                fsync_dir(self.path.parent)
+            except OSError as e:
+                raise os_error(e, self.path) from None
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
         import shutil
 
         shutil.rmtree(self.partial, ignore_errors=True)
+
+    def _check_room(self) -> None:
+        """Refuse to start the final copy unless the disk has room for it (the parts' size + 10% + 1 MiB).
+
+        The final file is too large to build in memory, so HDF5 writes it itself; checking first
+        keeps HDF5 from meeting a full disk (see write_artifact). Another process filling the disk
+        during the copy is not covered (docs/reliability.md).
+        """
+        import shutil
+
+        need = sum(p.stat().st_size for p, *_ in self.parts)
+        need = int(need * 1.1) + (1 << 20)
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return
+        if free < need:
+            raise A2LCError(f"no space left on device writing {self.path} (needs about {need / 2**20:.1f} MiB, "
+                            f"{free / 2**20:.1f} MiB free; the labelled images are kept in {self.partial} for a resume)")
 
     def _write_final(self, f: h5py.File) -> None:
         _stamp(f, "dataset", {}, {})

@@ -45,7 +45,7 @@ from .errors import A2LCError
 from .metrics import confusion_matrix, iou_from_confusion, result_json
 from .models import IMAGENET_MEAN, build_model, model_spec, to_input
 from .state import Dataset, artifact_uid, mask_state, paint_labels
-from .workspace import Workspace, atomic_path, write_json_atomic
+from .workspace import Workspace, write_bytes_atomic, write_json_atomic
 
 MODEL_FORMAT = "a2lc-model"
 CKPT_FORMAT = "a2lc-train-checkpoint"
@@ -423,8 +423,13 @@ def _seed_everything(seed: int, r: int, rank: int) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save to memory, then one atomic plain write (torch's own writer turns a full disk into
+    ``RuntimeError: unexpected pos``; a plain write gives the one-line ``no space left`` error)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getbuffer())
 
 
 def save_model(path: Path, model: nn.Module, *, model_name: str, class_names: list[str], round: int | None = None,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from . import faults
 from .config import Config, dump_config, load_config
-from .errors import A2LCError, WorkspaceLocked
+from .errors import A2LCError, WorkspaceLocked, os_error
 
 DEFAULT_WORKSPACE = "a2lc-work"
 
@@ -51,12 +51,14 @@ def fsync_dir(path: Path) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. An OSError
+    (full disk, read-only or unwritable folder) becomes one A2LCError naming ``path``
+    (:func:`a2lc_cli.errors.os_error`): ``no space left on device writing <path>``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         if tmp.exists():
             with open(tmp, "rb+") as f:
@@ -64,9 +66,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         faults.checkpoint(f"rename.{path.name}")
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as e:
+        raise os_error(e, path) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a binary file atomically (one plain write: a full disk is a clean OSError, see atomic_path)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -192,7 +205,10 @@ class Workspace:
         ``round`` running ``train``). Taking the lock also removes the temporary files
         (``.<name>.tmp-<pid>``) that killed writers of this host left behind.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(e, self.root) from None
         key = os.path.realpath(self.lock_path)
         if _HELD.get(key):
             _HELD[key] += 1  # re-entrant: this process already holds the lock
@@ -220,7 +236,10 @@ class Workspace:
     def _acquire(self, holder: dict) -> int:
         """Open and flock ``.lock``, write ``holder`` into it; returns the open descriptor."""
         for _ in range(50):
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:  # a read-only workspace, a full disk (no inode), no permission
+                raise os_error(e, self.lock_path) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -237,7 +256,11 @@ class Workspace:
                 os.close(fd)
                 continue
             self._note_stale(_read_fd(fd))
-            _write_fd(fd, holder)
+            try:
+                _write_fd(fd, holder)
+            except OSError as e:  # full or read-only disk: leave no empty lock file behind
+                self._release(fd)
+                raise os_error(e, self.lock_path) from None
             return fd
         raise WorkspaceLocked(self._describe_holder())  # pragma: no cover - lock file churning
 

@@ -36,6 +36,8 @@ def evaluate(
 
 def render(res: dict) -> None:
     """Print a metric result: per-class table when present, then its scalar fields."""
+    if res.get("not_saved"):
+        ui.err.print(f"note: the metric was not saved ({ui.esc(res['not_saved'])})")
     per_class = res.get("per_class")
     title = f"{res['metric']} — round {res.get('round')}"
     if isinstance(per_class, dict):
@@ -43,7 +45,7 @@ def render(res: dict) -> None:
     else:
         ui.out.print(f"[bold]{ui.esc(title)}[/]")
     for k, v in res.items():
-        if k in ("metric", "round", "per_class") or isinstance(v, (dict, list)):
+        if k in ("metric", "round", "per_class", "not_saved") or isinstance(v, (dict, list)):
             continue
         ui.out.print(ui.esc(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}"))
     for k, v in res.items():  # nested tables, e.g. answer-time's per_annotator, lcm-accuracy's by_new_label

@@ -299,8 +299,9 @@ class AnnotationSession:
                 q = Query(self.query.selected, self.query.selected_score, res.answers, self.query.attrs)
                 try:
                     write_query(self.path, q, inputs=self.inputs, meta=self.meta)
-                except OSError as e:  # nothing acknowledged; query.h5 keeps the earlier answers
-                    raise RequestError(500, f"could not save the answer: {os_error(e, self.path)}") from None
+                except (OSError, A2LCError) as e:  # nothing acknowledged; query.h5 keeps the earlier answers
+                    why = os_error(e, self.path) if isinstance(e, OSError) else e
+                    raise RequestError(500, f"could not save the answer: {why}") from None
                 self.query = q
                 self.effective[m] = (int(label), entry)
                 self.answered[self.rank[m]] = True
