@@ -7,15 +7,18 @@ Workspace and selection as in test_serve.py (round 1 queries E, B, D).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import socket
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from a2lc_cli.state import read_query
 
 from test_serve import Client, _selected, serve, ws  # noqa: F401 - fixtures
-from test_query import A, B, D, E
+from test_query import A, B, E
 
 
 def raw(port: int, data: bytes, *, wait: float = 3.0) -> bytes:
@@ -242,3 +245,34 @@ def test_disk_full_while_saving_an_answer_is_a_500_and_serving_goes_on(ws, cli, 
     monkeypatch.setattr(session_mod, "write_query", real)
     assert c.answer(B, "c2")[0] == 200
     assert read_query(ws.artifact(1, "query.h5")).answers.mask.tolist() == [E, B]
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=10,
+)
+FIELDS = st.fixed_dictionaries({}, optional={
+    "client": st.one_of(st.just("tab1"), JSON), "name": st.one_of(st.just("ana"), JSON, st.text(max_size=70)),
+    "mask_id": st.one_of(st.sampled_from([E, B, A, str(E), f" {E} ", "3_4_4", f"+{E}"]), JSON),
+    "answer": st.one_of(st.sampled_from(["c0", "c1", "2", "void", "mixed", "255", "c9"]), JSON),
+    "seconds": st.one_of(st.sampled_from([0, 1.5, "2", "", None, -1, 1e300, True]), JSON),
+    "skip": JSON,
+})
+
+
+@settings(max_examples=150, derandomize=True, database=None, deadline=dt.timedelta(seconds=30),
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(path=st.sampled_from(["/api/answer", "/api/next", "/api/open", "/api/heartbeat", "/api/release"]),
+       body=st.one_of(FIELDS, JSON), raw_bytes=st.none() | st.binary(max_size=200))
+def test_fuzz_api_bodies_get_a_2xx_or_4xx_and_never_break_the_server(ws, cli, serve, path, body, raw_bytes):
+    if not ws.artifact(1, "query.h5").exists():
+        _selected(ws, cli)
+    server = getattr(ws, "_server", None) or serve()
+    ws._server = server
+    data = raw_bytes if raw_bytes is not None else json.dumps(body).encode()
+    got, payload = _post(server.port, path, data)
+    assert got in (200, 400, 409, 413), (path, body, raw_bytes, payload)
+    assert isinstance(payload, dict) and (got == 200 or "error" in payload)
+    assert Client(server.port).request("GET", "/api/info")[0] == 200
+    read_query(ws.artifact(1, "query.h5"))  # the log still reads (checksum valid)
