@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from . import faults, ui
-from .acquire import mask_features, read_acquisition
+from .acquire import check_acquisition_fits, mask_features, read_acquisition
 from .config import Config, resolve_method
 from .errors import A2LCError
 from .state import Dataset, artifact_uid, mask_state, open_artifact, read_array, read_corrections, read_query, write_artifact
@@ -207,6 +207,7 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
     feats = mask_features(acq)
     t0 = time.perf_counter()
     with Dataset(ws.dataset_path) as ds:
+        check_acquisition_fits(acq, ds, apath)
         ids, labels, counts = _training_set(ws, cfg, ds, r, feats)
         model, log = train_lcm(
             feats[ids], labels, ds.num_classes, epochs=cfg.lcm.epochs, batch_size=cfg.lcm.batch_size,
@@ -254,9 +255,11 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
     model, ckpt = load_lcm(mpath)
     if ckpt.get("inputs") != {"query": artifact_uid(qpath), "acquire": artifact_uid(apath)}:
         raise A2LCError(f"{mpath} is stale (round {r}'s answers or acquisition changed); rerun `a2lc lcm-train --r {r}`")
-    feats = mask_features(read_acquisition(apath))
+    acq = read_acquisition(apath)
+    feats = mask_features(acq)
     tau = cfg.tau_for_round(r)
     with Dataset(ws.dataset_path) as ds:
+        check_acquisition_fits(acq, ds, apath)
         state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
         if ds.num_classes != int(ckpt["num_classes"]):
             raise A2LCError(f"{mpath} has {ckpt['num_classes']} classes but the dataset has {ds.num_classes}")

@@ -102,7 +102,7 @@ class AnnotationSession:
 
     def __init__(self, ws: Workspace, r: int, *, lease_s: float = DEFAULT_LEASE_S,
                  clock: Callable[[], float] = time.monotonic, on_answer: Callable[[dict], None] | None = None):
-        from ..acquire import read_acquisition
+        from ..acquire import check_acquisition_fits, read_acquisition
 
         self.ws, self.r, self.lease_s, self.clock, self.on_answer = ws, r, float(lease_s), clock, on_answer
         self.path = ws.artifact(r, "query.h5")
@@ -123,6 +123,8 @@ class AnnotationSession:
             self.bbox = ds.mask_column("bbox")[self.selected].astype(np.int64)
             self.current = mask_state(ws.root, ds, r - 1).label[self.selected].astype(np.int64)
         acq = read_acquisition(ws.artifact(r, "acquire.h5"))
+        with Dataset(ws.dataset_path) as ds:
+            check_acquisition_fits(acq, ds, ws.artifact(r, "acquire.h5"))
         if self.inputs.get("acquire") not in (None, acq["attrs"].get("uid")):
             raise A2LCError(f"{ws.artifact(r, 'acquire.h5')} was recomputed after round {r}'s selection; "
                             "its candidates would not match the queried masks")
