@@ -14,7 +14,7 @@ import typer
 from rich.text import Text
 
 from . import __version__, ui
-from .errors import A2LCError
+from .errors import A2LCError, os_error
 from .workspace import DEFAULT_WORKSPACE, Workspace
 
 try:  # typer ≥ 0.20 ships its own copy of click
@@ -110,6 +110,9 @@ def invoke(argv: list[str] | None = None) -> int:
     except ClickException as e:
         ui.err.print(Text("error: ", style="bold red") + Text(e.format_message().replace("\n", " ")), soft_wrap=True)
         return e.exit_code
+    except OSError as e:  # a disk error no writer turned into a message (full, read-only, permissions)
+        ui.err.print(Text("error: ", style="bold red") + Text(str(os_error(e))), soft_wrap=True)
+        return 2
     except (*_Abort, KeyboardInterrupt):
         ui.err.print("interrupted")
         return 130

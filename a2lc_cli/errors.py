@@ -33,7 +33,7 @@ def os_error(e: OSError, path: object | None = None, *, writing: bool = True) ->
     """
     import errno as _errno
 
-    where = path if path is not None else (e.filename or "?")
+    where = path if path is not None else (e.filename or "a file")
     code = e.errno
     text = str(e)
     if code in (_errno.ENOSPC, _errno.EDQUOT) or "No space left on device" in text or "errno = 28" in text:

@@ -206,6 +206,14 @@ def test_the_annotation_server_answers_500_on_a_full_disk_and_keeps_serving(stag
         t.join(5)
 
 
+def test_export_to_a_full_disk_is_a_one_line_error(stages, tmpfs):
+    fs = tmpfs(64)
+    fs.fill(0)
+    code, _, err = a2lc(stages["query"], "export", fs.path / "labels", "--r", 1)
+    one_line_error(code, err, "no space left on device writing", str(fs.path))
+    assert not [p for p in fs.path.rglob("*") if ".tmp-" in p.name]
+
+
 # --------------------------------------------------------------------------- read-only workspace
 def test_read_only_workspace(stages, tmpfs, tmp_path):
     fs, ws = on_tmpfs(tmpfs, stages["lcm-correct"])
