@@ -394,6 +394,14 @@ def read_acquisition(path: Path) -> dict[str, Any]:
     return out
 
 
+def check_acquisition_fits(acq: dict[str, Any], ds: Any, path: Path) -> None:
+    """An acquisition of this dataset: one row per mask, one probability column per class (A2LCError)."""
+    m, c = len(acq["score"]), acq["mean_prob"].shape[1]
+    if m != ds.n_masks or c != ds.num_classes:
+        raise A2LCError(f"{path} has {m} masks × {c} classes but the dataset has {ds.n_masks} × {ds.num_classes} "
+                        "(from another dataset?); rerun acquire")
+
+
 def mask_features(acq: dict[str, Any]) -> np.ndarray:
     """(M,F) LCM input feature per mask (Eq. 1): the mean embedding if present, else the mean softmax."""
     return acq["embedding"] if "embedding" in acq else acq["mean_prob"]

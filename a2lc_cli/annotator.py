@@ -15,6 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -206,22 +208,36 @@ def validate_answer(
     answer = row.get("answer")
     if answer is None or str(answer).strip() == "":
         return None
-    try:
-        m = int(str(row.get("mask_id", "")).strip())
-    except ValueError:
-        raise A2LCError(f"mask_id {row.get('mask_id')!r} is not an integer") from None
+    m = parse_mask_id(row.get("mask_id", ""))
     if m not in selected:
         raise A2LCError(f"mask {m} was not queried in this round")
     lab = _parse_label(str(answer), classes)
     sec = row.get("seconds")
     try:
+        if isinstance(sec, bool):
+            raise TypeError
         sec_f = float(sec) if sec not in (None, "") else float("nan")
-        if sec_f < 0 or sec_f == float("inf"):
+        if not (sec_f >= 0 and sec_f <= MAX_SECONDS or math.isnan(sec_f)):
             raise ValueError
-    except (TypeError, ValueError):
-        raise A2LCError(f"seconds {sec!r} is not a non-negative number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise A2LCError(f"seconds {ascii(sec)[:40]} is not a non-negative number of seconds (at most {MAX_SECONDS})") from None
     ann = str(row.get("annotator") or "").strip() or default_annotator
     return m, lab, sec_f, ann[:200]
+
+
+MAX_SECONDS = 86400  # one answer's time: at most a day (a larger value is a unit or clock error)
+_MASK_ID = re.compile(r"[+-]?[0-9]{1,18}")
+
+
+def parse_mask_id(value: Any) -> int:
+    """A mask id from an answers file or the page: an int, or a string of ASCII digits
+    (optional sign and surrounding spaces). Refuses booleans, floats, ``"3_4_4"`` (which
+    ``int()`` reads as 344), non-ASCII digits and more than 18 digits (A2LCError)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _MASK_ID.fullmatch(value.strip()):
+        return int(value.strip())
+    raise A2LCError(f"mask_id {ascii(value)[:40]} is not an integer")
 
 
 NOTE_SEP = "|"  # an answer's annotator column is NAME or NAME|NOTE (e.g. "ana|mixed")

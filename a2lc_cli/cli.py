@@ -14,7 +14,7 @@ import typer
 from rich.text import Text
 
 from . import __version__, ui
-from .errors import A2LCError
+from .errors import A2LCError, os_error
 from .workspace import DEFAULT_WORKSPACE, Workspace
 
 try:  # typer ≥ 0.20 ships its own copy of click
@@ -144,6 +144,8 @@ def invoke(argv: list[str] | None = None) -> int:
         return _fail(msg + hint, 2, as_json=as_json)
     except ClickException as e:
         return _fail(e.format_message().replace("\n", " "), e.exit_code, as_json=as_json)
+    except OSError as e:  # a disk error no writer turned into a message (full, read-only, permissions)
+        return _fail(str(os_error(e)), 2, as_json=as_json)
     except (*_Abort, KeyboardInterrupt):
         if as_json:
             ui.print_json({"error": "interrupted"})

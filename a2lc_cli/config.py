@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -26,7 +26,16 @@ MethodPreset = Literal["a2lc", "alc"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # every float must be finite (no NaN/inf); every number has a range (Field bounds below)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Bounds of the sizes a2lc can actually run with: generous, but they stop a typo (1e9 rounds,
+# a 2**40 batch) from hanging `status` or exhausting memory before a one-line error.
+BIG = 10**9
+PIXELS = 65536  # image side / crop limit
+Threshold = Annotated[float, Field(ge=0, le=1)]
+Width = Annotated[int, Field(ge=1, le=65536)]
 
 
 class SourceConfig(_Strict):
@@ -35,10 +44,10 @@ class SourceConfig(_Strict):
     kind: SourceKind = "synthetic"
     root: str | None = None
     preset: Preset | None = "city"  # the built-in benchmark's (synthetic source only; None for real data)
-    n_train: int | None = Field(default=None, gt=0)
-    n_val: int | None = Field(default=None, gt=0)
-    height: int | None = Field(default=None, ge=16)
-    width: int | None = Field(default=None, ge=16)
+    n_train: int | None = Field(default=None, gt=0, le=BIG)
+    n_val: int | None = Field(default=None, gt=0, le=BIG)
+    height: int | None = Field(default=None, ge=16, le=PIXELS)
+    width: int | None = Field(default=None, ge=16, le=PIXELS)
     classes_file: str | None = None
     fill_label: int | None = Field(default=None, ge=0, le=255)
 
@@ -58,13 +67,13 @@ class GroundedSamConfig(_Strict):
     # class name -> phrases (synonyms); classes not listed are prompted with their name, [] = not prompted
     prompts: dict[str, list[str]] = Field(default_factory=dict)
     # class name -> box threshold overriding box_threshold
-    thresholds: dict[str, float] = Field(default_factory=dict)
+    thresholds: dict[str, Threshold] = Field(default_factory=dict)
     # GroundingDINO input size; None: 512/1024 for Cityscapes, 800/1333 otherwise
-    short_side: int | None = Field(default=None, gt=0)
-    max_side: int | None = Field(default=None, gt=0)
+    short_side: int | None = Field(default=None, gt=0, le=PIXELS)
+    max_side: int | None = Field(default=None, gt=0, le=PIXELS)
     nms_iou: float | None = Field(default=None, gt=0, le=1)
-    max_boxes: int | None = Field(default=300, gt=0)
-    batch_size: int = Field(default=4, gt=0)
+    max_boxes: int | None = Field(default=300, gt=0, le=100000)
+    batch_size: int = Field(default=4, gt=0, le=4096)
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
 
@@ -81,23 +90,23 @@ class TrainConfig(_Strict):
 
     model: str = "tiny"
     pretrained: str | None = None
-    iterations: int | None = Field(default=None, gt=0)
-    batch_size: int | None = Field(default=None, gt=0)
-    crop: int | None = Field(default=None, gt=0)
-    lr: float | None = Field(default=None, gt=0)
+    iterations: int | None = Field(default=None, gt=0, le=BIG)
+    batch_size: int | None = Field(default=None, gt=0, le=4096)
+    crop: int | None = Field(default=None, gt=0, le=PIXELS)
+    lr: float | None = Field(default=None, gt=0, le=100)
     optimizer: Literal["sgd", "adam"] | None = None
     momentum: float | None = Field(default=None, ge=0, lt=1)
-    weight_decay: float | None = Field(default=None, ge=0)
-    backbone_lr_mult: float | None = Field(default=None, ge=0)
-    poly_power: float | None = Field(default=None, ge=0)
-    scale_min: float | None = Field(default=None, gt=0)
-    scale_max: float | None = Field(default=None, gt=0)
+    weight_decay: float | None = Field(default=None, ge=0, le=1)
+    backbone_lr_mult: float | None = Field(default=None, ge=0, le=100)
+    poly_power: float | None = Field(default=None, ge=0, le=100)
+    scale_min: float | None = Field(default=None, gt=0, le=100)
+    scale_max: float | None = Field(default=None, gt=0, le=100)
     flip: bool = True
     jitter: float | None = Field(default=None, ge=0, le=1)
     bf16: bool = True
-    workers: int = Field(default=0, ge=0)
-    threads: int | None = Field(default=None, gt=0)
-    checkpoint_every: int | None = Field(default=None, gt=0)
+    workers: int = Field(default=0, ge=0, le=256)
+    threads: int | None = Field(default=None, gt=0, le=1024)
+    checkpoint_every: int | None = Field(default=None, gt=0, le=BIG)
 
 
 class MethodConfig(_Strict):
@@ -108,10 +117,10 @@ class MethodConfig(_Strict):
     unit: QueryUnit | None = None
     lcm: bool | None = None
     annotator: Literal["gt", "human"] | None = None
-    budget: int | None = Field(default=None, gt=0)
+    budget: int | None = Field(default=None, gt=0, le=BIG)
     # share of all masks per round; None: the dataset's default (query.BUDGET_SHARE: voc 9%, city/other 4%)
     budget_share: float | None = Field(default=None, gt=0, le=1)
-    rounds: int = Field(default=5, ge=0)
+    rounds: int = Field(default=5, ge=0, le=1000)
     feature: Literal["softmax", "embedding"] = "softmax"
     # Eq. 8's KL against a uniform over the labels present in unqueried masks (the authors' code) or
     # over all C classes (the paper's text); see docs/results.md, "Faithful-reproduction switches"
@@ -124,17 +133,19 @@ class MethodConfig(_Strict):
 class LCMConfig(_Strict):
     """Label correction module ψ (paper Eq. 1–6); defaults are the authors'."""
 
-    epochs: int = Field(default=100, gt=0)
+    epochs: int = Field(default=100, gt=0, le=10**6)
     # train ψ for at least this many optimiser steps (epochs raised as needed). None: the authors'
     # epochs only, so ψ's training shrinks with the budget: their Cityscapes setting (10k answers,
     # batch 8, 100 epochs) is 125,000 steps, the built-in `city` demo (423 answers) 5,300
-    min_steps: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=8, gt=0)
-    lr: float = Field(default=1e-4, gt=0)
-    hidden: list[int] = Field(default_factory=lambda: [256, 128, 64])
-    # τ_r per round (the last repeated); None: the dataset's schedule (TAU_SCHEDULES: VOC 0.99 in every
-    # round, as the authors' VOC scripts; otherwise their Cityscapes schedule)
-    tau: list[float] | None = None
+    min_steps: int | None = Field(default=None, gt=0, le=BIG)
+    batch_size: int = Field(default=8, gt=0, le=65536)
+    lr: float = Field(default=1e-4, gt=0, le=100)
+    # widths of ψ's hidden layers ([] = a linear classifier)
+    hidden: list[Width] = Field(default_factory=lambda: [256, 128, 64], max_length=32)
+    # τ_r per round (Eq. 4), each a confidence in [0, 1]; at least one (the last repeats). None: the
+    # dataset's schedule (TAU_SCHEDULES: VOC 0.99 in every round, as the authors' VOC scripts;
+    # otherwise their Cityscapes schedule)
+    tau: Annotated[list[Threshold], Field(min_length=1, max_length=1000)] | None = None
     alpha: float = Field(default=0.5, ge=0, le=1)
     # tail size of Eq. 5: ⌊α·C⌋ (the authors' code: 9 of 19) or ⌈α·C⌉ (10 of 19)
     tail_size: Literal["floor", "ceil"] = "floor"
@@ -151,15 +162,15 @@ class ThreadsConfig(_Strict):
     A value here wins over OMP_NUM_THREADS; training's is ``train.threads``.
     """
 
-    acquire: int | None = Field(default=None, gt=0)
-    lcm_train: int | None = Field(default=None, gt=0)
-    lcm_correct: int | None = Field(default=None, gt=0)
-    evaluate: int | None = Field(default=None, gt=0)
+    acquire: int | None = Field(default=None, gt=0, le=1024)
+    lcm_train: int | None = Field(default=None, gt=0, le=1024)
+    lcm_correct: int | None = Field(default=None, gt=0, le=1024)
+    evaluate: int | None = Field(default=None, gt=0, le=1024)
 
 
 class Config(_Strict):
     schema_version: int = CONFIG_SCHEMA_VERSION
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     source: SourceConfig = Field(default_factory=SourceConfig)
     pseudolabel: PseudolabelConfig = Field(default_factory=PseudolabelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -227,6 +238,8 @@ def load_config(path: Path) -> Config:
         raw = json.loads(read_text(path, what="config"))
     except json.JSONDecodeError as e:
         raise A2LCError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except ValueError as e:  # an integer beyond Python's digit limit
+        raise A2LCError(f"{path}: not a valid config ({' '.join(str(e).split())[:100]})") from None
     except RecursionError:
         raise A2LCError(f"{path}: JSON nested too deeply to be a config") from None
     return parse_config(raw, where=str(path))
@@ -248,7 +261,50 @@ def parse_config(raw: object, *, where: str = "config") -> Config:
         more = f" (and {n - 1} more problem{'s' if n > 2 else ''})" if n > 1 else ""
         value = first.get("input")
         got = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) or value is None else ""
-        raise A2LCError(f"{where}: {key}: {first['msg']}{got}{more}") from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and len(got) > 60:
+            got = f" (got {value:.6g})" if isinstance(value, float) else f" (got a {len(str(abs(value)))}-digit number)"
+        allowed = allowed_range(first["loc"])
+        allowed = f"; allowed: {allowed}" if allowed and first["type"] in _RANGE_ERRORS else ""
+        raise A2LCError(f"{where}: {key}: {first['msg']}{got}{allowed}{more}") from None
+
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number",
+                 "too_short", "too_long"}
+
+
+def allowed_range(loc: tuple) -> str:
+    """The range of the config key at ``loc`` (a pydantic error location) as text, e.g.
+    ``0 ≤ value ≤ 1000`` or ``1..1000 items``; '' when the key has no bounds."""
+    import annotated_types as at
+    from typing import get_args
+
+    node: object = Config
+    meta: list = []
+    for part in loc:
+        if isinstance(part, str) and isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(part)
+            if field is None:
+                return ""
+            meta, node = list(field.metadata), field.annotation
+        else:  # a list index or a dict key: the item type, Annotated[type, Field(...)]
+            args = [a for a in get_args(node) if a is not type(None)]
+            item = args[-1] if args else None
+            inner = get_args(item)
+            meta = [m for x in inner[1:] for m in getattr(x, "metadata", [x])]
+            node = inner[0] if inner else item
+    lo = next((f"{m.ge} ≤ " for m in meta if isinstance(m, at.Ge)), "") or \
+        next((f"{m.gt} < " for m in meta if isinstance(m, at.Gt)), "")
+    hi = next((f" ≤ {m.le}" for m in meta if isinstance(m, at.Le)), "") or \
+        next((f" < {m.lt}" for m in meta if isinstance(m, at.Lt)), "")
+    sizes = [(getattr(m, "min_length", None), getattr(m, "max_length", None)) for m in meta
+             if isinstance(m, (at.MinLen, at.MaxLen))]
+    if lo or hi:
+        return f"{lo}value{hi}"
+    if sizes:
+        mn = max((a for a, _ in sizes if a is not None), default=0)
+        mx = min((b for _, b in sizes if b is not None), default=None)
+        return f"{mn}..{mx if mx is not None else ''} items"
+    return ""
 
 
 def dump_config(cfg: Config) -> str:
@@ -271,6 +327,8 @@ def set_option(cfg: Config, dotted: str, value: str) -> Config:
         node[parts[-1]] = json.loads(value)
     except json.JSONDecodeError:
         node[parts[-1]] = value
+    except ValueError:  # an integer beyond Python's digit limit
+        raise A2LCError(f"{dotted}: value {value[:20]}... is too large a number") from None
     except RecursionError:
         raise A2LCError(f"{dotted}: value nested too deeply") from None
     return parse_config(data, where=f"--set {dotted}")

@@ -22,3 +22,24 @@ class WorkspaceLocked(A2LCError):
     """Another command holds the workspace's write lock."""
 
     exit_code = 3
+
+
+def os_error(e: OSError, path: object | None = None, *, writing: bool = True) -> A2LCError:
+    """One-line A2LCError for an operating-system error while writing (or reading) ``path``.
+
+    ``no space left on device writing <file>`` for ENOSPC/EDQUOT (also when HDF5 wraps the
+    errno in its message), ``<file>: read-only file system`` / ``permission denied`` for
+    EROFS/EACCES/EPERM, else ``<file>: <strerror>``. ``path`` defaults to the error's filename.
+    """
+    import errno as _errno
+
+    where = path if path is not None else (e.filename or "a file")
+    code = e.errno
+    text = str(e)
+    if code in (_errno.ENOSPC, _errno.EDQUOT) or "No space left on device" in text or "errno = 28" in text:
+        return A2LCError(f"no space left on device {'writing' if writing else 'reading'} {where}")
+    if code == _errno.EROFS or "Read-only file system" in text or "errno = 30" in text:
+        return A2LCError(f"cannot write {where}: read-only file system")
+    if code in (_errno.EACCES, _errno.EPERM) or "Permission denied" in text or "errno = 13" in text:
+        return A2LCError(f"cannot {'write' if writing else 'read'} {where}: permission denied")
+    return A2LCError(f"{where}: {e.strerror or ' '.join(text.split())[:200]}")

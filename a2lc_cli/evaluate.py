@@ -53,5 +53,8 @@ def run_metric(ws: Workspace, metric: str, r: int | None, **options: Any) -> dic
     func: Callable[..., dict] = getattr(importlib.import_module(module), fn)
     result = func(ws, r, **options)
     if result.get("round") is not None and not options.get("no_save"):
-        write_json_atomic(ws.artifact(int(result["round"]), f"metrics-{metric}.json"), result)
+        try:
+            write_json_atomic(ws.artifact(int(result["round"]), f"metrics-{metric}.json"), result)
+        except A2LCError as e:  # a read-only or full workspace: the metric is still the answer
+            result["not_saved"] = str(e)
     return result

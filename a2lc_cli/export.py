@@ -11,7 +11,7 @@ import numpy as np
 
 from . import ui
 from .data.io import write_label_png
-from .errors import A2LCError
+from .errors import A2LCError, os_error
 from .state import PROVENANCE, Dataset, mask_state, paint_labels, read_array, read_corrections, read_query
 from .workspace import Workspace
 
@@ -82,12 +82,16 @@ def export_round(ws: Workspace, r: int, out_dir: Path) -> dict[str, Any]:
         for i in ui.progress(range(ds.n_images), f"export r{r}"):
             write_label_png(label_path(out_dir, conv, ds.names[i], paths[i]), paint_labels(ds, i, state), ds.classes)
         rows = mask_history(ws, ds, r)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with open(out_dir / "history.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["mask_id", "image", "label0", "round", "source", "previous", "label",
-                                              "confidence", "annotator", "time", "changed"])
-            w.writeheader()
-            w.writerows(rows)
+        history = out_dir / "history.csv"
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            with open(history, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["mask_id", "image", "label0", "round", "source", "previous", "label",
+                                                  "confidence", "annotator", "time", "changed"])
+                w.writeheader()
+                w.writerows(rows)
+        except OSError as e:  # a full or read-only output disk
+            raise os_error(e, history) from None
         counts = np.bincount(state.source, minlength=3)
         return {"round": r, "images": ds.n_images, "out": str(out_dir), "convention": conv,
                 "masks": {PROVENANCE[k]: int(counts[k]) for k in range(3)},

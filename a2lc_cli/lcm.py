@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from . import faults, ui
-from .acquire import mask_features, read_acquisition
+from .acquire import check_acquisition_fits, mask_features, read_acquisition
 from .config import Config, resolve_method
 from .errors import A2LCError
 from .state import Dataset, artifact_uid, mask_state, open_artifact, read_array, read_corrections, read_query, write_artifact
-from .workspace import Workspace, atomic_path
+from .workspace import Workspace
 
 
 # --------------------------------------------------------------------------- model and loss
@@ -232,6 +232,7 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
     feats = mask_features(acq)
     t0 = time.perf_counter()
     with Dataset(ws.dataset_path) as ds:
+        check_acquisition_fits(acq, ds, apath)
         ids, labels, counts = _training_set(ws, cfg, ds, r, feats)
         from .threads import stage_threads
 
@@ -250,8 +251,9 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
         "log": log, "inputs": inputs, "options": cfg.lcm.model_dump(mode="json"), "round": r, "seconds": seconds,
     }
     out = ws.artifact(r, "lcm.pt")
-    with atomic_path(out) as tmp:
-        torch.save(ckpt, tmp)
+    from .training import _atomic_torch_save
+
+    _atomic_torch_save(ckpt, out)
     return {"round": r, "samples": log["samples"], "steps": log["steps"], "final_loss": log["loss"][-1],
             "train_accuracy": log["train_accuracy"], "seconds": round(seconds, 2), "path": str(out)}
 
@@ -281,9 +283,11 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
     model, ckpt = load_lcm(mpath)
     if ckpt.get("inputs") != {"query": artifact_uid(qpath), "acquire": artifact_uid(apath)}:
         raise A2LCError(f"{mpath} is stale (round {r}'s answers or acquisition changed); rerun `a2lc lcm-train --r {r}`")
-    feats = mask_features(read_acquisition(apath))
+    acq = read_acquisition(apath)
+    feats = mask_features(acq)
     tau = cfg.tau_for_round(r)
     with Dataset(ws.dataset_path) as ds:
+        check_acquisition_fits(acq, ds, apath)
         state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
         if ds.num_classes != int(ckpt["num_classes"]):
             raise A2LCError(f"{mpath} has {ckpt['num_classes']} classes but the dataset has {ds.num_classes}")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import faults, ui
-from .acquire import acquire_inputs, read_acquisition
+from .acquire import acquire_inputs, check_acquisition_fits, read_acquisition
 from .acquisition import select_top
 from .annotator import (
     SIMULATED,
@@ -109,8 +109,7 @@ def run_query(
     acq = read_acquisition(acq_path)
     check_acquisition_current(ws, r, acq)
     with Dataset(ws.dataset_path) as ds:
-        if len(acq["score"]) != ds.n_masks:
-            raise A2LCError(f"{acq_path} has {len(acq['score'])} masks but the dataset has {ds.n_masks}; rerun acquire")
+        check_acquisition_fits(acq, ds, acq_path)
         if export_dir is not None and read_image is None:
             from .data import open_source
             from .fingerprint import TrainImages

@@ -256,7 +256,7 @@ def evaluate_round(ws: Workspace, cfg: Config, r: int, *, lcm: bool) -> dict[str
     try:
         out["model_miou"] = run_metric(ws, "model-miou", r)["miou"]
     except A2LCError as e:  # e.g. a validation split without ground truth
-        ui.info(f"model mIoU skipped: {e}")
+        ui.info(f"model mIoU skipped: {ui.esc(e)}")
     if lcm and has_gt and ws.artifact(r, "lcm.h5").exists():
         acc = run_metric(ws, "lcm-accuracy", r)
         out["lcm_corrected"] = acc["corrected"]

@@ -36,8 +36,8 @@ import numpy as np
 
 from . import __version__, faults
 from .data.base import VOID, ClassInfo
-from .errors import A2LCError
-from .workspace import fsync_dir
+from .errors import A2LCError, os_error
+from .workspace import fsync_dir, write_bytes_atomic
 
 SCHEMA_VERSION = 1
 PIXEL_CHUNK = 1 << 18
@@ -65,26 +65,33 @@ def _stamp(f: h5py.File, kind: str, inputs: dict[str, str] | None, meta: dict[st
 def write_artifact(
     path: Path, kind: str, *, inputs: dict[str, str] | None = None, meta: dict[str, Any] | None = None
 ) -> Iterator[h5py.File]:
-    """Create an HDF5 artifact atomically: written to a temporary name, fsynced, renamed.
+    """Create an HDF5 artifact atomically: built in memory, then written to a temporary name,
+    fsynced and renamed (:func:`a2lc_cli.workspace.write_bytes_atomic`).
 
-    If the body raises, the temporary file is removed and ``path`` is untouched.
+    If the body raises, nothing is written and ``path`` is untouched. HDF5 never writes to
+    the disk itself: a write that fails inside HDF5 (a full disk) leaves its caches in a
+    state that can crash the process when the file is closed, while a plain write of the
+    finished image fails cleanly (``error: no space left on device writing <path>``).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    f = memory_h5()
     try:
-        with h5py.File(tmp, "w") as f:
-            _stamp(f, kind, inputs, meta)
-            yield f
-            f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        faults.checkpoint(f"rename.{path.name}")
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        _stamp(f, kind, inputs, meta)
+        yield f
+        image = file_image(f)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        f.close()
+    write_bytes_atomic(Path(path), image)
+
+
+def memory_h5() -> h5py.File:
+    """A new, empty HDF5 file held in memory only (core driver without backing store)."""
+    return h5py.File(f"a2lc-memory-{uuid.uuid4().hex}.h5", "w", driver="core", backing_store=False)
+
+
+def file_image(f: h5py.File) -> bytes:
+    """The bytes of an in-memory HDF5 file (:func:`memory_h5`) as a file on disk would hold them."""
+    f.flush()
+    return f.id.get_file_image()
 
 
 def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
@@ -107,6 +114,7 @@ def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
         version = f.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             raise A2LCError(f"{path}: schema version {version!r} is not supported (this a2lc reads {SCHEMA_VERSION})")
+        check_layout(f, kind, path)
     except A2LCError:
         f.close()
         raise
@@ -114,6 +122,75 @@ def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
         f.close()
         raise A2LCError(f"{path}: damaged HDF5 file: {_short(e)}") from None
     return f
+
+
+# The layout of every artifact kind: dataset name -> (allowed dtype kinds, shape after the first axis,
+# length group, required). Datasets of one length group must have equal first axes ("N+1": one more
+# than group N). Checked by open_artifact on every open (shapes and dtypes only: no data is read);
+# value ranges are checked where the values are read (Dataset.mask_column, Dataset._pixels, mask_state).
+_STR, _INT, _UINT, _FLOAT, _BOOL = "OSU", "iu", "u", "f", "b"
+LAYOUT: dict[str, dict[str, tuple[str, tuple[int | None, ...], str | None, bool]]] = {
+    "dataset": {
+        "classes/names": (_STR, (), "C", True), "classes/palette": (_INT, (3,), None, True),
+        "images/name": (_STR, (), "N", True), "images/path": (_STR, (), "N", False),
+        "images/height": (_INT, (), "N", True), "images/width": (_INT, (), "N", True),
+        "images/pixel_offset": (_INT, (), "N+1", True), "images/mask_offset": (_INT, (), "N+1", True),
+        "pixels/segment": ("i", (), "P", True), "pixels/label0": (_UINT, (), "P", True), "pixels/gt": (_UINT, (), "P", False),
+        "masks/image": (_INT, (), "M", True), "masks/area": (_INT, (), "M", True), "masks/bbox": (_INT, (4,), "M", True),
+        "masks/label0": (_UINT, (), "M", True), "masks/score": (_FLOAT, (), "M", False), "masks/prompt": (_INT, (), "M", False),
+        "masks/gt_label": (_UINT, (), "M", False), "masks/gt_purity": (_FLOAT, (), "M", False),
+    },
+    "query": {
+        "selected/mask": (_INT, (), "B", True), "selected/score": (_FLOAT, (), "B", True),
+        "answers/mask": (_INT, (), "A", True), "answers/label": (_UINT, (), "A", True), "answers/unit": (_UINT, (), "A", True),
+        "answers/annotator": (_STR, (), "A", True), "answers/seconds": (_FLOAT, (), "A", True),
+        "answers/time": (_FLOAT, (), "A", True),
+    },
+    "lcm": {
+        "corrected/mask": (_INT, (), "K", True), "corrected/label": (_UINT, (), "K", True),
+        "corrected/previous": (_UINT, (), "K", True), "corrected/confidence": (_FLOAT, (), "K", True),
+        "pred": (_INT, (), "M", False), "log_confidence": (_FLOAT, (), "M", False), "tail": (_INT, (), None, False),
+    },
+    "acquire": {
+        "score": (_FLOAT, (), "M", True), "mean_prob": (_FLOAT, (None,), "M", True), "embedding": (_FLOAT, (None,), "M", False),
+        "dominant": (_INT, (), "M", False), "rep_pixel": (_INT, (), "M", False), "area": (_INT, (), "M", False),
+        "queried_before": (_BOOL + _INT, (), "M", False), "label_counts": (_INT, (), None, False),
+        "class_weight": (_FLOAT, (), None, False), "rarity": (_FLOAT, (), None, False),
+    },
+}
+_KIND_WORDS = {"OSU": "strings", "iu": "integers", "u": "unsigned integers", "i": "signed integers", "f": "floats",
+               "biu": "booleans or integers"}
+
+
+def check_layout(f: h5py.File, kind: str, path: Path | str) -> None:
+    """Check every dataset of an open artifact against ``LAYOUT[kind]``: present when required, a
+    dataset (not a group), of an allowed dtype kind, of the right number of axes and trailing shape,
+    and of the same length as the others of its length group. Raises A2LCError naming the dataset."""
+    sizes: dict[str, tuple[int, str]] = {}
+    for name, (kinds, tail, group, required) in LAYOUT.get(kind, {}).items():
+        if name not in f:
+            if required:
+                raise A2LCError(f"{path}: missing dataset {name!r} (file damaged or from another tool)")
+            continue
+        d = f[name]
+        if not isinstance(d, h5py.Dataset):
+            raise A2LCError(f"{path}: {name} is not a dataset (file damaged or from another tool)")
+        dkind = "S" if h5py.check_string_dtype(d.dtype) is not None else d.dtype.kind
+        if dkind not in kinds:
+            raise A2LCError(f"{path}: {name} holds {d.dtype} values, expected {_KIND_WORDS.get(kinds, kinds)} "
+                            "(file damaged or from another tool)")
+        shape = d.shape or ()
+        if len(shape) != 1 + len(tail) or any(t is not None and t != n for t, n in zip(tail, shape[1:])):
+            want = "(n" + "".join(f", {'k' if t is None else t}" for t in tail) + ")"
+            raise A2LCError(f"{path}: {name} has shape {shape}, expected {want} (file damaged or from another tool)")
+        if group is not None:
+            key, extra = (group[:-2], 1) if group.endswith("+1") else (group, 0)
+            n = shape[0] - extra
+            if key in sizes and sizes[key][0] != n:
+                other, on = sizes[key][1], sizes[key][0]
+                raise A2LCError(f"{path}: {name} has {shape[0]} rows but {other} implies {on + extra} "
+                                "(file damaged)")
+            sizes.setdefault(key, (n, name))
 
 
 def _open_failure(e: OSError) -> str:
@@ -285,6 +362,7 @@ _MASK_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {
     "prompt": (np.int16, ()),
 }
 _GT_COLUMNS: dict[str, tuple[Any, tuple[int, ...]]] = {"gt_label": (np.uint8, ()), "gt_purity": (np.float32, ())}
+IN_MEMORY_LIMIT = 256 << 20  # dataset.h5 up to this size (its parts' total) is built in memory, then written
 _PART_RE = re.compile(r"^part-(\d+)-(\d+)\.h5$")
 _COPY_SLICE = 1 << 24  # elements copied at a time from a part into the finished file
 _SIG = (8, 8, 3)  # per-image content signature (a2lc_cli.fingerprint.image_signature)
@@ -337,9 +415,12 @@ class DatasetWriter:
         self.values = {"label0": np.zeros(256, np.int64), "gt": np.zeros(256, np.int64)}
         self.f: h5py.File | None = None  # the open (unfinished) part
         self._open: tuple[Path, int, int] | None = None  # (temporary file, first image, first mask)
-        if self.partial.is_file() or self.partial.is_symlink():
-            self.partial.unlink()  # a single partial file of an older a2lc: never reopened (see above)
-        self.partial.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.partial.is_file() or self.partial.is_symlink():
+                self.partial.unlink()  # a single partial file of an older a2lc: never reopened (see above)
+            self.partial.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(e, self.partial) from None
         if resume:
             self._resume()
         for p in self.partial.iterdir():  # unfinished parts, parts of other options, parts after a gap
@@ -375,8 +456,8 @@ class DatasetWriter:
 
     def _start_part(self) -> h5py.File:
         first = self.images_done
-        tmp = self.partial / f".part-{first:07d}.h5.tmp-{os.getpid()}"
-        f = h5py.File(tmp, "w")
+        tmp = self.partial / f".part-{first:07d}.h5.tmp-{os.getpid()}"  # kept for its name only
+        f = memory_h5()  # written to disk by checkpoint() in one plain write (see write_artifact)
         f.attrs["meta"] = self.meta_json
         f.attrs["images_total"] = self.n
         f.attrs["images_digest"] = self.images_digest
@@ -472,14 +553,13 @@ class DatasetWriter:
         self.f.attrs["mask_end"] = self.n_masks
         for k, v in self.values.items():
             self.f.attrs[f"values_{k}"] = v - self._values_at_start[k]
-        self.f.close()
-        self.f, self._open = None, None
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        try:
+            image = file_image(self.f)
+        finally:
+            self.f.close()
+            self.f, self._open = None, None
         part = self.partial / f"part-{first:07d}-{self.images_done:07d}.h5"
-        faults.checkpoint(f"rename.{part.name}")
-        os.replace(tmp, part)
-        fsync_dir(self.partial)
+        write_bytes_atomic(part, image)  # fsync, fault checkpoint rename.<part>, rename, fsync folder
         self.parts.append((part, first, self.images_done, mask_first, self.n_masks))
 
     def finish(self) -> None:
@@ -487,21 +567,52 @@ class DatasetWriter:
         self.checkpoint()
         if self.images_done != self.n:
             raise RuntimeError(f"only {self.images_done} of {self.n} images were added")
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        try:
-            with h5py.File(tmp, "w") as f:
+        if sum(p.stat().st_size for p, *_ in self.parts) <= IN_MEMORY_LIMIT:
+            f = memory_h5()
+            try:
                 self._write_final(f)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            faults.checkpoint(f"rename.{self.path.name}")
-            os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+                image = file_image(f)
+            finally:
+                f.close()
+            write_bytes_atomic(self.path, image)
+        else:
+            self._check_room()
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            try:
+                with h5py.File(tmp, "w") as f:
+                    self._write_final(f)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                faults.checkpoint(f"rename.{self.path.name}")
+                os.replace(tmp, self.path)
+                fsync_dir(self.path.parent)
+            except OSError as e:
+                raise os_error(e, self.path) from None
+            finally:
+                if tmp.exists():
+                    tmp.unlink()
         import shutil
 
         shutil.rmtree(self.partial, ignore_errors=True)
+
+    def _check_room(self) -> None:
+        """Refuse to start the final copy unless the disk has room for it (the parts' size + 10% + 1 MiB).
+
+        The final file is too large to build in memory, so HDF5 writes it itself; checking first
+        keeps HDF5 from meeting a full disk (see write_artifact). Another process filling the disk
+        during the copy is not covered (docs/reliability.md).
+        """
+        import shutil
+
+        need = sum(p.stat().st_size for p, *_ in self.parts)
+        need = int(need * 1.1) + (1 << 20)
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            return
+        if free < need:
+            raise A2LCError(f"no space left on device writing {self.path} (needs about {need / 2**20:.1f} MiB, "
+                            f"{free / 2**20:.1f} MiB free; the labelled images are kept in {self.partial} for a resume)")
 
     def _write_final(self, f: h5py.File) -> None:
         _stamp(f, "dataset", {}, {})
@@ -639,12 +750,46 @@ class Dataset:
             self.f.close()
             raise A2LCError(f"{self.path}: damaged dataset file: {_short(e)}") from None
         self.n_images = len(self.names)
-        self.n_masks = int(self.mask_offset[-1])
-        if len(self.mask_offset) != self.n_images + 1 or len(self.pixel_offset) != self.n_images + 1:
+        try:
+            self._check_index()
+        except A2LCError:
             self.f.close()
-            raise A2LCError(f"{self.path}: damaged dataset file: image index sizes disagree")
+            raise
+        self.n_masks = int(self.mask_offset[-1])
         self._masks: dict[str, np.ndarray] = {}
         self._pixel_sets: dict[str, h5py.Dataset] = {}
+
+    def _check_index(self) -> None:
+        """Values of the image index against each other and the sizes of the per-pixel and per-mask data
+        (shapes and dtypes were checked by :func:`check_layout` on open). Raises A2LCError."""
+        bad = f"{self.path}: damaged dataset file:"
+        n, c = self.n_images, self.num_classes
+        if not 1 <= c <= VOID:
+            raise A2LCError(f"{bad} num_classes {c} is not in 1..{VOID}")
+        if len(self.classes.names) != c or len(self.classes.palette) < c:
+            raise A2LCError(f"{bad} {len(self.classes.names)} class names and {len(self.classes.palette)} colours "
+                            f"for {c} classes")
+        if not 0 <= self.fill_label <= VOID:
+            raise A2LCError(f"{bad} fill_label {self.fill_label} is not in 0..255")
+        if n and (self.heights.min() < 1 or self.widths.min() < 1):
+            raise A2LCError(f"{bad} an image has a zero height or width")
+        po, mo = self.pixel_offset.astype(np.int64), self.mask_offset.astype(np.int64)
+        if len(po) != n + 1 or len(mo) != n + 1:
+            raise A2LCError(f"{bad} image index sizes disagree")
+        if po[0] != 0 or not np.array_equal(np.diff(po), self.heights * self.widths):
+            raise A2LCError(f"{bad} images/pixel_offset does not match the image sizes")
+        if mo[0] != 0 or (np.diff(mo) < 0).any():
+            raise A2LCError(f"{bad} images/mask_offset is not an increasing index")
+        names = ("segment", "label0", "gt") if self.has_gt else ("segment", "label0")
+        for name in names:
+            d = self.f.get(f"pixels/{name}")
+            if d is None or d.shape[0] != po[-1]:
+                got = "missing" if d is None else f"{d.shape[0]} pixels"
+                raise A2LCError(f"{bad} pixels/{name} is {got}, expected {po[-1]}")
+        for name in ("image", "area", "bbox", "label0", *(("gt_label",) if self.has_gt else ())):
+            d = self.f.get(f"masks/{name}")
+            if d is not None and d.shape[0] != mo[-1]:
+                raise A2LCError(f"{bad} masks/{name} has {d.shape[0]} rows, expected {mo[-1]}")
 
     # context manager
     def __enter__(self) -> "Dataset":
@@ -667,8 +812,28 @@ class Dataset:
             arr = read_array(self.f, f"masks/{name}", path=self.path)
             if len(arr) != self.n_masks:
                 raise A2LCError(f"{self.path}: damaged dataset file: masks/{name} has {len(arr)} rows, expected {self.n_masks}")
+            self._check_column(name, arr)
             self._masks[name] = arr
         return self._masks[name]
+
+    def _check_column(self, name: str, arr: np.ndarray) -> None:
+        """Value ranges of a mask-table column (checked once, when it is first read)."""
+        bad = f"{self.path}: damaged dataset file: masks/{name}"
+        if not arr.size:
+            return
+        if name in ("label0", "gt_label"):
+            check_labels(arr, self.num_classes, f"{self.path}: masks/{name}")
+        elif name == "image":
+            expect = np.repeat(np.arange(self.n_images), np.diff(self.mask_offset.astype(np.int64)))
+            if not np.array_equal(arr, expect):
+                raise A2LCError(f"{bad} does not match images/mask_offset")
+        elif name == "area" and arr.min() < 1:
+            raise A2LCError(f"{bad} has a mask of {int(arr.min())} pixels")
+        elif name == "bbox":
+            img = np.repeat(np.arange(self.n_images), np.diff(self.mask_offset.astype(np.int64)))
+            x0, y0, x1, y1 = (arr[:, k].astype(np.int64) for k in range(4))
+            if ((x0 < 0) | (y0 < 0) | (x1 <= x0) | (y1 <= y0) | (x1 > self.widths[img]) | (y1 > self.heights[img])).any():
+                raise A2LCError(f"{bad} has a box outside its image")
 
     @property
     def mask_image(self) -> np.ndarray:
@@ -714,6 +879,14 @@ class Dataset:
             raise A2LCError(f"{self.path}: has no pixels/{name}") from None
         except (OSError, ValueError) as e:
             raise A2LCError(f"{self.path}: cannot read pixels/{name} of image {i}: {_short(e)}") from None
+        if flat.size and name == "segment":  # -1 or a mask of this image
+            lo, hi = int(self.mask_offset[i]), int(self.mask_offset[i + 1])
+            inside = flat[flat >= 0]
+            if (flat < -1).any() or (inside.size and (inside.min() < lo or inside.max() >= hi)):
+                raise A2LCError(f"{self.path}: damaged dataset file: pixels/segment of image {i} refers to "
+                                f"masks outside {lo}..{hi - 1}")
+        elif flat.size:
+            check_labels(flat, self.num_classes, f"{self.path}: pixels/{name} of image {i}")
         return flat.reshape(self.shape(i))
 
     def segment(self, i: int) -> np.ndarray:
@@ -956,6 +1129,7 @@ def mask_state(ws_root: Path, ds: Dataset, r: int, *, include_lcm_of_last: bool 
         st.queried[q.selected] = True
         ids, labels = q.answers.effective()
         _check_ids(ids, ds, qp)
+        check_labels(q.answers.label, ds.num_classes, str(qp))
         st.label[ids] = labels
         st.source[ids] = HUMAN
         st.round[ids] = k
@@ -968,12 +1142,22 @@ def mask_state(ws_root: Path, ds: Dataset, r: int, *, include_lcm_of_last: bool 
         if c.attrs.get("inputs", {}).get("query") != q.attrs.get("uid"):
             continue
         _check_ids(c.mask, ds, lp)
+        check_labels(c.label, ds.num_classes, str(lp))
         st.label[c.mask] = c.label
         st.source[c.mask] = LCM
         st.round[c.mask] = k
         st.confidence[c.mask] = c.confidence
         st.rounds_applied.append((k, "lcm"))
     return st
+
+
+def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
+    """Labels must be class indices (0..num_classes-1) or void (255); A2LCError naming ``where`` otherwise."""
+    if labels.size:
+        wrong = (labels >= num_classes) & (labels != VOID)
+        if wrong.any():
+            raise A2LCError(f"{where}: label {int(labels[wrong][0])} is not a class (0..{num_classes - 1}, 255 = void; "
+                            "file damaged or from another dataset)")
 
 
 def _check_ids(ids: np.ndarray, ds: Dataset, path: Path) -> None:

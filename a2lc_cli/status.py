@@ -37,8 +37,12 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
     rounds = []
     stale_round = None
     waiting_round = None
-    last = max([cfg.method.rounds, *ws.rounds_present()])
-    for r in range(0, last + 1):
+    present = ws.rounds_present()
+    last = max([cfg.method.rounds, *present])
+    nxt = next_step(ws, cfg, max_round=last)
+    # the rounds that exist, round 0, and the round of the next step (not every configured round)
+    listed = sorted({0, *present, *([nxt[0]] if nxt else [])})
+    for r in listed:
         stages = {}
         for stage in stages_of_round(r, cfg):
             if stage is PSEUDOLABEL:
@@ -66,7 +70,6 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
                 entry[key] = m.get("miou")
         rounds.append(entry)
     out["rounds"] = rounds
-    nxt = next_step(ws, cfg, max_round=last)
     if waiting_round is not None and (stale_round is None or waiting_round <= stale_round):
         out["next"] = (f"people's answers for round {waiting_round}: a2lc query --r {waiting_round} --serve "
                        f"(or --export DIR, then --answers FILE)")

@@ -46,7 +46,7 @@ from .fingerprint import TrainImages
 from .metrics import confusion_matrix, iou_from_confusion, result_json
 from .models import IMAGENET_MEAN, build_model, model_spec, to_input
 from .state import Dataset, artifact_uid, mask_state, paint_labels
-from .workspace import Workspace, atomic_path, write_json_atomic
+from .workspace import Workspace, write_bytes_atomic, write_json_atomic
 
 MODEL_FORMAT = "a2lc-model"
 CKPT_FORMAT = "a2lc-train-checkpoint"
@@ -422,8 +422,13 @@ def _seed_everything(seed: int, r: int, rank: int) -> None:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    """torch.save to memory, then one atomic plain write (torch's own writer turns a full disk into
+    ``RuntimeError: unexpected pos``; a plain write gives the one-line ``no space left`` error)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getbuffer())
 
 
 def save_model(path: Path, model: nn.Module, *, model_name: str, class_names: list[str], round: int | None = None,
@@ -592,9 +597,9 @@ def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progr
                                                       inputs=inputs, model_name=cfg.train.model,
                                                       world=dist_info.world)
         if progress and dist_info.is_main:
-            ui.info(f"resuming θ_{r} from iteration {start} of {recipe.iterations} ({ckpt_path})")
+            ui.info(f"resuming θ_{r} from iteration {start} of {recipe.iterations} ({ui.esc(ckpt_path)})")
     elif resume and progress and dist_info.is_main:
-        ui.info(f"no checkpoint at {ckpt_path}; training from the start")
+        ui.info(f"no checkpoint at {ui.esc(ckpt_path)}; training from the start")
     net: nn.Module = model
     if dist_info.active:
         if cuda:

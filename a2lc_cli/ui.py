@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,6 +29,14 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 _quiet = False
+
+
+def esc(value: Any) -> str:
+    """``value`` as text that rich prints literally: ``[b]`` or ``[/]`` in a path, a name or
+    anything read from a file is never taken as markup. Every user- or file-derived string
+    interpolated into a message printed through rich goes through this (tables and progress
+    descriptions do it themselves)."""
+    return escape(str(value))
 
 
 def set_quiet(quiet: bool) -> None:
@@ -64,7 +73,7 @@ def progress(items: Iterable[T], description: str, *, total: int | None = None) 
         TimeRemainingColumn(),
     ]
     with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(esc(description), total=total)
         for item in items:
             yield item
             bar.advance(task)
@@ -87,13 +96,13 @@ class ProgressBar:
     def __enter__(self) -> "ProgressBar":
         if self._bar is not None:
             self._bar.start()
-            self._task = self._bar.add_task(self._description, total=self._total, status="")
+            self._task = self._bar.add_task(esc(self._description), total=self._total, status="")
         return self
 
     def advance(self, n: int = 1, *, description: str | None = None, status: str | None = None) -> None:
         if self._bar is not None:
-            extra = {} if status is None else {"status": status}
-            self._bar.update(self._task, advance=n, description=description or self._description, **extra)
+            extra = {} if status is None else {"status": esc(status)}
+            self._bar.update(self._task, advance=n, description=esc(description or self._description), **extra)
 
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
@@ -106,12 +115,12 @@ def plural(n: int, noun: str, plural_form: str | None = None) -> str:
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    """Build a rich table; numbers are right-aligned, floats printed with 2 decimals."""
-    t = Table(title=title, title_justify="left")
+    """Build a rich table; numbers are right-aligned, floats printed with 2 decimals; text is literal (escaped)."""
+    t = Table(title=None if title is None else esc(title), title_justify="left")
     rows = [list(r) for r in rows]
     for j, name in enumerate(columns):
         numeric = bool(rows) and all(isinstance(r[j], (int, float)) or r[j] is None for r in rows)
-        t.add_column(name, justify="right" if numeric else "left")
+        t.add_column(esc(name), justify="right" if numeric else "left")
     for r in rows:
         t.add_row(*[_fmt(v) for v in r])
     return t
@@ -122,7 +131,7 @@ def _fmt(v: Any) -> str:
         return "—"
     if isinstance(v, float):
         return f"{v:.2f}"
-    return str(v)
+    return esc(v)
 
 
 def print_json(obj: Any) -> None:

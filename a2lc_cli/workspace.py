@@ -14,10 +14,12 @@ an exclusive lock (``.lock``); readers never take it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from . import faults
 from .config import Config, dump_config, load_config
-from .errors import A2LCError, WorkspaceLocked
+from .errors import A2LCError, WorkspaceLocked, os_error
 
 DEFAULT_WORKSPACE = "a2lc-work"
 
@@ -49,12 +51,14 @@ def fsync_dir(path: Path) -> None:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. An OSError
+    (full disk, read-only or unwritable folder) becomes one A2LCError naming ``path``
+    (:func:`a2lc_cli.errors.os_error`): ``no space left on device writing <path>``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         if tmp.exists():
             with open(tmp, "rb+") as f:
@@ -62,9 +66,20 @@ def atomic_path(path: Path) -> Iterator[Path]:
         faults.checkpoint(f"rename.{path.name}")
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as e:
+        raise os_error(e, path) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a binary file atomically (one plain write: a full disk is a clean OSError, see atomic_path)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -127,6 +142,39 @@ class Workspace:
                 out.append(int(p.name[1:]))
         return sorted(out)
 
+    def check_entries(self) -> None:
+        """Refuse a workspace where a2lc would read something other than a regular file or a folder.
+
+        The one check of file types, run by every command before it opens anything
+        (``commands._common.workspace``): the workspace folder, ``rounds/`` and each
+        ``rounds/rNNN/`` (not deeper) may hold only regular files and folders, directly or
+        through symbolic links. A FIFO (which would block a reader forever), a socket, a
+        device, a symbolic-link loop or a broken link is a one-line A2LCError naming it.
+        """
+        folders = [self.root]
+        if _entry_problem(self.root) is None and self.root.is_dir():
+            folders.append(self.root / "rounds")
+        elif self.root.exists() or self.root.is_symlink():
+            raise A2LCError(f"workspace {self.root} is {_entry_problem(self.root) or 'not a folder'}")
+        i = 0
+        while i < len(folders):
+            folder = folders[i]
+            i += 1
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise A2LCError(f"cannot read the workspace folder {folder}: {e.strerror or e}") from None
+            for entry in entries:
+                path = Path(entry.path)
+                why = _entry_problem(path)
+                if why is not None:
+                    raise A2LCError(f"{path} is {why}; a workspace holds only regular files and folders "
+                                    "(remove or replace it)")
+                if folder == self.root / "rounds" and path.is_dir():
+                    folders.append(path)
+
     # ---- config ----------------------------------------------------------
     def config(self) -> Config:
         """The workspace config (defaults when none was written yet)."""
@@ -157,7 +205,10 @@ class Workspace:
         ``round`` running ``train``). Taking the lock also removes the temporary files
         (``.<name>.tmp-<pid>``) that killed writers of this host left behind.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise os_error(e, self.root) from None
         key = os.path.realpath(self.lock_path)
         if _HELD.get(key):
             _HELD[key] += 1  # re-entrant: this process already holds the lock
@@ -185,7 +236,10 @@ class Workspace:
     def _acquire(self, holder: dict) -> int:
         """Open and flock ``.lock``, write ``holder`` into it; returns the open descriptor."""
         for _ in range(50):
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:  # a read-only workspace, a full disk (no inode), no permission
+                raise os_error(e, self.lock_path) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -202,7 +256,11 @@ class Workspace:
                 os.close(fd)
                 continue
             self._note_stale(_read_fd(fd))
-            _write_fd(fd, holder)
+            try:
+                _write_fd(fd, holder)
+            except OSError as e:  # full or read-only disk: leave no empty lock file behind
+                self._release(fd)
+                raise os_error(e, self.lock_path) from None
             return fd
         raise WorkspaceLocked(self._describe_holder())  # pragma: no cover - lock file churning
 
@@ -237,8 +295,8 @@ class Workspace:
         if old and old.get("pid") not in (None, os.getpid()):
             from . import ui
 
-            ui.info(f"cleared a stale lock of {self.root}: pid {old.get('pid')} on {old.get('host', '?')} "
-                    f"running '{old.get('command', '?')}' since {old.get('since', '?')} is gone")
+            ui.info(ui.esc(f"cleared a stale lock of {self.root}: pid {old.get('pid')} on {old.get('host', '?')} "
+                           f"running '{old.get('command', '?')}' since {old.get('since', '?')} is gone"))
 
     def _sweep_temporaries(self) -> None:
         """Delete ``.<name>.tmp-<pid>`` files of processes of this host that no longer exist.
@@ -282,6 +340,27 @@ class Workspace:
             f"running '{h.get('command', '?')}' since {h.get('since', '?')}; wait for it to finish "
             f"(a2lc clears the lock by itself once that process is gone)"
         )
+
+
+def _entry_problem(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (after symbolic links); None if fine."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "a broken symbolic link" if os.path.islink(path) else None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"unreadable ({e.strerror or e})"
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return None
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(st.st_mode):
+        return "a socket"
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        return "a device"
+    return "not a regular file"
 
 
 _HELD: dict[str, int] = {}  # lock files this process holds → nesting depth

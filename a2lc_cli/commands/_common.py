@@ -23,6 +23,7 @@ def workspace(ctx: typer.Context, *, must_exist: bool = True) -> Workspace:
     if must_exist and not obj.root.is_dir():
         raise A2LCError(f"workspace {obj.root.absolute()} does not exist: check -w, or start one there with "
                         f"`a2lc init` or `a2lc pseudolabel` (with -w {obj.root})")
+    obj.check_entries()  # only regular files and folders (a FIFO would hang a reader)
     return obj
 
 

@@ -64,8 +64,8 @@ def acquire(
     if json_out:
         ui.print_json(res)
     else:
-        ui.out.print(f"acquire r{r} ({res['fn']}): {res['eligible']} of {res['masks']} masks eligible, "
-                     f"{res['seconds']:.1f} s on {res['device']}" + (f", KL {res['kl']:.3f}" if res["kl"] is not None else ""))
+        ui.out.print(ui.esc(f"acquire r{r} ({res['fn']}): {res['eligible']} of {res['masks']} masks eligible, "
+                            f"{res['seconds']:.1f} s on {res['device']}" + (f", KL {res['kl']:.3f}" if res["kl"] is not None else "")))
 
 
 def query(
@@ -118,9 +118,9 @@ def query(
             + (f" ({who})" if who else "") + f"; {res['unit']}-level")
     if "imported" in res:
         line += f"; imported {res['imported']} new, {res['unchanged']} unchanged"
-    ui.out.print(line + f"; {res['changed']} labels changed; {res['remaining_unqueried']} masks left unqueried")
+    ui.out.print(ui.esc(line + f"; {res['changed']} labels changed; {res['remaining_unqueried']} masks left unqueried"))
     if "bundle" in res:
-        ui.out.print(f"bundle written to {res['bundle']}: fill in answers.csv, then `{res['import_command']}`",
+        ui.out.print(ui.esc(f"bundle written to {res['bundle']}: fill in answers.csv, then `{res['import_command']}`"),
                      soft_wrap=True)  # the command stays one line to copy
 
 
@@ -134,14 +134,14 @@ def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bo
                                    "selected": res["selected"], "answered": res["answered"]}))
             return
         ui.out.print(f"query r{r}: {res['selected']} masks selected, {res['answered']} answered; "
-                     f"annotate at {server.url}  (Ctrl-C to stop)")
+                     f"annotate at {ui.esc(server.url)}  (Ctrl-C to stop)")
         if server.token:
-            ui.out.print(f"token: {server.token} (every request must carry it; share the URL only with annotators)")
+            ui.out.print(f"token: {ui.esc(server.token)} (every request must carry it; share the URL only with annotators)")
 
     def answered(a: dict) -> None:
         sec = "" if a["seconds"] is None else f", {a['seconds']:.1f} s"
         what = "void (several classes)" if a["note"] else a["label"]
-        ui.info(f"{a['annotator']}: mask {a['mask_id']} → {what} ({a['status']}{sec})")
+        ui.info(ui.esc(f"{a['annotator']}: mask {a['mask_id']} → {what} ({a['status']}{sec})"))
 
     done = serve_query(ws, cfg, r, host=host, port=port, allow_remote=allow_remote, lease_s=lease,
                        on_start=started, on_answer=answered)

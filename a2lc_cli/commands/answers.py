@@ -37,4 +37,4 @@ def export_answers(
         typer.echo(res["csv"], nl=False)
     else:
         rounds = ", ".join(f"r{k}: {v}" for k, v in res["per_round"].items()) or "no answers yet"
-        ui.out.print(f"exported {ui.plural(res['rows'], 'answer')} to {out} ({rounds})")
+        ui.out.print(ui.esc(f"exported {ui.plural(res['rows'], 'answer')} to {out} ({rounds})"))

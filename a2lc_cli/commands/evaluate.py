@@ -36,16 +36,18 @@ def evaluate(
 
 def render(res: dict) -> None:
     """Print a metric result: per-class table when present, then its scalar fields."""
+    if res.get("not_saved"):
+        ui.err.print(f"note: the metric was not saved ({ui.esc(res['not_saved'])})")
     per_class = res.get("per_class")
     title = f"{res['metric']} — round {res.get('round')}"
     if isinstance(per_class, dict):
         ui.out.print(ui.table(title, ["class", "IoU %"], [[k, v] for k, v in per_class.items()]))
     else:
-        ui.out.print(f"[bold]{title}[/]")
+        ui.out.print(f"[bold]{ui.esc(title)}[/]")
     for k, v in res.items():
-        if k in ("metric", "round", "per_class") or isinstance(v, (dict, list)):
+        if k in ("metric", "round", "per_class", "not_saved") or isinstance(v, (dict, list)):
             continue
-        ui.out.print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
+        ui.out.print(ui.esc(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}"))
     for k, v in res.items():  # nested tables, e.g. answer-time's per_annotator, lcm-accuracy's by_new_label
         if k != "per_class" and isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
             cols = list(next(iter(v.values())))

@@ -73,5 +73,5 @@ def lcm_correct(
     if json_out:
         ui.print_json(res)
     else:
-        ui.out.print(f"lcm-correct r{r}: {res['corrected']} of {res['eligible']} unqueried masks relabelled "
-                     f"(τ={res['tau']}, {res['confident']} confident; tail: {', '.join(res['tail'])}; rarest: {res['rarest']})")
+        ui.out.print(ui.esc(f"lcm-correct r{r}: {res['corrected']} of {res['eligible']} unqueried masks relabelled "
+                            f"(τ={res['tau']}, {res['confident']} confident; tail: {', '.join(res['tail'])}; rarest: {res['rarest']})"))

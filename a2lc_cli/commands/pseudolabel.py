@@ -91,7 +91,7 @@ def pseudolabel(
     if json_out:
         ui.print_json(vars(summary))
     else:
-        ui.out.print(f"pseudolabel ({summary.labeler}): {summary.images} images, {summary.masks} masks → {ws.dataset_path}")
+        ui.out.print(f"pseudolabel ({ui.esc(summary.labeler)}): {summary.images} images, {summary.masks} masks → {ui.esc(ws.dataset_path)}")
 
 
 def _grounded_sam_options(cfg: Config, *, thresholds: dict, prompts: dict, **options: object) -> Config:

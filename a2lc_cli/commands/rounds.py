@@ -50,7 +50,7 @@ def round_(
     if json_out:
         ui.print_json(res)
     else:
-        ui.out.print(_metrics_line(res))
+        ui.out.print(ui.esc(_metrics_line(res)))
 
 
 def run(
@@ -71,7 +71,7 @@ def run(
             res = run_round(ws, cfg, r, device=device, on_stage=None if json_out else _stage_printer)
             results.append(res)
             if not json_out:
-                ui.out.print(_metrics_line(res))
+                ui.out.print(ui.esc(_metrics_line(res)))
     if json_out:
         ui.print_json({"rounds": results})
 
@@ -102,7 +102,7 @@ def demo(
     res = run_demo(ws.root, preset=preset, seed=seed, rounds=rounds, budget=budget, device=device, options=options)
     if json_out:
         ui.print_json(demo_json(res))
-        ui.info(f"report: {res['report']}")
+        ui.info(f"report: {ui.esc(res['report'])}")
         return
     runs = res["runs"]
     n = max(len(r["rounds"]) for r in runs.values())
@@ -112,7 +112,7 @@ def demo(
         for m, run_ in runs.items():
             rows.append([m.upper(), label] + [r.get(key) for r in run_["rounds"]])
     ui.out.print(ui.table(f"A²LC vs ALC on the built-in {preset} benchmark ({res['budget']} masks per round)", cols, rows))
-    ui.out.print(f"report with plots: {res['report']}  ({res['minutes']:.1f} min)")
+    ui.out.print(f"report with plots: {ui.esc(res['report'])}  ({res['minutes']:.1f} min)")
 
 
 def export(
@@ -132,9 +132,9 @@ def export(
         ui.print_json(res)
     else:
         m = res["masks"]
-        ui.out.print(f"exported round {r}: {ui.plural(res['images'], 'label map')} ({res['convention']}) to {res['out']}; "
-                     f"masks: {m['pseudo']} pseudo, {m['human']} human, {m['lcm']} lcm; history.csv: "
-                     f"{ui.plural(res['history_rows'], 'row')}, {ui.plural(res['changes'], 'label change')}")
+        ui.out.print(ui.esc(f"exported round {r}: {ui.plural(res['images'], 'label map')} ({res['convention']}) to {res['out']}; "
+                            f"masks: {m['pseudo']} pseudo, {m['human']} human, {m['lcm']} lcm; history.csv: "
+                            f"{ui.plural(res['history_rows'], 'row')}, {ui.plural(res['changes'], 'label change')}"))
 
 
 def report(
@@ -151,4 +151,4 @@ def report(
     if json_out:
         ui.print_json({"report": str(path), "runs": runs})
     else:
-        ui.out.print(f"report written to {path}")
+        ui.out.print(f"report written to {ui.esc(path)}")

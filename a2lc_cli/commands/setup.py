@@ -92,9 +92,9 @@ def init(
     if json_out:
         ui.print_json({"workspace": str(ws.root), "config": cfg.model_dump(mode="json"), "next": nxt})
     else:
-        ui.out.print(f"initialised workspace {ws.root} ({cfg.source.kind}"
-                     + (f", preset {cfg.source.preset}" if cfg.source.kind == "synthetic" else f", {cfg.source.root}")
-                     + f", method {cfg.method.preset}); next: {nxt}", soft_wrap=True)  # one line to copy
+        ui.out.print(ui.esc(f"initialised workspace {ws.root} ({cfg.source.kind}"
+                            + (f", preset {cfg.source.preset}" if cfg.source.kind == "synthetic" else f", {cfg.source.root}")
+                            + f", method {cfg.method.preset}); next: {nxt}"), soft_wrap=True)  # one line to copy
 
 
 def _abs(path: Optional[Path]) -> Optional[str]:
@@ -139,14 +139,14 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
             raise typer.Exit(2)
         return
     cfg = st["config"]
-    ui.out.print(f"workspace [bold]{ws.root}[/] — source {cfg['source']['kind']}"
+    ui.out.print(f"workspace [bold]{ui.esc(ws.root)}[/] — source {cfg['source']['kind']}"
                  + (f" ({cfg['source']['preset']})" if cfg["source"]["kind"] == "synthetic" else "")
                  + f", method {describe_method(Config.model_validate(cfg).method)}")
     d = st["dataset"]
     if d is None:
         ui.out.print("dataset: not built yet")
     elif "error" in d:
-        ui.out.print(f"dataset: [red]{d['error']}[/]")
+        ui.out.print(f"dataset: [red]{ui.esc(d['error'])}[/]")
     else:
         ui.out.print(f"dataset: {d['images']} train images, {d['masks']} masks, {d['classes']} classes"
                      + (", ground truth" if d["has_gt"] else ", no ground truth"))
@@ -162,7 +162,7 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
             col.no_wrap = True
         ui.out.print(t)
         ui.out.print(f"[dim]{STATUS_LEGEND}[/]")
-    ui.out.print(f"next: {st['next'] or 'nothing — all configured rounds are done'}", soft_wrap=True)
+    ui.out.print(f"next: {ui.esc(st['next'] or 'nothing — all configured rounds are done')}", soft_wrap=True)
     _raise_if_damaged(st)
 
 
@@ -219,4 +219,4 @@ def config_set(
         ui.print_json({"workspace": str(ws.root), "path": str(ws.config_path), "changed": changed,
                        "config": data})
     else:
-        ui.out.print(json.dumps(changed))
+        ui.out.print(ui.esc(json.dumps(changed)))

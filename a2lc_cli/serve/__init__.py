@@ -2,7 +2,7 @@
 
 - ``session.py``: leases, validation and the append-only recording of answers (no HTTP);
 - ``render.py``: the PNG views of a mask (highlighted image, zoomed crop);
-- ``server.py``: the standard-library threading HTTP server and its routes;
+- ``server.py``: the Starlette application and its routes, served by uvicorn;
 - ``static/``: the page (plain HTML, CSS and JavaScript; nothing to build).
 
 See docs/annotating.md for how people use it.
@@ -77,17 +77,23 @@ def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", 
 
 
 def serve_until_stopped(server: AnnotationServer) -> None:
-    """Serve until Ctrl-C or SIGTERM (answers are already on disk; nothing to flush)."""
+    """Serve until Ctrl-C or SIGTERM, then stop gracefully (requests in flight finish, so an
+    answer being saved is saved; answers already acknowledged are on disk)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
         def stop(*_: Any) -> None:
             raise KeyboardInterrupt
         previous = signal.signal(signal.SIGTERM, stop)
+    worker = threading.Thread(target=server.serve_forever, name="a2lc-serve", daemon=True)
+    worker.start()
     try:
-        server.serve_forever(poll_interval=0.2)
+        while worker.is_alive():
+            worker.join(0.2)
     except KeyboardInterrupt:
         pass
     finally:
+        server.shutdown()
+        worker.join(10)
         server.server_close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -1,4 +1,4 @@
-"""The HTTP side of ``a2lc query --serve``: a standard-library threading server for the page.
+"""The HTTP side of ``a2lc query --serve``: a Starlette application served by uvicorn.
 
 Routes (JSON in and out; every answer goes through :class:`AnnotationSession`):
 
@@ -14,24 +14,44 @@ Routes (JSON in and out; every answer goes through :class:`AnnotationSession`):
     POST /api/heartbeat {client}    POST /api/release {client}
 
 Errors are ``{"error": message}`` with 400 (bad input), 403 (token, host or origin),
-404, 409 (another annotator holds or answered the mask) or 500 (could not save).
+404, 405, 409 (another annotator holds or answered the mask), 413 (body too large)
+or 500 (could not save, or a bug: the server keeps serving). Requests that HTTP
+itself cannot parse (``Content-Length: abc``, a smuggled second request) are
+answered 400 by uvicorn's h11 parser and the connection is closed.
+
+Why a framework: HTTP framing (Content-Length, keep-alive, unread bodies) is done
+by uvicorn's h11 parser, which always consumes a request's whole body before it
+reads the next request, whatever the application answered; a hand-written
+``http.server`` handler that answered an error without reading the body let the
+body's bytes be parsed as a second, smuggled request (issue 15).
+
 Bound to 127.0.0.1 by default; a non-loopback bind needs ``allow_remote`` and then
-every request must carry the token (``X-A2LC-Token`` header or ``?token=``).
+every request must carry the token (``X-A2LC-Token`` header, ``?token=`` or the
+cookie set by the first ``?token=`` page load). A loopback server refuses other
+``Host`` names (DNS rebinding). Every state-changing request (POST) from a browser
+must come from the page itself: an ``Origin`` other than this server's (including
+``Origin: null`` of sandboxed frames and ``file:`` pages) or a ``Sec-Fetch-Site``
+of ``cross-site``/``same-site`` is refused, and the body must be
+``application/json``, which a cross-site form cannot send without a CORS
+preflight (never granted).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
+import logging
+import re
 import secrets
 import socket
-from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from ..errors import A2LCError
 from .render import ViewCache
@@ -40,6 +60,12 @@ from .session import AnnotationSession, RequestError
 MAX_BODY = 64 * 1024
 STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
           "app.css": "text/css; charset=utf-8"}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy":
+        "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+}
 
 
 def is_loopback(host: str) -> bool:
@@ -62,23 +88,117 @@ def static_file(name: str) -> bytes:
     return resources.files("a2lc_cli.serve").joinpath("static", name).read_bytes()
 
 
-class AnnotationServer(ThreadingHTTPServer):
-    """Serves one :class:`AnnotationSession`. ``token`` None = no token needed (loopback only)."""
+_HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
 
-    daemon_threads = True
-    allow_reuse_address = True
+
+def host_name(host_header: str) -> str:
+    """The host name of a ``Host`` header (no port, lower case, no brackets); '' unless it is
+    exactly ``name[:port]`` or ``[ipv6][:port]``."""
+    m = _HOST.fullmatch(host_header.strip())
+    return (m.group(1) or m.group(2)).lower() if m else ""
+
+
+def refusal(method: str, headers: Any, query: Any, cookies: dict[str, str], *, token: str | None,
+            bound_host: str, cookie_name: str) -> str | None:
+    """Why a request is refused (403), or None when it may proceed.
+
+    ``headers``/``query``: mappings with ``get``. Loopback servers (``token`` None)
+    check the ``Host`` (DNS rebinding); others check the token. POSTs from a
+    browser must be same-origin (``Origin: null`` is cross-site).
+    """
+    host = (headers.get("host") or "").strip()
+    if token is None:
+        name = host_name(host)
+        if not is_loopback(name) and name != bound_host.strip("[]").lower():
+            return f"host {host!r} is not this machine's loopback address"
+    else:
+        given = headers.get("x-a2lc-token") or query.get("token") or cookies.get(cookie_name) or ""
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode()):
+            return "missing or wrong token: open the URL that `a2lc query --serve` printed (it ends in ?token=...)"
+    if method not in ("GET", "HEAD"):
+        origin = headers.get("origin")
+        if origin is not None:
+            try:
+                netloc = urlsplit(origin).netloc if origin != "null" else None
+            except ValueError:
+                netloc = None
+            if netloc is None or netloc.lower() != host.lower():
+                return f"requests from {origin!r} are not accepted (only this page may change answers)"
+        if (headers.get("sec-fetch-site") or "").lower() in ("cross-site", "same-site"):
+            return "cross-site requests are not accepted (only this page may change answers)"
+    return None
+
+
+def parse_json_body(ctype: str, body: bytes) -> dict[str, Any]:
+    """The JSON object of a request body; RequestError 400 for anything else.
+
+    Refuses: another Content-Type, invalid UTF-8 or JSON, NaN/Infinity, nesting
+    too deep for Python's parser, integers beyond Python's digit limit, non-objects.
+    """
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise RequestError(400, "send JSON (Content-Type: application/json)")
+    if not body.strip():
+        return {}
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not allowed")
+
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=no_constants)
+    except UnicodeDecodeError:
+        raise RequestError(400, "body is not valid JSON (not UTF-8)") from None
+    except RecursionError:
+        raise RequestError(400, "body is not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError, int digit limit, NaN/Infinity
+        raise RequestError(400, f"body is not valid JSON ({' '.join(str(e).split())[:120]})") from None
+    if not isinstance(data, dict):
+        raise RequestError(400, "body must be a JSON object")
+    return data
+
+
+def _uvicorn_server(config: Any) -> Any:
+    """A uvicorn.Server without its signal handlers (``serve_until_stopped`` owns the signals)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return Server(config)
+
+
+class AnnotationServer:
+    """Serves one :class:`AnnotationSession`. ``token`` None = no token needed (loopback only).
+
+    The socket is bound in the constructor (so a busy port is an error at once);
+    :meth:`serve_forever` serves until :meth:`shutdown` (from another thread), which
+    waits for requests in flight, so an answer being saved is saved and acknowledged.
+    """
 
     def __init__(self, session: AnnotationSession, views: ViewCache, *, host: str = "127.0.0.1", port: int = 0,
-                 token: str | None = None):
+                 token: str | None = None, log: Callable[[str], None] | None = None):
         self.session, self.views, self.token, self.host = session, views, token, host
-        if ":" in host:
-            self.address_family = socket.AF_INET6
+        self.log = log or (lambda line: print(line, file=sys.stderr))
+        bind = host.strip("[]")
+        family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            super().__init__((host.strip("[]"), port), Handler)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((bind, port))
+            sock.listen(128)
         except OSError as e:
+            sock.close()
             raise A2LCError(f"cannot listen on {host}:{port}: {e.strerror or e}; "
                             "choose another --port (0 picks a free one)") from None
-        self.port = int(self.server_address[1])
+        sock.setblocking(False)
+        self.socket = sock
+        self.port = int(sock.getsockname()[1])
+        self.app = build_app(self)
+        self._uvicorn: Any = None
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._stop_requested = False
 
     @property
     def url(self) -> str:
@@ -90,150 +210,168 @@ class AnnotationServer(ThreadingHTTPServer):
             host = f"[{host}]"
         return f"http://{host}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
-
-class Handler(BaseHTTPRequestHandler):
-    server: AnnotationServer
-    protocol_version = "HTTP/1.1"
-    server_version = "a2lc"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-        pass  # answers are reported by the session's callback; request lines would drown them
-
-    # ------------------------------------------------------------------ plumbing
-    def _send(self, status: int, body: bytes, ctype: str, *, cache: bool = False) -> None:
-        self.send_response(status)
-        if self._set_cookie:
-            self.send_header("Set-Cookie", self._set_cookie)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "private, max-age=3600" if cache else "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "no-referrer")
-        self.send_header("Content-Security-Policy",
-                         "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _json(self, status: int, obj: Any) -> None:
-        self._send(status, json.dumps(obj).encode(), "application/json")
-
-    def _error(self, status: int, message: str) -> None:
-        self._json(status, {"error": message})
-
-    def _authorised(self, query: dict[str, list[str]]) -> str | None:
-        """None when the request may proceed, else why it is refused (403)."""
-        srv = self.server
-        host = (self.headers.get("Host") or "").strip()
-        if srv.token is None:
-            # loopback only: refuse other Host names (DNS rebinding) and cross-site posts
-            try:
-                name = urlsplit("//" + host).hostname or ""
-            except ValueError:
-                name = ""
-            if not is_loopback(name) and name != srv.host.strip("[]").lower():
-                return f"host {host!r} is not this machine's loopback address"
-        else:
-            cookie = SimpleCookie()
-            try:
-                cookie.load(self.headers.get("Cookie") or "")
-            except CookieError:
-                pass
-            in_url = (query.get("token") or [""])[0]
-            jar = cookie.get(self._cookie_name)
-            given = self.headers.get("X-A2LC-Token") or in_url or (jar.value if jar else "")
-            if not hmac.compare_digest(given.encode(), srv.token.encode()):
-                return "missing or wrong token: open the URL that `a2lc query --serve` printed (it ends in ?token=...)"
-            if in_url:  # the page's style sheet, script and images then need no token in their URLs
-                self._set_cookie = f"{self._cookie_name}={srv.token}; HttpOnly; SameSite=Strict; Path=/"
-        origin = self.headers.get("Origin")
-        if self.command == "POST" and origin and origin != "null" and urlsplit(origin).netloc != host:
-            return f"requests from {origin} are not accepted"
-        return None
-
-    def _body(self) -> dict[str, Any]:
-        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if ctype != "application/json":
-            raise RequestError(400, "send JSON (Content-Type: application/json)")
-        try:
-            n = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            raise RequestError(400, "bad Content-Length") from None
-        if n > MAX_BODY:
-            raise RequestError(400, f"request body larger than {MAX_BODY} bytes")
-        try:
-            data = json.loads(self.rfile.read(n) or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise RequestError(400, f"body is not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise RequestError(400, "body must be a JSON object")
-        return data
-
     @property
-    def _cookie_name(self) -> str:
-        return f"a2lc_token_{self.server.port}"
+    def cookie_name(self) -> str:
+        return f"a2lc_token_{self.port}"
 
-    def _dispatch(self) -> None:
-        self._set_cookie = ""
-        url = urlsplit(self.path)
-        query = parse_qs(url.query)
-        refused = self._authorised(query)
-        if refused:
-            if self.command == "POST":
-                self.rfile.read(min(int(self.headers.get("Content-Length") or 0), MAX_BODY))
-            self._error(HTTPStatus.FORBIDDEN, refused)
-            return
+    def serve_forever(self, poll_interval: float = 0.2) -> None:
+        """Serve in this thread until :meth:`shutdown` (``poll_interval`` kept for the old signature)."""
+        import uvicorn
+
+        config = uvicorn.Config(self.app, http="h11", loop="asyncio", lifespan="off", log_config=None,
+                                access_log=False, server_header=False, date_header=False,
+                                timeout_graceful_shutdown=5, timeout_keep_alive=5,
+                                h11_max_incomplete_event_size=MAX_BODY)
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # protocol noise; our own log says what matters
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        self._uvicorn = _uvicorn_server(config)
+        self._stopped.clear()
         try:
-            if self.command in ("GET", "HEAD"):
-                self._get(url.path, query)
-            else:
-                self._post(url.path, self._body())
-        except RequestError as e:
-            self._error(e.status, str(e))
-        except A2LCError as e:
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, str(e))
+            if self._stop_requested:
+                return
+            self._uvicorn.run(sockets=[self.socket])
+        finally:
+            self._stopped.set()
 
-    do_GET = do_HEAD = do_POST = _dispatch
+    def shutdown(self) -> None:
+        """Stop serving (waits for requests in flight and for :meth:`serve_forever` to return)."""
+        self._stop_requested = True
+        if self._uvicorn is not None:
+            self._uvicorn.should_exit = True
+        self._stopped.wait(30)
 
-    # ------------------------------------------------------------------ routes
-    def _get(self, path: str, query: dict[str, list[str]]) -> None:
-        s = self.server.session
-        if path in ("/", "/index.html"):
-            self._send(200, static_file("index.html"), STATIC["index.html"])
-        elif path.startswith("/static/") and path[len("/static/"):] in STATIC:
-            name = path[len("/static/"):]
-            self._send(200, static_file(name), STATIC[name])
-        elif path == "/api/info":
-            self._json(200, s.info())
-        elif path == "/api/progress":
-            self._json(200, s.progress((query.get("name") or [None])[0]))
-        elif path.startswith("/api/mask/") and path.endswith((".png",)):
-            parts = path.split("/")  # ['', 'api', 'mask', id, 'full.png']
-            if len(parts) != 5 or parts[4] not in ("full.png", "crop.png"):
-                raise RequestError(404, f"no such image {path}")
-            j = s.mask_index(parts[3])
-            full, crop = self.server.views.get(int(s.selected[j]), int(s.mask_image[j]), s.bbox[j])
-            self._send(200, full if parts[4] == "full.png" else crop, "image/png", cache=True)
-        elif path == "/favicon.ico":
-            self._send(204, b"", "image/x-icon")
-        else:
-            raise RequestError(404, f"no such page {path}")
+    def server_close(self) -> None:
+        """Close the listening socket."""
+        with contextlib.suppress(OSError):
+            self.socket.close()
 
-    def _post(self, path: str, body: dict[str, Any]) -> None:
-        s = self.server.session
-        if path == "/api/next":
-            skip = body.get("skip") or []
-            if not isinstance(skip, list):
-                raise RequestError(400, "skip must be a list of mask ids")
-            self._json(200, s.next_mask(body.get("client"), body.get("name"), skip=skip))
-        elif path == "/api/open":
-            self._json(200, s.open_mask(body.get("client"), body.get("name"), body.get("mask_id")))
-        elif path == "/api/answer":
-            self._json(200, s.answer(body.get("client"), body.get("name"), body.get("mask_id"),
-                                     body.get("answer"), body.get("seconds")))
-        elif path == "/api/heartbeat":
-            self._json(200, s.heartbeat(body.get("client")))
-        elif path == "/api/release":
-            self._json(200, s.release(body.get("client")))
-        else:
-            raise RequestError(404, f"no such endpoint {path}")
+
+# --------------------------------------------------------------------------- the application
+def build_app(server: AnnotationServer) -> Any:
+    """The Starlette application of ``server`` (routes as in the module docstring)."""
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    def respond(status: int, body: bytes, ctype: str, *, cache: bool = False, cookie: str = "") -> Response:
+        headers = {**SECURITY_HEADERS, "Cache-Control": "private, max-age=3600" if cache else "no-store"}
+        if cookie:
+            headers["Set-Cookie"] = cookie
+        return Response(body, status_code=status, media_type=ctype, headers=headers)
+
+    def as_json(status: int, obj: Any, **kw: Any) -> Response:
+        return respond(status, json.dumps(obj).encode(), "application/json", **kw)
+
+    def error(status: int, message: str) -> Response:
+        return as_json(status, {"error": message})
+
+    async def read_body(request: Request) -> bytes:
+        n = 0
+        chunks = []
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > MAX_BODY:
+                raise RequestError(413, f"request body larger than {MAX_BODY} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """Checks access, then runs ``handler``; maps RequestError to its status and anything else to 500."""
+
+        async def run(request: Request) -> Response:
+            cookie = ""
+            try:
+                refused = refusal(request.method, request.headers, request.query_params, dict(request.cookies),
+                                  token=server.token, bound_host=server.host, cookie_name=server.cookie_name)
+                if refused:
+                    return error(403, refused)
+                if server.token is not None and request.query_params.get("token"):
+                    # the page's style sheet, script and images then need no token in their URLs
+                    cookie = f"{server.cookie_name}={server.token}; HttpOnly; SameSite=Strict; Path=/"
+                res = await handler(request)
+            except RequestError as e:
+                res = error(e.status, str(e))
+            except A2LCError as e:
+                res = error(500, str(e))
+            except Exception as e:  # noqa: BLE001 - a bug must not stop the server: answer 500, keep serving
+                server.log(f"error: {request.method} {request.url.path}: {type(e).__name__}: "
+                           f"{' '.join(str(e).split())[:200]}")
+                res = error(500, f"internal error ({type(e).__name__}); the server keeps running")
+            if cookie:
+                res.headers["Set-Cookie"] = cookie
+            return res
+
+        return run
+
+    s = server.session
+
+    async def index(request: Request) -> Response:
+        return respond(200, static_file("index.html"), STATIC["index.html"])
+
+    async def static(request: Request) -> Response:
+        name = request.path_params["name"]
+        if name not in STATIC:
+            raise RequestError(404, f"no such page {request.url.path}")
+        return respond(200, static_file(name), STATIC[name])
+
+    async def info(request: Request) -> Response:
+        return as_json(200, await run_in_threadpool(s.info))
+
+    async def progress(request: Request) -> Response:
+        return as_json(200, await run_in_threadpool(s.progress, request.query_params.get("name")))
+
+    async def mask_image(request: Request) -> Response:
+        view = request.path_params["view"]
+        if view not in ("full.png", "crop.png"):
+            raise RequestError(404, f"no such image {request.url.path}")
+        j = s.mask_index(request.path_params["mask_id"])
+        full, crop = await run_in_threadpool(server.views.get, int(s.selected[j]), int(s.mask_image[j]), s.bbox[j])
+        return respond(200, full if view == "full.png" else crop, "image/png", cache=True)
+
+    async def favicon(request: Request) -> Response:
+        return respond(204, b"", "image/x-icon")
+
+    def post(call: Callable[[dict[str, Any]], Any]) -> Callable[[Request], Awaitable[Response]]:
+        async def handler(request: Request) -> Response:
+            ctype = request.headers.get("content-type") or ""
+            parse_json_body(ctype, b"")  # the type first: a wrong one is refused before reading the body
+            body = parse_json_body(ctype, await read_body(request))
+            return as_json(200, await run_in_threadpool(call, body))
+        return handler
+
+    def next_mask(b: dict[str, Any]) -> Any:
+        skip = b.get("skip") or []
+        if not isinstance(skip, list):
+            raise RequestError(400, "skip must be a list of mask ids")
+        return s.next_mask(b.get("client"), b.get("name"), skip=skip)
+
+    routes = [
+        Route("/", endpoint(index), methods=["GET"]),
+        Route("/index.html", endpoint(index), methods=["GET"]),
+        Route("/static/{name}", endpoint(static), methods=["GET"]),
+        Route("/favicon.ico", endpoint(favicon), methods=["GET"]),
+        Route("/api/info", endpoint(info), methods=["GET"]),
+        Route("/api/progress", endpoint(progress), methods=["GET"]),
+        Route("/api/mask/{mask_id}/{view}", endpoint(mask_image), methods=["GET"]),
+        Route("/api/next", endpoint(post(next_mask)), methods=["POST"]),
+        Route("/api/open", endpoint(post(lambda b: s.open_mask(b.get("client"), b.get("name"), b.get("mask_id")))),
+              methods=["POST"]),
+        Route("/api/answer", endpoint(post(lambda b: s.answer(b.get("client"), b.get("name"), b.get("mask_id"),
+                                                              b.get("answer"), b.get("seconds")))), methods=["POST"]),
+        Route("/api/heartbeat", endpoint(post(lambda b: s.heartbeat(b.get("client")))), methods=["POST"]),
+        Route("/api/release", endpoint(post(lambda b: s.release(b.get("client")))), methods=["POST"]),
+    ]
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        what = "page" if exc.status_code == 404 else "method"
+        msg = f"no such {what} {request.method} {request.url.path}" if exc.status_code in (404, 405) else exc.detail
+        return error(exc.status_code, str(msg))
+
+    async def server_error(request: Request, exc: Exception) -> Response:  # pragma: no cover - endpoint() catches
+        return error(500, f"internal error ({type(exc).__name__})")
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import threading
+import unicodedata
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..annotator import MIXED, NOTE_SEP, merge_answers, new_answers, split_annotator, validate_answer
-from ..errors import A2LCError
+from ..annotator import MIXED, NOTE_SEP, merge_answers, new_answers, parse_mask_id, split_annotator, validate_answer
+from ..errors import A2LCError, os_error
 from ..state import Dataset, Query, mask_state, read_query, write_query
 from ..workspace import Workspace
 
@@ -56,19 +57,37 @@ class Lease:
     expires: float  # clock() time
 
 
+def unsafe_char(text: str) -> str | None:
+    """The first character of ``text`` that may not appear in a name shown to people, or None.
+
+    Refused: control characters (Unicode category Cc), format characters (Cf: bidi
+    overrides and isolates U+202A..U+202E, U+2066..U+2069, zero-width joiners...),
+    line and paragraph separators (Zl, Zp) and lone surrogates (Cs: not UTF-8).
+    """
+    for c in text:
+        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            return c
+    return None
+
+
 def check_name(name: Any) -> str:
-    """An annotator's name from the page: 1..64 printable characters, no ``|``."""
-    text = str(name or "").strip()
+    """An annotator's name from the page: 1..64 printable characters, no ``|`` (400 otherwise)."""
+    if name is not None and not isinstance(name, str):
+        raise RequestError(400, "name must be a string")
+    text = (name or "").strip()
     if not text:
         raise RequestError(400, "enter your name first (it is recorded with every answer)")
-    if len(text) > MAX_NAME or NOTE_SEP in text or any(ord(c) < 32 for c in text):
-        raise RequestError(400, f"name {text[:80]!r} must be at most {MAX_NAME} printable characters without '{NOTE_SEP}'")
+    bad = unsafe_char(text)
+    if len(text) > MAX_NAME or NOTE_SEP in text or bad is not None:
+        why = f" (U+{ord(bad):04X} is a control, formatting or invalid character)" if bad is not None else ""
+        raise RequestError(400, f"name {ascii(text[:80])} must be at most {MAX_NAME} printable characters "
+                                f"without '{NOTE_SEP}'{why}")
     return text
 
 
 def check_client(client: Any) -> str:
-    text = str(client or "").strip()
-    if not (1 <= len(text) <= 64) or not all(c.isalnum() or c in "-_" for c in text):
+    text = client.strip() if isinstance(client, str) else ""
+    if not (1 <= len(text) <= 64) or not all(c.isascii() and (c.isalnum() or c in "-_") for c in text):
         raise RequestError(400, "client must be 1..64 letters, digits, '-' or '_' (the page makes one per tab)")
     return text
 
@@ -83,7 +102,7 @@ class AnnotationSession:
 
     def __init__(self, ws: Workspace, r: int, *, lease_s: float = DEFAULT_LEASE_S,
                  clock: Callable[[], float] = time.monotonic, on_answer: Callable[[dict], None] | None = None):
-        from ..acquire import read_acquisition
+        from ..acquire import check_acquisition_fits, read_acquisition
 
         self.ws, self.r, self.lease_s, self.clock, self.on_answer = ws, r, float(lease_s), clock, on_answer
         self.path = ws.artifact(r, "query.h5")
@@ -104,6 +123,8 @@ class AnnotationSession:
             self.bbox = ds.mask_column("bbox")[self.selected].astype(np.int64)
             self.current = mask_state(ws.root, ds, r - 1).label[self.selected].astype(np.int64)
         acq = read_acquisition(ws.artifact(r, "acquire.h5"))
+        with Dataset(ws.dataset_path) as ds:
+            check_acquisition_fits(acq, ds, ws.artifact(r, "acquire.h5"))
         if self.inputs.get("acquire") not in (None, acq["attrs"].get("uid")):
             raise A2LCError(f"{ws.artifact(r, 'acquire.h5')} was recomputed after round {r}'s selection; "
                             "its candidates would not match the queried masks")
@@ -151,9 +172,9 @@ class AnnotationSession:
     def mask_index(self, mask_id: Any) -> int:
         """Rank position (0-based) of a mask of this round's selection; 400 for anything else."""
         try:
-            m = int(str(mask_id).strip())
-        except ValueError:
-            raise RequestError(400, f"mask_id {mask_id!r} is not an integer") from None
+            m = parse_mask_id(mask_id)
+        except A2LCError as e:
+            raise RequestError(400, str(e)) from None
         if m not in self.rank:
             raise RequestError(400, f"mask {m} was not queried in this round")
         return self.rank[m]
@@ -191,9 +212,9 @@ class AnnotationSession:
         skip_ids = set()
         for s in list(skip)[:10000]:
             try:
-                skip_ids.add(int(s))
-            except (TypeError, ValueError):
-                raise RequestError(400, f"skip must be a list of mask ids (got {s!r})") from None
+                skip_ids.add(parse_mask_id(s))
+            except A2LCError:
+                raise RequestError(400, f"skip must be a list of mask ids (got {ascii(s)[:40]})") from None
         with self.lock:
             self._expire()
             open_ids = [int(self.selected[j]) for j in np.flatnonzero(~self.answered).tolist()]
@@ -258,7 +279,9 @@ class AnnotationSession:
         Returns the stored state and the progress; query.h5 is on disk when it returns.
         """
         client, name = check_client(client), check_name(name)
-        text = str(answer if answer is not None else "").strip()
+        if not isinstance(answer, (str, int)) or isinstance(answer, bool):
+            raise RequestError(400, "answer must be a class name, a class index, 'void' or 'mixed'")
+        text = str(answer).strip()
         if not text:
             raise RequestError(400, "answer is empty")
         note = MIXED if text.lower() == MIXED else ""
@@ -287,8 +310,9 @@ class AnnotationSession:
                 q = Query(self.query.selected, self.query.selected_score, res.answers, self.query.attrs)
                 try:
                     write_query(self.path, q, inputs=self.inputs, meta=self.meta)
-                except OSError as e:
-                    raise RequestError(500, f"could not save the answer to {self.path}: {e}") from None
+                except (OSError, A2LCError) as e:  # nothing acknowledged; query.h5 keeps the earlier answers
+                    why = os_error(e, self.path) if isinstance(e, OSError) else e
+                    raise RequestError(500, f"could not save the answer: {why}") from None
                 self.query = q
                 self.effective[m] = (int(label), entry)
                 self.answered[self.rank[m]] = True
@@ -298,5 +322,8 @@ class AnnotationSession:
                       "seconds": None if not math.isfinite(sec) else round(sec, 3),
                       "status": ("replaced" if prev is not None else "added") if res.added else "unchanged"}
             if self.on_answer is not None and res.added:
-                self.on_answer(stored)
+                try:
+                    self.on_answer(stored)
+                except Exception:  # noqa: BLE001 - reporting an answer never fails an answer already saved
+                    pass
             return {"stored": stored, "progress": self.progress(name)}

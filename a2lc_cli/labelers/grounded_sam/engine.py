@@ -141,7 +141,7 @@ class GroundedSamEngine:
                     raise
                 from ... import ui
 
-                ui.info(f"GroundingDINO does not run under bf16 autocast here ({str(e).splitlines()[0][:120]}); using float32 for it")
+                ui.info(f"GroundingDINO does not run under bf16 autocast here ({ui.esc(str(e).splitlines()[0][:120])}); using float32 for it")
                 self.gdino_bf16 = False
         with quiet():
             return self.gdino(samples, captions=captions)
