@@ -276,7 +276,8 @@ def allowed_range(loc: tuple) -> str:
     """The range of the config key at ``loc`` (a pydantic error location) as text, e.g.
     ``0 ≤ value ≤ 1000`` or ``1..1000 items``; '' when the key has no bounds."""
     import annotated_types as at
-    from typing import get_args
+    from types import UnionType
+    from typing import Union, get_args, get_origin
 
     node: object = Config
     meta: list = []
@@ -287,6 +288,13 @@ def allowed_range(loc: tuple) -> str:
                 return ""
             meta, node = list(field.metadata), field.annotation
         else:  # a list index or a dict key: the item type, Annotated[type, Field(...)]
+            while True:  # the container itself may be Optional[...] or Annotated[list[...], Field(...)]
+                if get_origin(node) is Annotated:
+                    node = get_args(node)[0]
+                elif get_origin(node) in (Union, UnionType) and type(None) in get_args(node):
+                    node = next(a for a in get_args(node) if a is not type(None))
+                else:
+                    break
             args = [a for a in get_args(node) if a is not type(None)]
             item = args[-1] if args else None
             inner = get_args(item)
