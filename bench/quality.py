@@ -74,6 +74,11 @@ CONFIGS: dict[str, tuple[int, str, str, dict[str, Any], dict[str, Any], float]] 
     "a2lc-lcm-steps": (4, "A²LC, ψ trained ≥ 20k steps", "a2lc", {}, {"min_steps": 20000}, 1.0),
     "a2lc-lcm-steps-tail-dataset": (4, "A²LC, ψ ≥ 20k steps, tail classes from the dataset", "a2lc", {},
                                     {"min_steps": 20000, "tail_from": "dataset"}, 1.0),
+    # beyond the paper (docs/lcm-calibrated.md): the calibrated LCM selection, at the full and half budget,
+    # and the same framework with LCM off (what a2lc+ must never fall below)
+    "a2lc+": (5, "A²LC+: A²LC with the calibrated LCM selection, ψ on all rounds' answers", "a2lc+", {}, {}, 1.0),
+    "a2lc+-half": (5, "A²LC+ with half the budget per round", "a2lc+", {}, {}, 0.5),
+    "a2lc-no-lcm": (5, "ABC + mask-level query, LCM off", "a2lc", {"lcm": False}, {}, 1.0),
 }
 QUICK = {"presets": ["city"], "seeds": [0], "configs": ["a2lc", "alc"]}
 
