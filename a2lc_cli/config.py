@@ -142,6 +142,10 @@ class LCMConfig(_Strict):
     folds: int = Field(default=5, ge=2, le=20)
     min_class_evidence: int = Field(default=30, ge=1)
     min_class_answers: int = Field(default=5, ge=1)
+    # calibrated selection only: relabel (and count as evidence) only masks where ψ's class is also the
+    # segmentation model's own (dominant) prediction for the mask — ψ alone extrapolates outside the
+    # answered masks' features (docs/lcm-calibrated.md)
+    require_model_agreement: bool = True
     # calibrated selection trains k + 1 ψ's (the fold models and the final one) on all rounds' answers; a
     # larger batch keeps that to seconds on a CPU (the thresholds adapt to ψ's confidence scale, so the
     # recipe need not be the authors'). `epochs` and `min_steps` apply as in the paper mode

@@ -267,7 +267,8 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
             from .lcm_calibrated import correct_calibrated
 
             inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath), "lcm_model": artifact_uid(mpath)}
-            return correct_calibrated(ws, cfg, r, ds, model, ckpt, feats, inputs)
+            model_pred = np.asarray(read_acquisition(apath)["dominant"], np.int64)  # θ_{r-1}'s class of each mask
+            return correct_calibrated(ws, cfg, r, ds, model, ckpt, feats, inputs, model_pred)
         if ckpt.get("selection", "paper") != "paper":
             raise A2LCError(f"{mpath} was trained for the calibrated selection; rerun `a2lc lcm-train --r {r}`")
         if cfg.lcm.tail_from == "dataset":

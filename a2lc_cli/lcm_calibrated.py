@@ -26,7 +26,7 @@ from .lcm_crossfit import train_crossfit
 from .state import Dataset, artifact_uid, mask_state, read_query, write_artifact
 from .workspace import Workspace, atomic_path
 
-CALIBRATION_KEYS = ("mask", "answer", "previous", "pred", "log_confidence", "fold")
+CALIBRATION_KEYS = ("mask", "answer", "previous", "pred", "log_confidence", "fold", "model_pred")
 
 
 def answered_masks(ws: Workspace, cfg: Config, ds: Dataset, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,7 +52,8 @@ def run_lcm_train_calibrated(ws: Workspace, cfg: Config, r: int, *, seed: int | 
     qpath, apath = ws.artifact(r, "query.h5"), ws.artifact(r, "acquire.h5")
     if not qpath.exists():
         raise A2LCError(f"{qpath} does not exist; run `a2lc query --r {r}` first")
-    feats = mask_features(read_acquisition(apath))
+    acq = read_acquisition(apath)
+    feats = mask_features(acq)
     lc = cfg.lcm
     t0 = time.perf_counter()
     with Dataset(ws.dataset_path) as ds:
@@ -67,7 +68,8 @@ def run_lcm_train_calibrated(ws: Workspace, cfg: Config, r: int, *, seed: int | 
         counts = np.bincount(labels, minlength=ds.num_classes)[: ds.num_classes]
     seconds = time.perf_counter() - t0
     calibration = {"mask": ids, "answer": labels, "previous": previous, "pred": cf.pred,
-                   "log_confidence": cf.log_confidence, "fold": cf.fold}
+                   "log_confidence": cf.log_confidence, "fold": cf.fold,
+                   "model_pred": np.asarray(acq["dominant"], np.int64)[ids]}
     ckpt = {
         "kind": "lcm", "selection": "calibrated", "state_dict": cf.model.state_dict(), "in_dim": int(feats.shape[1]),
         "num_classes": len(class_names), "hidden": list(lc.hidden), "answer_counts": counts.tolist(),
@@ -104,11 +106,12 @@ def thresholds_from_checkpoint(cfg: Config, ckpt: dict[str, Any], path, num_clas
     lc = cfg.lcm
     return calibrate_thresholds(a["pred"], a["log_confidence"], a["answer"], a["previous"], num_classes,
                                 target_precision=lc.target_precision, confidence=lc.confidence,
-                                min_class_evidence=lc.min_class_evidence, min_class_answers=lc.min_class_answers)
+                                min_class_evidence=lc.min_class_evidence, min_class_answers=lc.min_class_answers,
+                                model_pred=a["model_pred"] if lc.require_model_agreement else None)
 
 
 def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, ckpt: dict[str, Any], feats: np.ndarray,
-                       inputs: dict[str, str]) -> dict[str, Any]:
+                       inputs: dict[str, str], model_pred: np.ndarray) -> dict[str, Any]:
     """Relabel the never-queried masks that reach their predicted class's threshold; write ``lcm.h5``."""
     from .lcm import predict_confidence
 
@@ -116,7 +119,8 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
     pred, logc = predict_confidence(model, feats)
     eligible = ~state.queried
-    chosen = select_calibrated(pred, logc, state.label, eligible, th.log_threshold)
+    chosen = select_calibrated(pred, logc, state.label, eligible, th.log_threshold,
+                               model_pred if cfg.lcm.require_model_agreement else None)
     ids = np.flatnonzero(chosen).astype(np.int64)
     per_class = np.bincount(pred[ids], minlength=ds.num_classes)[: ds.num_classes]
     summary = precision_summary(th, pred[ids])
@@ -124,7 +128,8 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     pooled = th.pooled
     meta = {"selection": "calibrated", "round": r, "target_precision": lc.target_precision,
             "confidence": lc.confidence, "folds": lc.folds, "min_class_evidence": lc.min_class_evidence,
-            "min_class_answers": lc.min_class_answers, "answers": int(th.answers.sum()),
+            "min_class_answers": lc.min_class_answers, "require_model_agreement": lc.require_model_agreement,
+            "answers": int(th.answers.sum()),
             "pooled_threshold": None if pooled is None else float(np.exp(min(pooled.log_threshold, 0.0))),
             **summary}
     with write_artifact(ws.artifact(r, "lcm.h5"), "lcm", inputs=inputs, meta=meta) as f:

@@ -126,13 +126,16 @@ def calibrate_thresholds(
     confidence: float = 0.95,
     min_class_evidence: int = 30,
     min_class_answers: int = 5,
+    model_pred: np.ndarray | None = None,
 ) -> ClassThresholds:
     """Per-class thresholds from cross-fitted scores of the answered masks.
 
     pred, log_conf: (N,) out-of-fold prediction and log-confidence of each answered mask (non-void answers);
     answer: (N,) the annotator's answers (what ψ was trained on); previous: (N,) each mask's label just
-    before its answer (255 = unlabelled). A situation of a correction is pred ≠ previous; a hit is
-    pred = answer. Raises ValueError on arrays of different lengths.
+    before its answer (255 = unlabelled). A situation of a correction is pred ≠ previous (and, with
+    ``model_pred`` (N,) — the segmentation model's own prediction of the mask — pred = model_pred, as
+    :func:`select_calibrated` requires of a correction); a hit is pred = answer.
+    Raises ValueError on arrays of different lengths.
     """
     pred = np.asarray(pred, np.int64)
     answer = np.asarray(answer, np.int64)
@@ -143,6 +146,11 @@ def calibrate_thresholds(
     c = num_classes
     answers = np.bincount(answer[answer < c], minlength=c)[:c]
     situation = pred != previous
+    if model_pred is not None:
+        model_pred = np.asarray(model_pred, np.int64)
+        if len(model_pred) != len(pred):
+            raise ValueError("model_pred must have one entry per answered mask")
+        situation &= pred == model_pred
     sp, sl, sh = pred[situation], log_conf[situation], (pred == answer)[situation]
     evidence = np.bincount(sp, minlength=c)[:c]
     out = ClassThresholds(
@@ -174,11 +182,13 @@ def _assign(out: ClassThresholds, classes, t: Threshold | None, source: int) -> 
 
 
 def select_calibrated(pred: np.ndarray, log_conf: np.ndarray, current: np.ndarray, eligible: np.ndarray,
-                      log_threshold: np.ndarray) -> np.ndarray:
-    """(M,) bool: never-queried masks (``eligible``) where ψ's prediction differs from the current label
-    and its log-confidence reaches the predicted class's threshold (log_threshold: (C,), +inf = none)."""
+                      log_threshold: np.ndarray, model_pred: np.ndarray | None = None) -> np.ndarray:
+    """(M,) bool: never-queried masks (``eligible``) where ψ's prediction differs from the current label,
+    its log-confidence reaches the predicted class's threshold (log_threshold: (C,), +inf = none) and,
+    when ``model_pred`` (M,) is given, the segmentation model predicts the same class for the mask."""
     pred = np.asarray(pred, np.int64)
-    return np.asarray(eligible, bool) & (pred != np.asarray(current, np.int64)) & (np.asarray(log_conf) >= log_threshold[pred])
+    out = np.asarray(eligible, bool) & (pred != np.asarray(current, np.int64)) & (np.asarray(log_conf) >= log_threshold[pred])
+    return out if model_pred is None else out & (pred == np.asarray(model_pred, np.int64))
 
 
 def precision_summary(th: ClassThresholds, corrected_label: np.ndarray) -> dict[str, float | int | None]:
