@@ -323,8 +323,9 @@ def beyond_rounds(runs, preset: str) -> list[str]:
     """Per round: corrections and their measured accuracy under the paper's rule (a2lc) and the calibrated
     selection (a2lc+), summed over the seeds present; for a2lc+ also the estimated precision and its bound
     (correction-weighted over the seeds)."""
-    paper, cal = runs.get((preset, "a2lc"), []), runs.get((preset, "a2lc+"), [])
-    out = [f"Seeds: paper rule {_seeds(paper)}; calibrated {_seeds(cal)}.", "",
+    cal = runs.get((preset, "a2lc+"), [])
+    paper = [r for r in runs.get((preset, "a2lc"), []) if r["seed"] in {c["seed"] for c in cal}]  # the same seeds
+    out = [f"Seeds: {_seeds(cal)} (both columns).", "",
            "| round | paper: corrected | paper: accuracy (%) | calibrated: corrected | calibrated: accuracy (%) | "
            "calibrated: estimated precision (%) | calibrated: bound (%) |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for k in range(5):
