@@ -387,8 +387,9 @@ def beyond_goals(runs) -> list[str]:
             if a is not None and bound is not None:
                 vs_bound.append((s, a, est, bound))
         ok = all(x[1] >= 0.9 for x in vs_bound)
+        verdict = "met" if ok and vs_bound else ("vacuous: no corrections" if not vs_bound else "not met")
         lines.append(f"- `{p}`: accuracy of the calibrated corrections, pooled over rounds ≥ 90%: {'; '.join(acc)}. "
-                     f"**{'met' if ok else 'not met'}** (seeds {_seeds(list(cal.values()))}).")
+                     f"**{verdict}** (seeds {_seeds(list(cal.values()))}).")
         if vs_bound:
             shown = "; ".join(f"seed {s}: measured {100 * a:.1f}%, bound {100 * b:.1f}%, estimate {100 * e:.1f}%"
                               for s, a, e, b in vs_bound)
