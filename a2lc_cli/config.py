@@ -22,7 +22,8 @@ Preset = Literal["city", "voc"]
 Labeler = Literal["simulate", "import", "grounded-sam"]
 AcquisitionName = Literal["abc", "sim", "cil", "entropy", "margin", "random"]
 QueryUnit = Literal["mask", "pixel"]
-MethodPreset = Literal["a2lc", "alc"]
+MethodPreset = Literal["a2lc", "alc", "a2lc+"]
+LCMSelection = Literal["paper", "calibrated"]
 
 
 class _Strict(BaseModel):
@@ -153,7 +154,29 @@ class LCMConfig(_Strict):
     # to ψ's softmax outputs (softmax twice, the authors' code)
     loss: Literal["ce", "softmax-ce"] = "ce"
     tail_from: Literal["answers", "dataset"] = "answers"
-    train_on: Literal["round", "all"] = "round"
+    # None: the method preset's (round for a2lc, all for a2lc+)
+    train_on: Literal["round", "all"] | None = None
+    # paper: τ schedule + tail/rarest rules (Eq. 4–6); calibrated: per-class thresholds from
+    # cross-fitted answers (docs/lcm-calibrated.md). None: the method preset's (paper for a2lc, calibrated for a2lc+)
+    selection: LCMSelection | None = None
+    # calibrated selection only: the precision every class's corrections must reach at the lower end of a
+    # Wilson interval of level `confidence`, the number of cross-fitting folds, the evidence a class needs
+    # for a threshold of its own (else it is pooled with the other such classes), and the answers a class
+    # needs to receive any correction
+    target_precision: float = Field(default=0.9, gt=0, lt=1)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    folds: int = Field(default=5, ge=2, le=20)
+    min_class_evidence: int = Field(default=30, ge=1, le=BIG)
+    min_class_answers: int = Field(default=5, ge=1, le=BIG)
+    # calibrated selection only: relabel (and count as evidence) only masks where ψ's class is also the
+    # segmentation model's own (dominant) prediction for the mask — ψ alone extrapolates outside the
+    # answered masks' features (docs/lcm-calibrated.md)
+    require_model_agreement: bool = True
+    # calibrated selection trains k + 1 ψ's (the fold models and the final one) on all rounds' answers; a
+    # larger batch keeps that to seconds on a CPU (the thresholds adapt to ψ's confidence scale, so the
+    # recipe need not be the authors'). `epochs` and `min_steps` apply as in the paper mode
+    calibrated_batch_size: int = Field(default=64, gt=0, le=65536)
+    calibrated_lr: float = Field(default=1e-3, gt=0, le=100)
 
 
 class ThreadsConfig(_Strict):
@@ -204,7 +227,11 @@ PRESETS: dict[str, dict[str, object]] = {
     "a2lc": {"acquisition": "abc", "unit": "mask", "lcm": True},
     # the ALC baseline (Kim et al. 2024): SIM acquisition, pixel-level query with expansion, no LCM
     "alc": {"acquisition": "sim", "unit": "pixel", "lcm": False},
+    # beyond the paper: A²LC with the calibrated LCM selection, ψ trained on the answers of all rounds so far
+    "a2lc+": {"acquisition": "abc", "unit": "mask", "lcm": True, "lcm_selection": "calibrated", "lcm_train_on": "all"},
 }
+# the LCM options a preset may set (config key under `lcm` -> PRESETS key); the paper's when it does not
+LCM_PRESET_KEYS = {"selection": ("lcm_selection", "paper"), "train_on": ("lcm_train_on", "round")}
 
 
 def resolve_method(method: MethodConfig) -> dict[str, object]:
@@ -221,13 +248,24 @@ def describe_method(method: MethodConfig) -> str:
     """The method in words, named by its effective switches, e.g. ``alc (acquisition sim, pixel-level query,
     LCM off)``; switches that match no preset read ``custom (preset a2lc with ...)``."""
     res = resolve_method(method)
-    detail = f"acquisition {res['acquisition']}, {res['unit']}-level query, LCM {'on' if res['lcm'] else 'off'}"
+    lcm = ("calibrated" if res.get("lcm_selection") == "calibrated" else "on") if res["lcm"] else "off"
+    detail = f"acquisition {res['acquisition']}, {res['unit']}-level query, LCM {lcm}"
     same = [name for name, switches in PRESETS.items() if switches == res]
     if not same:
         return f"custom: preset {method.preset} with changed switches ({detail})"
     if same[0] != method.preset:
         return f"{same[0]} ({detail}; preset {method.preset} with the switches of {same[0]})"
     return f"{same[0]} ({detail})"
+
+
+def resolve_lcm(cfg: Config) -> dict[str, str]:
+    """The LCM's effective ``selection`` and ``train_on``: explicit ``lcm.*`` values, else the method preset's."""
+    preset = PRESETS[cfg.method.preset]
+    out = {}
+    for key, (preset_key, default) in LCM_PRESET_KEYS.items():
+        value = getattr(cfg.lcm, key)
+        out[key] = value if value is not None else str(preset.get(preset_key, default))
+    return out
 
 
 def load_config(path: Path) -> Config:

@@ -1,7 +1,8 @@
 """``a2lc demo``: A²LC against the ALC baseline on the built-in benchmark, same data, same θ_0, same budget.
 
-Two workspaces under the demo folder (``a2lc/`` and ``alc/``) share round 0
-(the pseudo-labels and θ_0 are computed once and copied), then run their
+One workspace per method under the demo folder (``a2lc/`` and ``alc/`` by
+default; ``--methods a2lc,alc,a2lc+`` adds A²LC with the calibrated LCM) share
+round 0 (the pseudo-labels and θ_0 are computed once and copied), then run their
 rounds side by side. A report with the paper-style table and plots is written
 to ``report/``. Rerunning the demo continues where it stopped.
 """
@@ -16,11 +17,32 @@ from typing import Any
 from . import ui
 from .config import Config, set_option
 from .errors import A2LCError
-from .report import collect_run, write_report
+from .report import collect_run, method_label, write_report
 from .rounds import run_round
 from .workspace import Workspace
 
 METHODS = ("a2lc", "alc")
+DESCRIPTIONS = {
+    "a2lc": "A²LC = ABC acquisition + mask-level query + LCM",
+    "alc": "ALC = SIM acquisition + pixel-level query, no LCM",
+    "a2lc+": "A²LC+ = A²LC with the calibrated LCM selection (ψ on all answers, per-class thresholds "
+             "with a precision bound)",
+}
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``a2lc,alc,a2lc+`` → the method presets, in order; A2LCError on an unknown or repeated one."""
+    from .config import PRESETS
+
+    methods = tuple(m.strip() for m in text.split(",") if m.strip())
+    if not methods:
+        raise A2LCError("--methods needs at least one method preset")
+    for m in methods:
+        if m not in PRESETS:
+            raise A2LCError(f"--methods: unknown method {m!r} (choose from {', '.join(PRESETS)})")
+    if len(set(methods)) != len(methods):
+        raise A2LCError(f"--methods: a method is given twice ({text!r})")
+    return methods
 
 
 def demo_config(*, preset: str, seed: int, method: str, budget: int | None, rounds: int,
@@ -56,48 +78,52 @@ def share_round0(src: Workspace, dst: Workspace) -> None:
 
 
 def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5, budget: int | None = None,
-             device: str | None = None, options: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run both methods for ``rounds`` rounds; return per-method per-round results and the report path."""
+             device: str | None = None, options: dict[str, str] | None = None,
+             methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
+    """Run the methods (default A²LC and ALC) for ``rounds`` rounds; return per-method per-round results and the report path."""
     root = Path(root)
-    spaces = {m: Workspace(root / m) for m in METHODS}
+    methods = tuple(methods)
+    spaces = {m: Workspace(root / m) for m in methods}
     cfgs = {m: demo_config(preset=preset, seed=seed, method=m, budget=budget, rounds=rounds, options=options)
-            for m in METHODS}
+            for m in methods}
     t0 = time.perf_counter()
-    first = METHODS[0]
-    for m in METHODS:
+    first = methods[0]
+    for m in methods:
         spaces[m].root.mkdir(parents=True, exist_ok=True)
         spaces[m].save_config(cfgs[m])
     from .labelers.simulate import NOISE_VERSION
 
     ui.info(f"built-in benchmark v{NOISE_VERSION} (`{preset}`, seed {seed}; docs/benchmark.md)")
     with spaces[first].lock("a2lc demo"):
-        ui.info(f"[bold]round 0[/]: pseudo-labels and θ_0 (shared by both methods)")
+        ui.info(f"[bold]round 0[/]: pseudo-labels and θ_0 (shared by all methods)")
         run_round(spaces[first], cfgs[first], 0, device=device)
-    share_round0(spaces[first], spaces[METHODS[1]])
+    for m in methods[1:]:
+        share_round0(spaces[first], spaces[m])
     if budget is None:  # the same budget for both: fix the default share now
         from .query import default_budget
         from .state import Dataset
 
         with Dataset(spaces[first].dataset_path) as ds:
             b = default_budget(cfgs[first], ds.n_masks)
-        for m in METHODS:
+        for m in methods:
             cfgs[m].method.budget = b
             spaces[m].save_config(cfgs[m])
     for r in range(1, rounds + 1):
         line = []
-        for m in METHODS:
+        for m in methods:
             with spaces[m].lock("a2lc demo"):
-                ui.info(f"[bold]round {r}[/]: {m.upper()}")
+                ui.info(f"[bold]round {r}[/]: {method_label(m)}")
                 res = run_round(spaces[m], cfgs[m], r, device=device)
             met = res["metrics"]
-            line.append(f"{m.upper()} data {met.get('data_miou', float('nan')):.2f} / model {met.get('model_miou', float('nan')):.2f}")
+            line.append(f"{method_label(m)} data {met.get('data_miou', float('nan')):.2f} / model {met.get('model_miou', float('nan')):.2f}")
         ui.info(f"round {r}: " + " | ".join(line))
-    runs = {m: collect_run(spaces[m]) for m in METHODS}
+    runs = {m: collect_run(spaces[m]) for m in methods}
     minutes = (time.perf_counter() - t0) / 60
     notes = (f"Built-in `{preset}` benchmark v{NOISE_VERSION}, seed {seed}, {rounds} rounds, budget {cfgs[first].method.budget} masks per "
-             f"round for both methods; same pseudo-labels and θ_0. Wall time {minutes:.1f} min. "
-             "A²LC = ABC acquisition + mask-level query + LCM; ALC = SIM acquisition + pixel-level query, no LCM.")
-    report = write_report(root / "report", runs, title="a2lc demo: A²LC vs ALC", notes=notes)
+             f"round for every method; same pseudo-labels and θ_0. Wall time {minutes:.1f} min. "
+             + "; ".join(DESCRIPTIONS.get(m, m) for m in methods) + ".")
+    title = "a2lc demo: " + " vs ".join(method_label(m) for m in methods)
+    report = write_report(root / "report", runs, title=title, notes=notes)
     return {"runs": runs, "report": str(report), "minutes": round(minutes, 2), "budget": cfgs[first].method.budget}
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import faults, ui
 from .acquire import check_acquisition_fits, mask_features, read_acquisition
-from .config import Config, resolve_method
+from .config import Config, resolve_lcm, resolve_method
 from .errors import A2LCError
 from .state import Dataset, artifact_uid, mask_state, open_artifact, read_array, read_corrections, read_query, write_artifact
 from .workspace import Workspace
@@ -203,7 +203,7 @@ def select_corrections(
 # --------------------------------------------------------------------------- stages
 def _training_set(ws: Workspace, cfg: Config, ds: Dataset, r: int, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mask ids, labels, per-class answer counts of round r) of the masks ψ_r learns from."""
-    rounds = range(1, r + 1) if cfg.lcm.train_on == "all" else [r]
+    rounds = range(1, r + 1) if resolve_lcm(cfg)["train_on"] == "all" else [r]
     ids_all, labels_all = [], []
     counts = np.zeros(ds.num_classes, np.int64)
     for k in rounds:
@@ -225,6 +225,10 @@ def _require_lcm_round(cfg: Config, r: int) -> None:
 def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None) -> dict[str, Any]:
     """STEP 1: train ψ_r on round r's answers; save ``rounds/rNNN/lcm.pt``."""
     _require_lcm_round(cfg, r)
+    if resolve_lcm(cfg)["selection"] == "calibrated":  # beyond the paper: k-fold cross-fitted ψ (lcm_calibrated.py)
+        from .lcm_calibrated import run_lcm_train_calibrated
+
+        return run_lcm_train_calibrated(ws, cfg, r, seed=seed)
     qpath, apath = ws.artifact(r, "query.h5"), ws.artifact(r, "acquire.h5")
     if not qpath.exists():
         raise A2LCError(f"{qpath} does not exist; run `a2lc query --r {r}` first")
@@ -291,6 +295,14 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
         state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
         if ds.num_classes != int(ckpt["num_classes"]):
             raise A2LCError(f"{mpath} has {ckpt['num_classes']} classes but the dataset has {ds.num_classes}")
+        if resolve_lcm(cfg)["selection"] == "calibrated":  # per-class thresholds from cross-fitting (lcm_calibrated.py)
+            from .lcm_calibrated import correct_calibrated
+
+            inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath), "lcm_model": artifact_uid(mpath)}
+            model_pred = np.asarray(read_acquisition(apath)["dominant"], np.int64)  # θ_{r-1}'s class of each mask
+            return correct_calibrated(ws, cfg, r, ds, model, ckpt, feats, inputs, model_pred)
+        if ckpt.get("selection", "paper") != "paper":
+            raise A2LCError(f"{mpath} was trained for the calibrated selection; rerun `a2lc lcm-train --r {r}`")
         if cfg.lcm.tail_from == "dataset":
             counts = np.bincount(state.label[state.label != 255].astype(np.int64),
                                  weights=ds.mask_area[state.label != 255], minlength=ds.num_classes)[: ds.num_classes]
@@ -306,7 +318,7 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
         ids = np.flatnonzero(chosen).astype(np.int64)
         stored_pred = np.where(eligible, pred, 255).astype(np.uint8)
         inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath), "lcm_model": artifact_uid(mpath)}
-        meta = {"tau": tau, "alpha": cfg.lcm.alpha, "tail": tail.tolist(), "rarest": rarest,
+        meta = {"selection": "paper", "tau": tau, "alpha": cfg.lcm.alpha, "tail": tail.tolist(), "rarest": rarest,
                 "tail_from": cfg.lcm.tail_from, "tail_size": cfg.lcm.tail_size, "round": r}
         with write_artifact(ws.artifact(r, "lcm.h5"), "lcm", inputs=inputs, meta=meta) as f:
             g = f.create_group("corrected")
@@ -326,17 +338,26 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
 
 def evaluate_lcm_accuracy(ws: Workspace, r: int | None, **_: Any) -> dict[str, Any]:
     """Paper Table 3: masks corrected automatically in round r and the share whose label matches
-    the ground-truth majority before and after the correction (masks with a void GT majority excluded)."""
+    the ground-truth majority before and after the correction (masks with a void GT majority excluded).
+
+    Without ground truth the measured fields are None. Under the calibrated selection the result also
+    has the per-class thresholds, the estimated precision and its lower bound (``by_class``).
+    """
     if r is None:
         r = max((k for k in ws.rounds_present() if ws.artifact(k, "lcm.h5").exists()), default=None)
         if r is None:
             raise A2LCError("no round has automatic corrections yet; run `a2lc lcm-correct --r R`")
-    c = read_corrections(ws.artifact(r, "lcm.h5"))
+    path = ws.artifact(r, "lcm.h5")
+    c = read_corrections(path)
+    meta = c.attrs.get("meta", {})
     with Dataset(ws.dataset_path) as ds:
-        if not ds.has_gt:
-            raise A2LCError("LCM accuracy needs ground truth, and this dataset has none")
-        gt = ds.mask_column("gt_label")[c.mask]
         names = ds.classes.names
+        out: dict[str, Any] = {"metric": "lcm-accuracy", "round": r, "selection": meta.get("selection", "paper"),
+                               "corrected": int(len(c.mask)), "void_gt": None, "accuracy_before": None,
+                               "accuracy_after": None, "correct_before": None, "correct_after": None,
+                               "tau": meta.get("tau"), "by_new_label": {}}
+        gt = ds.mask_column("gt_label")[c.mask] if ds.has_gt else None
+    if gt is not None:
         valid = gt != 255
         before = c.previous[valid] == gt[valid]
         after = c.label[valid] == gt[valid]
@@ -344,12 +365,13 @@ def evaluate_lcm_accuracy(ws: Workspace, r: int | None, **_: Any) -> dict[str, A
         for k in np.unique(c.label[valid]):
             sel = c.label[valid] == k
             per_class[names[k]] = {"corrected": int(sel.sum()), "before": _pct(before[sel]), "after": _pct(after[sel])}
-        return {
-            "metric": "lcm-accuracy", "round": r, "corrected": int(len(c.mask)), "void_gt": int((~valid).sum()),
-            "accuracy_before": _pct(before), "accuracy_after": _pct(after),
-            "correct_before": int(before.sum()), "correct_after": int(after.sum()),
-            "tau": c.attrs.get("meta", {}).get("tau"), "by_new_label": per_class,
-        }
+        out.update({"void_gt": int((~valid).sum()), "accuracy_before": _pct(before), "accuracy_after": _pct(after),
+                    "correct_before": int(before.sum()), "correct_after": int(after.sum()), "by_new_label": per_class})
+    if out["selection"] == "calibrated":
+        from .lcm_calibrated import calibration_report
+
+        out.update(calibration_report(path, meta, names, c.label, gt))
+    return out
 
 
 def _pct(x: np.ndarray) -> float | None:

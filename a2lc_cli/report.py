@@ -14,8 +14,13 @@ import numpy as np
 
 from .errors import A2LCError
 from .state import Dataset, read_query
-from .status import saved_metric
+from .status import lcm_line, lcm_round, lcm_summary, saved_metric
 from .workspace import Workspace, write_text_atomic
+
+
+def method_label(name: str) -> str:
+    """How a method's workspace name is shown: the presets in capitals (A2LC, ALC, A2LC+), other names as given."""
+    return name.upper() if name in ("a2lc", "alc", "a2lc+") else name
 
 
 def collect_run(ws: Workspace) -> dict[str, Any]:
@@ -53,12 +58,17 @@ def collect_run(ws: Workspace) -> dict[str, Any]:
         acc = saved_metric(ws, r, "lcm-accuracy")
         if acc is not None:
             row.update({"lcm_corrected": acc.get("corrected"), "lcm_accuracy_before": acc.get("accuracy_before"),
-                        "lcm_accuracy_after": acc.get("accuracy_after")})
+                        "lcm_accuracy_after": acc.get("accuracy_after"), "lcm_selection": acc.get("selection", "paper"),
+                        "lcm_estimated_precision": acc.get("estimated_precision"),
+                        "lcm_precision_bound": acc.get("precision_bound")})
+        lcm = lcm_round(ws, r)
+        if lcm is not None:
+            row["lcm"] = lcm
         rounds.append(row)
         r += 1
     first, last = saved_metric(ws, 0, "data-miou"), saved_metric(ws, r - 1, "data-miou")
     per_class = {"init": (first or {}).get("per_class"), "last": (last or {}).get("per_class")}
-    return {"workspace": str(ws.root), "rounds": rounds, "classes": names, "data_iou_per_class": per_class,
+    return {"workspace": str(ws.root), "rounds": rounds, "lcm": lcm_summary(rounds), "classes": names, "data_iou_per_class": per_class,
             "pseudo_frequency": freq.tolist(), "queried_by_class": queried.tolist()}
 
 
@@ -91,7 +101,7 @@ def miou_figure(runs: dict[str, dict[str, Any]]):
             if pts:
                 x, y = zip(*pts)
                 ys += y
-                ax.plot(x, y, marker="o", label=name.upper() if name in ("a2lc", "alc") else name)
+                ax.plot(x, y, marker="o", label=method_label(name))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.set_xlim(-0.5, max(last, 1) + 0.5)
         if ys and max(ys) - min(ys) < 2:  # a single point or a flat line: a readable span, not ±0.04
@@ -121,7 +131,7 @@ def plot_queried_classes(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     for j, (name, run) in enumerate(runs.items()):
         counts = np.asarray(run["queried_by_class"])[order]
         ax.bar(np.arange(len(names)) + (j - (len(runs) - 1) / 2) * width, counts, width,
-               label=name.upper() if name in ("a2lc", "alc") else name)
+               label=method_label(name))
     ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels(names, rotation=60, ha="right")
     ax.set_ylabel("queried masks")
@@ -143,7 +153,7 @@ def markdown_table(runs: dict[str, dict[str, Any]]) -> str:
         for name, run in runs.items():
             vals = [r.get(key) for r in run["rounds"]] + [None] * (n - len(run["rounds"]))
             cells = ["—" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in vals]
-            lines.append(f"| {name.upper() if name in ('a2lc', 'alc') else name} | {label} | " + " | ".join(cells) + " |")
+            lines.append(f"| {method_label(name)} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -154,7 +164,7 @@ def per_class_table(runs: dict[str, dict[str, Any]]) -> list[str]:
     if not have:
         return []
     first = next(iter(have.values()))
-    label = lambda name: name.upper() if name in ("a2lc", "alc") else name  # noqa: E731
+    label = method_label
     fmt = lambda v: "—" if v is None else f"{v:.1f}"  # noqa: E731
     n_last = max(len(runs[name]["rounds"]) - 1 for name in have)
     lines = ["## Data IoU per class (%)", "",
@@ -176,12 +186,15 @@ def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], *, title: str =
              "![queried classes](queried_classes.png)", ""]
     lcm_rows = [(name, r) for name, run in runs.items() for r in run["rounds"] if r.get("lcm_corrected") is not None]
     if lcm_rows:
-        parts += ["## Label correction module (paper Table 3)", "",
-                  "| method | round | masks corrected | accuracy before (%) | accuracy after (%) |",
-                  "| --- | --- | --- | --- | --- |"]
+        parts += ["## Label correction module (paper Table 3)", ""]
+        parts += [f"- {method_label(name)}: {lcm_line(run['lcm'])}" for name, run in runs.items() if run.get("lcm")]
+        parts += ["", "| method | round | selection | masks corrected | estimated precision ≥ (bound) | "
+                  "accuracy before (%) | accuracy after (%) |", "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, r in lcm_rows:
             fmt = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
-            parts.append(f"| {name.upper() if name in ('a2lc', 'alc') else name} | {r['round']} | {r['lcm_corrected']} | "
+            bound = r.get("lcm_precision_bound")
+            parts.append(f"| {method_label(name)} | {r['round']} | {r.get('lcm_selection', 'paper')} | {r['lcm_corrected']} | "
+                         f"{'—' if bound is None else f'{100 * bound:.1f}%'} | "
                          f"{fmt(r['lcm_accuracy_before'])} | {fmt(r['lcm_accuracy_after'])} |")
         parts.append("")
     parts += per_class_table(runs)

@@ -257,9 +257,12 @@ def evaluate_round(ws: Workspace, cfg: Config, r: int, *, lcm: bool) -> dict[str
         out["model_miou"] = run_metric(ws, "model-miou", r)["miou"]
     except A2LCError as e:  # e.g. a validation split without ground truth
         ui.info(f"model mIoU skipped: {ui.esc(e)}")
-    if lcm and has_gt and ws.artifact(r, "lcm.h5").exists():
+    if lcm and ws.artifact(r, "lcm.h5").exists():  # corrections and their estimated precision need no ground truth
         acc = run_metric(ws, "lcm-accuracy", r)
         out["lcm_corrected"] = acc["corrected"]
-        out["lcm_accuracy_before"] = acc["accuracy_before"]
-        out["lcm_accuracy_after"] = acc["accuracy_after"]
+        if has_gt:
+            out["lcm_accuracy_before"] = acc["accuracy_before"]
+            out["lcm_accuracy_after"] = acc["accuracy_after"]
+        if acc.get("selection") == "calibrated":
+            out["lcm_precision_bound"] = acc.get("precision_bound")
     return out

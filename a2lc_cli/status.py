@@ -68,8 +68,12 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
             m = saved_metric(ws, r, metric)
             if m is not None:
                 entry[key] = m.get("miou")
+        lcm = lcm_round(ws, r)
+        if lcm is not None:
+            entry["lcm"] = lcm
         rounds.append(entry)
     out["rounds"] = rounds
+    out["lcm"] = lcm_summary(rounds)
     if waiting_round is not None and (stale_round is None or waiting_round <= stale_round):
         out["next"] = (f"people's answers for round {waiting_round}: a2lc query --r {waiting_round} --serve "
                        f"(or --export DIR, then --answers FILE)")
@@ -81,3 +85,49 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
         if nxt and nxt[0] >= 1 and nxt[1].name == "acquire":
             out["next"] = answers_block(ws, cfg, nxt[0]) or out["next"]
     return out
+
+
+def lcm_round(ws: Workspace, r: int) -> dict[str, Any] | None:
+    """Round r's automatic corrections from its ``lcm.h5``: count, selection, estimated precision and bound
+    (the calibrated selection's; None under the paper's rule). None without a readable ``lcm.h5``."""
+    p = ws.artifact(r, "lcm.h5")
+    if r < 1 or not p.exists():
+        return None
+    from .state import read_corrections
+
+    try:
+        c = read_corrections(p)
+    except A2LCError:
+        return None
+    meta = c.attrs.get("meta", {})
+    return {"corrected": int(len(c.mask)), "selection": meta.get("selection", "paper"),
+            "estimated_precision": meta.get("estimated_precision"), "precision_bound": meta.get("precision_bound")}
+
+
+def lcm_summary(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """All rounds' corrections, and — where every correcting round has one — their estimated precision and
+    lower bound, weighted by the corrections of each round. None when no round has ``lcm.h5``."""
+    rows = [e["lcm"] for e in rounds if e.get("lcm")]
+    if not rows:
+        return None
+    n = sum(x["corrected"] for x in rows)
+    calibrated = all(x["selection"] == "calibrated" for x in rows)
+    out: dict[str, Any] = {"corrected": n, "rounds": len(rows), "estimated_precision": None, "precision_bound": None,
+                           "selection": "calibrated" if calibrated else rows[-1]["selection"]}
+    if calibrated and n:
+        out["estimated_precision"] = sum(x["corrected"] * x["estimated_precision"] for x in rows if x["corrected"]) / n
+        out["precision_bound"] = sum(x["corrected"] * x["precision_bound"] for x in rows if x["corrected"]) / n
+    return out
+
+
+def lcm_line(summary: dict[str, Any] | None) -> str | None:
+    """"LCM: N corrections, estimated precision ≥ p" (the text ``a2lc status`` and the report show)."""
+    if summary is None:
+        return None
+    n = summary["corrected"]
+    head = f"LCM: {n} correction{'s' if n != 1 else ''} in {summary['rounds']} round{'s' if summary['rounds'] != 1 else ''}"
+    if summary.get("precision_bound") is not None:
+        return f"{head}, estimated precision ≥ {summary['precision_bound']:.2f} (estimate {summary['estimated_precision']:.2f})"
+    if summary["selection"] == "calibrated":
+        return f"{head} (calibrated selection: no never-queried mask reached its class's threshold)" if n == 0 else head
+    return f"{head} (paper's rule: no precision estimate; `lcm.selection=calibrated` gives one)"

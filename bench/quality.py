@@ -88,6 +88,11 @@ CONFIGS: dict[str, tuple[int, str, str, dict[str, Any], dict[str, Any], float]] 
                             {"tau": [0.99, 0.99, 0.999, 0.9999, 0.9999999]}, 1.0),
     "alc-relabel-always": (4, "ALC, every queried mask relabelled (no ≤ 50% rule)", "alc",
                            {"pixel_relabel": "always"}, {}, 1.0),
+    # beyond the paper (docs/lcm-calibrated.md): the calibrated LCM selection, at the full and half budget,
+    # and the same framework with LCM off (what a2lc+ must never fall below)
+    "a2lc+": (5, "A²LC+: A²LC with the calibrated LCM selection, ψ on all rounds' answers", "a2lc+", {}, {}, 1.0),
+    "a2lc+-half": (5, "A²LC+ with half the budget per round", "a2lc+", {}, {}, 0.5),
+    "a2lc-no-lcm": (5, "ABC + mask-level query, LCM off", "a2lc", {"lcm": False}, {}, 1.0),
 }
 # configurations that equal the default on the other preset (city's τ schedule is the default there)
 ONLY_PRESET = {"a2lc-tau-cityscapes": "voc"}

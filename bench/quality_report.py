@@ -330,6 +330,111 @@ def targets(runs) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------- beyond the paper
+BEYOND = (("a2lc", "A²LC (paper's LCM rule)"), ("a2lc+", "A²LC+ (calibrated LCM)"), ("a2lc-no-lcm", "ABC + mask, LCM off"),
+          ("alc", "ALC"), ("a2lc-half", "A²LC, B/2"), ("a2lc+-half", "A²LC+, B/2"), ("alc-half", "ALC, B/2"))
+
+
+def _seeds(rs) -> str:
+    return ", ".join(str(r["seed"]) for r in rs) or "none"
+
+
+def beyond_rounds(runs, preset: str) -> list[str]:
+    """Per round: corrections and their measured accuracy under the paper's rule (a2lc) and the calibrated
+    selection (a2lc+), summed over the seeds present; for a2lc+ also the estimated precision and its bound
+    (correction-weighted over the seeds)."""
+    cal = runs.get((preset, "a2lc+"), [])
+    paper = [r for r in runs.get((preset, "a2lc"), []) if r["seed"] in {c["seed"] for c in cal}]  # the same seeds
+    out = [f"Seeds: {_seeds(cal)} (both columns).", "",
+           "| round | paper: corrected | paper: accuracy (%) | calibrated: corrected | calibrated: accuracy (%) | "
+           "calibrated: estimated precision (%) | calibrated: bound (%) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for k in range(5):
+        cells = []
+        for rs, calibrated in ((paper, False), (cal, True)):
+            ms = [r["lcm"][k] for r in rs if r.get("lcm") and k < len(r["lcm"]) and r["lcm"][k]]
+            tot = sum(m["corrected"] for m in ms)
+            valid = sum(m["corrected"] - (m.get("void_gt") or 0) for m in ms)
+            right = sum(m.get("correct_after") or 0 for m in ms)
+            cells += [str(tot) if ms else "—", f"{100 * right / valid:.1f}" if valid else "—"]
+            if calibrated:
+                w = [(m["corrected"], m.get("estimated_precision"), m.get("precision_bound")) for m in ms
+                     if m["corrected"] and m.get("precision_bound") is not None]
+                n = sum(x[0] for x in w)
+                cells += [f"{100 * sum(x[0] * x[1] for x in w) / n:.1f}" if n else "—",
+                          f"{100 * sum(x[0] * x[2] for x in w) / n:.1f}" if n else "—"]
+        out.append(f"| {k + 1} | " + " | ".join(cells) + " |")
+    return out
+
+
+def beyond_miou(runs) -> list[str]:
+    out = ["| configuration | " + " | ".join(f"{p} Data 5R | {p} Model 5R" for p in PRESETS) + " |",
+           "| --- |" + " --- |" * (2 * len(PRESETS))]
+    for cfg, name in BEYOND:
+        cells = []
+        for p in PRESETS:
+            rs = runs.get((p, cfg), [])
+            cells += [fmt(per_round(rs, "data_miou", 5)), fmt(per_round(rs, "model_miou", 5))]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _calibrated_pooled(run) -> tuple[int, int, float | None, float | None]:
+    """(corrections with a non-void GT majority, right ones, correction-weighted estimate, bound) over all rounds."""
+    ms = [m for m in run.get("lcm") or [] if m]
+    valid = sum(m["corrected"] - (m.get("void_gt") or 0) for m in ms)
+    right = sum(m.get("correct_after") or 0 for m in ms)
+    w = [(m["corrected"], m["estimated_precision"], m["precision_bound"]) for m in ms
+         if m["corrected"] and m.get("precision_bound") is not None]
+    n = sum(x[0] for x in w)
+    return valid, right, (sum(x[0] * x[1] for x in w) / n if n else None), (sum(x[0] * x[2] for x in w) / n if n else None)
+
+
+def beyond_goals(runs) -> list[str]:
+    """The goals of the calibrated selection (issue 18), per (preset, seed) where the runs exist."""
+    lines = []
+    for p in PRESETS:
+        cal = {r["seed"]: r for r in runs.get((p, "a2lc+"), [])}
+        paper = {r["seed"]: r for r in runs.get((p, "a2lc"), [])}
+        off = {r["seed"]: r for r in runs.get((p, "a2lc-no-lcm"), [])}
+        if not cal:
+            lines.append(f"- `{p}`: no `a2lc+` run yet: not measured.")
+            continue
+        acc, vs_bound = [], []
+        for s, r in sorted(cal.items()):
+            valid, right, est, bound = _calibrated_pooled(r)
+            a = right / valid if valid else None
+            acc.append(f"seed {s}: {'no corrections' if a is None else f'{100 * a:.1f}% of {valid}'}")
+            if a is not None and bound is not None:
+                vs_bound.append((s, a, est, bound))
+        ok = all(x[1] >= 0.9 for x in vs_bound)
+        verdict = "met" if ok and vs_bound else ("vacuous: no corrections" if not vs_bound else "not met")
+        lines.append(f"- `{p}`: accuracy of the calibrated corrections, pooled over rounds ≥ 90%: {'; '.join(acc)}. "
+                     f"**{verdict}** (seeds {_seeds(list(cal.values()))}).")
+        if vs_bound:
+            shown = "; ".join(f"seed {s}: measured {100 * a:.1f}%, bound {100 * b:.1f}%, estimate {100 * e:.1f}%"
+                              for s, a, e, b in vs_bound)
+            ok = all(a >= b - (e - b) for _, a, e, b in vs_bound)
+            lines.append(f"- `{p}`: measured accuracy never below the bound by more than the interval (estimate − bound): "
+                         f"{shown}. **{'met' if ok else 'not met'}**.")
+        both = sorted(set(cal) & set(paper))
+        if p == "city" and both:
+            n_cal = [sum(m["corrected"] for m in cal[s]["lcm"] if m) for s in both]
+            n_pap = [sum(m["corrected"] for m in paper[s]["lcm"] if m) for s in both]
+            ok = all(a > b for a, b in zip(n_cal, n_pap))
+            lines.append(f"- `{p}`: more corrections than the paper's rule, per seed ({', '.join(map(str, both))}): "
+                         f"{' / '.join(map(str, n_cal))} vs {' / '.join(map(str, n_pap))}. **{'met' if ok else 'not met'}**.")
+        for other, label in ((paper, "`a2lc`"), (off, "the same run with LCM off (`a2lc-no-lcm`)")):
+            both = sorted(set(cal) & set(other))
+            if not both:
+                lines.append(f"- `{p}`: Data mIoU of `a2lc+` ≥ {label}: not measured (no paired seed).")
+                continue
+            d = [cal[s]["rounds"][-1]["data_miou"] - other[s]["rounds"][-1]["data_miou"] for s in both]
+            ok = all(x >= 0 for x in d)
+            lines.append(f"- `{p}`: Data mIoU after 5 rounds of `a2lc+` ≥ {label}, per seed ({', '.join(map(str, both))}): "
+                         f"{', '.join(f'{x:+.2f}' for x in d)} points. **{'met' if ok else 'not met'}**.")
+    return lines
+
+
 # --------------------------------------------------------------------------- plots
 def plot_curves(runs, preset: str, path: Path) -> Path:
     """Data and Model mIoU per round (mean ± std over seeds) for the Table 5 configurations."""
@@ -432,6 +537,16 @@ def generated_section(runs, docs: Path, bases: list[dict[str, Any]] | None = Non
             parts += [f"## Table 5 — `{p}`: ablation (%)", "",
                       "Columns: LCM, ABC acquisition (else SIM), Mask-level query (else pixel-level with expansion).", "",
                       *table5(runs, p), ""]
+    if any(runs.get((p, "a2lc+")) for p in PRESETS):
+        parts += ["## Beyond the paper — calibrated LCM selection (`a2lc+`)", "",
+                  "`a2lc+` = A²LC with `lcm.selection=calibrated` (docs/lcm-calibrated.md): ψ on all rounds' answers, "
+                  "per-class thresholds from 5-fold cross-fitting whose 95% Wilson lower bound of precision reaches 0.9, "
+                  "and ψ's class must be the segmentation model's. Goals (issue 18):", "", *beyond_goals(runs), "",
+                  "Data and Model mIoU after 5 rounds (%), including half the budget per round (B/2):", "",
+                  *beyond_miou(runs), ""]
+        for p in PRESETS:
+            if runs.get((p, "a2lc+")):
+                parts += [f"Corrections per round, `{p}` (summed over the seeds present):", "", *beyond_rounds(runs, p), ""]
     for p in PRESETS:
         t = per_class_table(runs, p)
         if t:

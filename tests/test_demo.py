@@ -45,3 +45,24 @@ def test_demo_refuses_method_options(tmp_path, cli):
     code, _, err = cli("-w", tmp_path / "d", "demo", "--set", "method.lcm=false")
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_demo_methods_option_runs_and_plots_each_method(tmp_path, cli):
+    root = tmp_path / "demo3"
+    code, out, err = cli("-w", root, "demo", "--rounds", "1", "--budget", "7", "--json", "--methods", "alc,a2lc+", *TINY)
+    assert code == 0, err
+    res = json.loads(out)
+    assert list(res) == ["alc", "a2lc+"]
+    assert res["alc"][0] == res["a2lc+"][0]  # round 0 shared
+    assert [r["budget_used"] for r in res["a2lc+"]] == [0, 7]
+    assert (root / "a2lc+/rounds/r001/lcm.h5").exists() and not (root / "a2lc/rounds").exists()
+    report = (root / "report/report.md").read_text()
+    assert "| A2LC+ | Data mIoU |" in report and "| ALC | Data mIoU |" in report
+    assert report.startswith("# a2lc demo: ALC vs A2LC+")
+
+
+def test_demo_refuses_unknown_or_repeated_methods(tmp_path, cli):
+    for bad in ("a2lc,bogus", "alc,alc", ","):
+        code, _, err = cli("-w", tmp_path / "d", "demo", "--methods", bad)
+        assert code != 0 and err.startswith("error:") and "--methods" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()

@@ -83,12 +83,17 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed of the data and of training."),
     budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Masks per round for both methods (default: 4% of all masks)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
-    set_: list[str] = typer.Option([], "--set", help="A config key for both methods, e.g. --set source.n_train=100 "
+    set_: list[str] = typer.Option([], "--set", help="A config key for every method, e.g. --set source.n_train=100 "
                                    "(repeatable; not method.*)."),
+    methods: str = typer.Option("a2lc,alc", "--methods", help="Comma-separated method presets to compare: "
+                                "a2lc, alc, a2lc+ (A²LC with the calibrated LCM). Each adds its rounds' time."),
     json_out: bool = JSON,
 ) -> None:
     """A²LC vs ALC for 5 rounds on the built-in data: progress, a per-round table, a report with plots."""
-    from ..demo import demo_json, run_demo
+    from ..demo import demo_json, parse_methods, run_demo
+    from ..report import method_label
+
+    method_list = parse_methods(methods)
 
     if preset not in ("city", "voc"):
         raise A2LCError(f"--preset must be city or voc (got {preset!r})")
@@ -99,7 +104,8 @@ def demo(
             raise A2LCError(f"--set expects KEY=VALUE (got {item!r})")
         options[key.strip()] = value
     ws = workspace(ctx, must_exist=False)
-    res = run_demo(ws.root, preset=preset, seed=seed, rounds=rounds, budget=budget, device=device, options=options)
+    res = run_demo(ws.root, preset=preset, seed=seed, rounds=rounds, budget=budget, device=device, options=options,
+                   methods=method_list)
     if json_out:
         ui.print_json(demo_json(res))
         ui.info(f"report: {ui.esc(res['report'])}")
@@ -110,8 +116,9 @@ def demo(
     rows = []
     for key, label in (("data_miou", "Data mIoU"), ("model_miou", "Model mIoU"), ("budget_used", "masks queried")):
         for m, run_ in runs.items():
-            rows.append([m.upper(), label] + [r.get(key) for r in run_["rounds"]])
-    ui.out.print(ui.table(f"A²LC vs ALC on the built-in {preset} benchmark ({res['budget']} masks per round)", cols, rows))
+            rows.append([method_label(m), label] + [r.get(key) for r in run_["rounds"]])
+    title = " vs ".join(method_label(m) for m in method_list)
+    ui.out.print(ui.table(f"{title} on the built-in {preset} benchmark ({res['budget']} masks per round)", cols, rows))
     ui.out.print(f"report with plots: {ui.esc(res['report'])}  ({res['minutes']:.1f} min)")
 
 

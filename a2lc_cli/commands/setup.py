@@ -36,7 +36,7 @@ def init(
     width: Optional[int] = typer.Option(None, "--width", help="Synthetic: image width."),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Folder source: class names, one per line."),
     labeler: Optional[str] = typer.Option(None, "--labeler", help="simulate | import | grounded-sam."),
-    method: str = typer.Option("a2lc", "--method", help="Method preset: a2lc | alc."),
+    method: str = typer.Option("a2lc", "--method", help="Method preset: a2lc | alc | a2lc+ (A²LC with the calibrated LCM selection)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Masks queried per round (default: a share of all masks)."),
     rounds: int = typer.Option(5, "--rounds", help="Rounds of correction."),
     set_: list[str] = typer.Option([], "--set", help="Any config key: --set lcm.alpha=0.3 (repeatable)."),
@@ -162,6 +162,10 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
             col.no_wrap = True
         ui.out.print(t)
         ui.out.print(f"[dim]{STATUS_LEGEND}[/]")
+    from ..status import lcm_line
+
+    if lcm_line(st.get("lcm")):
+        ui.out.print(ui.esc(lcm_line(st["lcm"])))
     ui.out.print(f"next: {ui.esc(st['next'] or 'nothing — all configured rounds are done')}", soft_wrap=True)
     _raise_if_damaged(st)
 

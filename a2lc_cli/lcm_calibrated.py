@@ -1,0 +1,202 @@
+"""The stages ``lcm-train`` / ``lcm-correct`` under ``lcm.selection = calibrated`` (preset ``a2lc+``).
+
+``lcm-train`` cross-fits ψ on the answers (all rounds so far by default) and
+saves, next to the final ψ, every answered mask's out-of-fold prediction and
+confidence, its answer and its label just before the answer. ``lcm-correct``
+chooses the per-class thresholds from those scores
+(:func:`a2lc_cli.lcm_calibration.calibrate_thresholds`) and lets the final ψ
+relabel the never-queried masks that reach them. The method is in
+:mod:`a2lc_cli.lcm_crossfit` and :mod:`a2lc_cli.lcm_calibration`; this module
+only reads and writes the workspace. See docs/lcm-calibrated.md.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from .acquire import mask_features, read_acquisition
+from .config import Config, resolve_lcm
+from .errors import A2LCError
+from .lcm_calibration import SOURCE_NAMES, ClassThresholds, calibrate_thresholds, precision_summary, select_calibrated
+from .lcm_crossfit import train_crossfit
+from .state import Dataset, artifact_uid, mask_state, read_query, write_artifact
+from .workspace import Workspace, atomic_path
+
+CALIBRATION_KEYS = ("mask", "answer", "previous", "pred", "log_confidence", "fold", "model_pred")
+
+
+def answered_masks(ws: Workspace, cfg: Config, ds: Dataset, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mask ids, answers, labels just before the answer), (N,) each, of the non-void answers ψ_r learns from.
+
+    ``lcm.train_on`` (resolved against the preset) picks round r only or rounds 1..r. The label before the
+    answer of a mask queried in round k is its label after round k − 1 (pseudo-label or earlier correction).
+    """
+    rounds = range(1, r + 1) if resolve_lcm(cfg)["train_on"] == "all" else [r]
+    ids_all, labels_all, prev_all = [], [], []
+    for k in rounds:
+        ids, labels = read_query(ws.artifact(k, "query.h5")).answers.effective()
+        keep = labels != 255
+        before = mask_state(ws.root, ds, k - 1).label
+        ids_all.append(ids[keep].astype(np.int64))
+        labels_all.append(labels[keep].astype(np.int64))
+        prev_all.append(before[ids[keep]].astype(np.int64))
+    return np.concatenate(ids_all), np.concatenate(labels_all), np.concatenate(prev_all)
+
+
+def run_lcm_train_calibrated(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None) -> dict[str, Any]:
+    """Cross-fit ψ_r (k fold models + the final one); save ``rounds/rNNN/lcm.pt`` with the out-of-fold scores."""
+    qpath, apath = ws.artifact(r, "query.h5"), ws.artifact(r, "acquire.h5")
+    if not qpath.exists():
+        raise A2LCError(f"{qpath} does not exist; run `a2lc query --r {r}` first")
+    acq = read_acquisition(apath)
+    feats = mask_features(acq)
+    lc = cfg.lcm
+    t0 = time.perf_counter()
+    with Dataset(ws.dataset_path) as ds:
+        ids, labels, previous = answered_masks(ws, cfg, ds, r)
+        if len(labels) < lc.folds:
+            raise A2LCError(f"the calibrated LCM selection needs at least lcm.folds = {lc.folds} non-void answers "
+                            f"(rounds so far have {len(labels)}); lower lcm.folds or use lcm.selection=paper")
+        cf = train_crossfit(feats[ids], labels, ds.num_classes, folds=lc.folds, epochs=lc.epochs,
+                            batch_size=lc.calibrated_batch_size, lr=lc.calibrated_lr, hidden=tuple(lc.hidden),
+                            seed=cfg.seed * 1009 + r if seed is None else seed, min_steps=lc.min_steps)
+        class_names = list(ds.classes.names)
+        counts = np.bincount(labels, minlength=ds.num_classes)[: ds.num_classes]
+    seconds = time.perf_counter() - t0
+    calibration = {"mask": ids, "answer": labels, "previous": previous, "pred": cf.pred,
+                   "log_confidence": cf.log_confidence, "fold": cf.fold,
+                   "model_pred": np.asarray(acq["dominant"], np.int64)[ids]}
+    ckpt = {
+        "kind": "lcm", "selection": "calibrated", "state_dict": cf.model.state_dict(), "in_dim": int(feats.shape[1]),
+        "num_classes": len(class_names), "hidden": list(lc.hidden), "answer_counts": counts.tolist(),
+        "class_names": class_names, "log": cf.log, "options": lc.model_dump(mode="json"), "round": r,
+        "seconds": seconds, "inputs": {"query": artifact_uid(qpath), "acquire": artifact_uid(apath)},
+        "calibration": {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in calibration.items()},
+    }
+    out = ws.artifact(r, "lcm.pt")
+    with atomic_path(out) as tmp:
+        torch.save(ckpt, tmp)
+    return {"round": r, "selection": "calibrated", "samples": cf.log["samples"], "steps": cf.log["steps"],
+            "folds": cf.log["folds"], "final_loss": cf.log["loss"][-1], "train_accuracy": cf.log["train_accuracy"],
+            "out_of_fold_accuracy": cf.log["out_of_fold_accuracy"], "seconds": round(seconds, 2), "path": str(out)}
+
+
+def calibration_arrays(ckpt: dict[str, Any], path) -> dict[str, np.ndarray]:
+    """The out-of-fold scores saved by :func:`run_lcm_train_calibrated` (A2LCError when absent or malformed)."""
+    cal = ckpt.get("calibration")
+    if ckpt.get("selection") != "calibrated" or not isinstance(cal, dict):
+        raise A2LCError(f"{path} was trained for the paper's selection, not the calibrated one; "
+                        f"rerun `a2lc lcm-train --r {ckpt.get('round', 'R')}`")
+    try:
+        arrays = {k: np.asarray(cal[k].numpy()) for k in CALIBRATION_KEYS}
+    except (KeyError, AttributeError, TypeError):
+        raise A2LCError(f"{path}: calibration scores are missing or malformed; rerun `a2lc lcm-train`") from None
+    if len({len(v) for v in arrays.values()}) != 1:
+        raise A2LCError(f"{path}: calibration arrays of different lengths; rerun `a2lc lcm-train`")
+    return arrays
+
+
+def thresholds_from_checkpoint(cfg: Config, ckpt: dict[str, Any], path, num_classes: int) -> ClassThresholds:
+    """Per-class thresholds of the config's target from a calibrated checkpoint's scores."""
+    a = calibration_arrays(ckpt, path)
+    lc = cfg.lcm
+    return calibrate_thresholds(a["pred"], a["log_confidence"], a["answer"], a["previous"], num_classes,
+                                target_precision=lc.target_precision, confidence=lc.confidence,
+                                min_class_evidence=lc.min_class_evidence, min_class_answers=lc.min_class_answers,
+                                model_pred=a["model_pred"] if lc.require_model_agreement else None)
+
+
+def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, ckpt: dict[str, Any], feats: np.ndarray,
+                       inputs: dict[str, str], model_pred: np.ndarray) -> dict[str, Any]:
+    """Relabel the never-queried masks that reach their predicted class's threshold; write ``lcm.h5``."""
+    from .lcm import predict_confidence
+
+    th = thresholds_from_checkpoint(cfg, ckpt, ws.artifact(r, "lcm.pt"), ds.num_classes)
+    state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
+    pred, logc = predict_confidence(model, feats)
+    eligible = ~state.queried
+    chosen = select_calibrated(pred, logc, state.label, eligible, th.log_threshold,
+                               model_pred if cfg.lcm.require_model_agreement else None)
+    ids = np.flatnonzero(chosen).astype(np.int64)
+    per_class = np.bincount(pred[ids], minlength=ds.num_classes)[: ds.num_classes]
+    summary = precision_summary(th, pred[ids])
+    lc = cfg.lcm
+    pooled = th.pooled
+    meta = {"selection": "calibrated", "round": r, "target_precision": lc.target_precision,
+            "confidence": lc.confidence, "folds": lc.folds, "min_class_evidence": lc.min_class_evidence,
+            "min_class_answers": lc.min_class_answers, "require_model_agreement": lc.require_model_agreement,
+            "answers": int(th.answers.sum()),
+            "pooled_threshold": None if pooled is None else float(np.exp(min(pooled.log_threshold, 0.0))),
+            **summary}
+    with write_artifact(ws.artifact(r, "lcm.h5"), "lcm", inputs=inputs, meta=meta) as f:
+        g = f.create_group("corrected")
+        g.create_dataset("mask", data=ids)
+        g.create_dataset("label", data=pred[ids].astype(np.uint8))
+        g.create_dataset("previous", data=state.label[ids].astype(np.uint8))
+        g.create_dataset("confidence", data=np.exp(logc[ids]))
+        f.create_dataset("pred", data=np.where(eligible, pred, 255).astype(np.uint8))
+        f.create_dataset("log_confidence", data=logc)
+        f.create_dataset("tail", data=np.zeros(0, np.int64))
+        c = f.create_group("calibration")
+        for name, value in (("log_threshold", th.log_threshold), ("threshold", th.threshold()),
+                            ("source", th.source), ("evidence", th.evidence), ("answers", th.answers),
+                            ("support", th.support), ("hits", th.hits), ("precision", th.precision),
+                            ("bound", th.bound), ("corrected", per_class)):
+            c.create_dataset(name, data=value)
+    names = ds.classes.names
+    return {
+        "round": r, "selection": "calibrated", "eligible": int(eligible.sum()), "corrected": int(len(ids)),
+        "estimated_precision": summary["estimated_precision"], "precision_bound": summary["precision_bound"],
+        "target_precision": lc.target_precision,
+        "classes_with_threshold": [names[k] for k in np.flatnonzero(np.isfinite(th.log_threshold))],
+    }
+
+
+def read_calibration(f) -> dict[str, np.ndarray] | None:
+    """The ``calibration`` group of an open ``lcm.h5`` as arrays (None for the paper's selection)."""
+    if "calibration" not in f:
+        return None
+    return {k: np.asarray(v[()]) for k, v in f["calibration"].items()}
+
+
+def calibration_by_class(cal: dict[str, np.ndarray], names: list[str]) -> dict[str, dict[str, Any]]:
+    """Per class (every class with a threshold or a correction): threshold, its source, evidence, estimated
+    precision and bound at the threshold, corrections made."""
+    out = {}
+    for k, name in enumerate(names):
+        if not (np.isfinite(cal["log_threshold"][k]) or cal["corrected"][k]):
+            continue
+        fnum = lambda v: None if not np.isfinite(v) else round(float(v), 6)  # noqa: E731
+        out[name] = {"threshold": fnum(cal["threshold"][k]), "source": SOURCE_NAMES[int(cal["source"][k])],
+                     "evidence": int(cal["evidence"][k]), "support": int(cal["support"][k]),
+                     "estimated_precision": fnum(cal["precision"][k]), "precision_bound": fnum(cal["bound"][k]),
+                     "corrected": int(cal["corrected"][k])}
+    return out
+
+
+def calibration_report(path, meta: dict[str, Any], names: list[str], corrected_label: np.ndarray,
+                       gt: np.ndarray | None) -> dict[str, Any]:
+    """The calibrated selection's part of ``a2lc evaluate --metric lcm-accuracy``: target, estimated
+    precision and its bound (weighted by the corrections made), and per class the threshold, estimate,
+    bound, corrections and — with ground truth (gt: (K,) GT majority of the corrected masks) — their
+    measured accuracy (%, void-majority masks left out)."""
+    from .state import open_artifact
+
+    with open_artifact(path, "lcm") as f:
+        cal = read_calibration(f)
+    if cal is None:
+        raise A2LCError(f"{path}: the calibrated selection's thresholds are missing; rerun `a2lc lcm-correct`")
+    by_class = calibration_by_class(cal, list(names))
+    for name, row in by_class.items():
+        row["accuracy_after"] = None
+        if gt is not None:
+            sel = (corrected_label == names.index(name)) & (gt != 255)
+            row["accuracy_after"] = round(100.0 * float(np.mean(corrected_label[sel] == gt[sel])), 4) if sel.any() else None
+    return {"target_precision": meta.get("target_precision"), "confidence": meta.get("confidence"),
+            "estimated_precision": meta.get("estimated_precision"), "precision_bound": meta.get("precision_bound"),
+            "min_class_bound": meta.get("min_class_bound"), "pooled_threshold": meta.get("pooled_threshold"),
+            "by_class": by_class}
