@@ -32,7 +32,8 @@ from . import faults, ui
 from .acquire import check_acquisition_fits, mask_features, read_acquisition
 from .config import Config, resolve_lcm, resolve_method
 from .errors import A2LCError
-from .state import Dataset, artifact_uid, mask_state, open_artifact, read_array, read_corrections, read_query, write_artifact
+from .state import (Dataset, artifact_uid, mask_state, open_artifact, read_array, read_corrections, read_query,
+                    write_corrections)
 from .workspace import Workspace
 
 
@@ -316,18 +317,11 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
         eligible = ~state.queried
         chosen = select_corrections(pred, logc, state.label, eligible, tau=tau, tail=tail, rarest=rarest)
         ids = np.flatnonzero(chosen).astype(np.int64)
-        stored_pred = np.where(eligible, pred, 255).astype(np.uint8)
         inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath), "lcm_model": artifact_uid(mpath)}
         meta = {"selection": "paper", "tau": tau, "alpha": cfg.lcm.alpha, "tail": tail.tolist(), "rarest": rarest,
                 "tail_from": cfg.lcm.tail_from, "tail_size": cfg.lcm.tail_size, "round": r}
-        with write_artifact(ws.artifact(r, "lcm.h5"), "lcm", inputs=inputs, meta=meta) as f:
-            g = f.create_group("corrected")
-            g.create_dataset("mask", data=ids)
-            g.create_dataset("label", data=pred[ids].astype(np.uint8))
-            g.create_dataset("previous", data=state.label[ids].astype(np.uint8))
-            g.create_dataset("confidence", data=np.exp(logc[ids]))
-            f.create_dataset("pred", data=stored_pred)
-            f.create_dataset("log_confidence", data=logc)
+        with write_corrections(ws.artifact(r, "lcm.h5"), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
+                               previous=state.label, ids=ids, eligible=eligible) as f:
             f.create_dataset("tail", data=tail)
         return {
             "round": r, "eligible": int(eligible.sum()), "corrected": int(len(ids)), "tau": tau,

@@ -23,7 +23,7 @@ from .config import Config, resolve_lcm
 from .errors import A2LCError
 from .lcm_calibration import SOURCE_NAMES, ClassThresholds, calibrate_thresholds, precision_summary, select_calibrated
 from .lcm_crossfit import train_crossfit
-from .state import Dataset, artifact_uid, mask_state, read_query, write_artifact
+from .state import Dataset, artifact_uid, mask_state, read_query, write_corrections
 from .workspace import Workspace, atomic_path
 
 CALIBRATION_KEYS = ("mask", "answer", "previous", "pred", "log_confidence", "fold", "model_pred")
@@ -132,14 +132,8 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
             "answers": int(th.answers.sum()),
             "pooled_threshold": None if pooled is None else float(np.exp(min(pooled.log_threshold, 0.0))),
             **summary}
-    with write_artifact(ws.artifact(r, "lcm.h5"), "lcm", inputs=inputs, meta=meta) as f:
-        g = f.create_group("corrected")
-        g.create_dataset("mask", data=ids)
-        g.create_dataset("label", data=pred[ids].astype(np.uint8))
-        g.create_dataset("previous", data=state.label[ids].astype(np.uint8))
-        g.create_dataset("confidence", data=np.exp(logc[ids]))
-        f.create_dataset("pred", data=np.where(eligible, pred, 255).astype(np.uint8))
-        f.create_dataset("log_confidence", data=logc)
+    with write_corrections(ws.artifact(r, "lcm.h5"), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
+                           previous=state.label, ids=ids, eligible=eligible) as f:
         f.create_dataset("tail", data=np.zeros(0, np.int64))
         c = f.create_group("calibration")
         for name, value in (("log_threshold", th.log_threshold), ("threshold", th.threshold()),

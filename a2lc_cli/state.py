@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -1096,6 +1096,25 @@ class Corrections:
     previous: np.ndarray
     confidence: np.ndarray
     attrs: dict[str, Any]
+
+
+@contextmanager
+def write_corrections(path: Path, *, inputs: dict[str, Any], meta: dict[str, Any], pred: np.ndarray,
+                      log_confidence: np.ndarray, previous: np.ndarray, ids: np.ndarray,
+                      eligible: np.ndarray) -> Iterator[h5py.File]:
+    """Write ``lcm.h5`` atomically: the corrected masks ``ids`` (K,) with ψ's class, the previous label and
+    ψ's confidence, and ψ's class (255 where not ``eligible``) and log-confidence for every mask, (M,) each.
+    ``previous`` is the (M,) current label of every mask. Yields the open file for a selection's own
+    datasets (the paper's tail, the calibrated thresholds); the file is renamed into place on exit."""
+    with write_artifact(path, "lcm", inputs=inputs, meta=meta) as f:
+        g = f.create_group("corrected")
+        g.create_dataset("mask", data=ids)
+        g.create_dataset("label", data=pred[ids].astype(np.uint8))
+        g.create_dataset("previous", data=previous[ids].astype(np.uint8))
+        g.create_dataset("confidence", data=np.exp(log_confidence[ids]))
+        f.create_dataset("pred", data=np.where(eligible, pred, 255).astype(np.uint8))
+        f.create_dataset("log_confidence", data=log_confidence)
+        yield f
 
 
 def read_corrections(path: Path) -> Corrections:

@@ -46,6 +46,7 @@ from .fingerprint import TrainImages
 from .metrics import confusion_matrix, iou_from_confusion, result_json
 from .models import IMAGENET_MEAN, build_model, model_spec, to_input
 from .state import Dataset, artifact_uid, mask_state, paint_labels
+from .threads import cpu_threads
 from .workspace import Workspace, write_bytes_atomic, write_json_atomic
 
 MODEL_FORMAT = "a2lc-model"
@@ -402,20 +403,6 @@ def poly_schedule(optimizer: torch.optim.Optimizer, recipe: Recipe) -> torch.opt
 
 
 # --------------------------------------------------------------------------- checkpoints
-@contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run the body with ``n`` torch CPU threads (None: unchanged), restoring the previous count."""
-    if not n:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _seed_everything(seed: int, r: int, rank: int) -> None:
     torch.manual_seed(int(np.random.default_rng([seed, r, 0x5EED]).integers(2**62)))
     np.random.seed((seed * 1_000_003 + r * 101 + rank) % 2**32)
