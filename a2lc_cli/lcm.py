@@ -18,6 +18,7 @@ prediction ĉ when all of these hold (Eq. 3–6, as SPEC §3 states them):
 from __future__ import annotations
 
 import math
+import re
 import pickle
 import time
 import uuid
@@ -266,7 +267,8 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
 def load_lcm(path: Path) -> tuple[LCMNet, dict[str, Any]]:
     """Load ψ_r saved by :func:`run_lcm_train`."""
     if not path.exists():
-        raise A2LCError(f"{path} does not exist; run `a2lc lcm-train` first")
+        rnd = re.fullmatch(r"r(\d+)", path.parent.name)  # rounds/rNNN/lcm.pt: name the round in the hint
+        raise A2LCError(f"{path} does not exist; run `a2lc lcm-train" + (f" --r {int(rnd[1])}" if rnd else "") + "` first")
     try:  # weights_only: a damaged or planted file cannot run code, only fail to load
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(ckpt, dict) or ckpt.get("kind") != "lcm":

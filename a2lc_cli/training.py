@@ -25,6 +25,7 @@ import datetime as _dt
 import json
 import math
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -454,7 +455,8 @@ def load_model(path: Path | str, device: str | torch.device | None = None) -> tu
     """
     path = Path(path)
     if not path.exists():
-        raise A2LCError(f"{path} does not exist; run `a2lc train` first")
+        rnd = re.fullmatch(r"r(\d+)", path.parent.name)  # rounds/rNNN/model.pt: name the round in the hint
+        raise A2LCError(f"{path} does not exist; run `a2lc train" + (f" --r {int(rnd[1])}" if rnd else "") + "` first")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch.load raises assorted types on damaged files

@@ -203,6 +203,9 @@ def test_resume_of_a_finished_model_says_it_is_trained(ws, cli):
     (("round", "--r", "2"), "round 2 needs round 1 first: run `a2lc round --r 1`"),
     (("lcm-train", "--r", "1"), "round 1 has no acquire.h5 yet; run `a2lc acquire --r 1` first"),
     (("train", "--r", "1"), "round 1 has no acquire.h5 yet; run `a2lc acquire --r 1` first"),
+    (("evaluate", "--r", "3"), "round 3 needs round 2 first: run `a2lc round --r 1` (then each round up to 2)"),
+    (("evaluate", "--r", "4", "--metric", "model-miou"), "round 4 needs round 3 first"),
+    (("evaluate", "--r", "4", "--metric", "lcm-accuracy"), "round 4 needs round 3 first"),
 ])
 def test_out_of_order_rounds_name_the_round_to_run(ws, cli, command, words):
     code, _, err = cli("-w", ws.root, *command)
@@ -366,3 +369,35 @@ def test_acquire_is_not_redone_under_peoples_answers(ws, cli, tmp_path):
     assert code == 2 and "of people" in err and "export-answers --r 1" in err
     assert ws.artifact(1, "acquire.h5").read_bytes() == before
     ok(cli, "-w", ws.root, "query", "--r", "1")  # the round still works
+
+
+# --------------------------------------------------------------------------- found by a new user (issue 19)
+def test_export_without_annotator_is_a_bundle_for_people_never_simulated_answers(ws, cli, tmp_path):
+    """`status` hints `query --export DIR`: it must not let the simulator answer first (items 2 and 7)."""
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    out = ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--export", tmp_path / "b")
+    assert "answered" in out and "simulated" not in out
+    assert read_query(ws.artifact(1, "query.h5")).answers.mask.size == 0
+    with open(tmp_path / "b" / "answers.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(not (r.get("answer") or "").strip() for r in rows)
+    code, _, err = cli("-w", ws.root, "query", "--r", "1", "--annotator", "gt", "--export", tmp_path / "c")
+    assert code == 2 and "--export" in err and "--annotator gt" in err
+
+
+def test_init_refuses_the_simulate_labeler_for_real_data(tmp_path, cli):
+    labels = {"a": block_labels(8, 8, [0, 1])}
+    write_folder(tmp_path / "data", {"train": labels}, ["bg", "fg"])
+    code, out, err = cli("-w", tmp_path / "ws", "init", "--source", "folder", "--root", tmp_path / "data",
+                         "--labeler", "simulate")
+    assert code == 2 and "--labeler import" in err
+    assert not (tmp_path / "ws" / "config.json").exists()
+
+
+def test_one_label_changed_is_singular(ws, cli, tmp_path):
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    bundle = tmp_path / "bundle"
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", "--export", bundle)
+    _fill(bundle / "answers.csv", {B: "c2"}, annotator="ann")
+    out = ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv")
+    assert "; 1 label changed;" in " ".join(out.split())

@@ -98,6 +98,8 @@ def query(
         check_order(ws, cfg, r, QUERY)
     if answers is not None and annotator == "gt":
         raise A2LCError("--answers imports people's answers; it does not go with --annotator gt")
+    if export is not None and annotator == "gt":
+        raise A2LCError("--export writes a bundle for people to answer; it does not go with --annotator gt")
     if serve and (annotator == "gt" or answers is not None or export is not None):
         raise A2LCError("--serve is the human annotator's page; it does not go with --annotator gt, --answers or --export")
     if serve:
@@ -105,7 +107,7 @@ def query(
 
         check_bind(host, allow_remote=allow_remote, lease_s=lease)
     with ws.lock():
-        res = run_query(ws, cfg, r, budget=parse_budget(budget), annotator="human" if answers or serve else annotator,
+        res = run_query(ws, cfg, r, budget=parse_budget(budget), annotator="human" if answers or serve or export else annotator,
                         unit=unit, export_dir=export, answers_file=answers, replace=replace, force=force)
         if serve:
             _serve(ws, cfg, r, res, host=host, port=port, allow_remote=allow_remote, lease=lease, json_out=json_out)
@@ -118,7 +120,7 @@ def query(
             + (f" ({who})" if who else "") + f"; {res['unit']}-level")
     if "imported" in res:
         line += f"; imported {res['imported']} new, {res['unchanged']} unchanged"
-    ui.out.print(ui.esc(line + f"; {res['changed']} labels changed; {res['remaining_unqueried']} masks left unqueried"))
+    ui.out.print(ui.esc(line + f"; {ui.plural(res['changed'], 'label')} changed; {res['remaining_unqueried']} masks left unqueried"))
     if "bundle" in res:
         ui.out.print(ui.esc(f"bundle written to {res['bundle']}: fill in answers.csv, then `{res['import_command']}`"),
                      soft_wrap=True)  # the command stays one line to copy

@@ -27,6 +27,10 @@ def evaluate(
     if unlabeled not in ("ignore", "error"):
         raise A2LCError(f"--unlabeled must be ignore or error (got {unlabeled!r})")
     ws = workspace(ctx)
+    if r is not None and r >= 1 and not ws.artifact(r, "query.h5").exists() and not ws.artifact(r - 1, "model.pt").exists():
+        from ..rounds import round_order_hint
+
+        raise A2LCError(round_order_hint(ws, r))  # the same words as `a2lc round`: a hint that works
     res = run_metric(ws, metric, r, unlabeled=unlabeled)
     if json_out:
         ui.print_json(res)

@@ -82,6 +82,9 @@ def init(
     if cfg.source.kind != "synthetic":
         from ..data import open_source
 
+        if cfg.pseudolabel.labeler == "simulate":  # refused now, not at the pseudolabel the hint would name
+            raise A2LCError(f"the simulate labeler needs the built-in synthetic source (not {cfg.source.kind!r}); "
+                            f"use --labeler import (with --import-dir at pseudolabel) or --labeler grounded-sam")
         open_source(cfg)  # validate the dataset root and layout now
     ws.root.mkdir(parents=True, exist_ok=True)
     with ws.lock("a2lc init"):  # never change the config under a running command
