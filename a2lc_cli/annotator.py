@@ -27,7 +27,7 @@ import numpy as np
 
 from .data.base import VOID, ClassInfo
 from .errors import A2LCError
-from .textio import read_text
+from .textio import read_text, unsafe_char
 from .state import UNITS, Answers, Dataset
 
 ANNOTATORS = ("gt", "human")
@@ -212,17 +212,32 @@ def validate_answer(
     if m not in selected:
         raise A2LCError(f"mask {m} was not queried in this round")
     lab = _parse_label(str(answer), classes)
-    sec = row.get("seconds")
-    try:
-        if isinstance(sec, bool):
-            raise TypeError
-        sec_f = float(sec) if sec not in (None, "") else float("nan")
-        if not (sec_f >= 0 and sec_f <= MAX_SECONDS or math.isnan(sec_f)):
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        raise A2LCError(f"seconds {ascii(sec)[:40]} is not a non-negative number of seconds (at most {MAX_SECONDS})") from None
+    sec_f = parse_seconds(row.get("seconds"))
     ann = str(row.get("annotator") or "").strip() or default_annotator
+    bad = unsafe_char(ann)
+    if bad is not None:
+        raise A2LCError(f"annotator {ascii(ann)[:60]} holds U+{ord(bad):04X} (a control, formatting or invalid character)")
     return m, lab, sec_f, ann[:200]
+
+
+_SECONDS = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?")
+
+
+def parse_seconds(value: Any) -> float:
+    """One answer's time in seconds from a file or the page: a non-boolean number, or a string of ASCII
+    decimal notation (``"5"``, ``"5.664"``, ``"1e2"``), 0..MAX_SECONDS; empty or missing = NaN (unknown).
+    Refuses what ``float()`` would read leniently: ``"1_0"``, ``"nan"``, ``"inf"``, non-ASCII digits (A2LCError)."""
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return float("nan")
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) or (
+        isinstance(value, str) and _SECONDS.fullmatch(value.strip()) is not None)
+    try:
+        sec = float(value.strip() if isinstance(value, str) else value) if ok else float("nan")
+    except OverflowError:
+        sec = float("nan")
+    if not (0 <= sec <= MAX_SECONDS):  # NaN fails too
+        raise A2LCError(f"seconds {ascii(value)[:40]} is not a non-negative number of seconds (at most {MAX_SECONDS})")
+    return sec
 
 
 MAX_SECONDS = 86400  # one answer's time: at most a day (a larger value is a unit or clock error)

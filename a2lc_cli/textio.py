@@ -21,6 +21,19 @@ from .errors import A2LCError
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
+def unsafe_char(text: str) -> str | None:
+    """The first character of ``text`` that may not appear in a name shown to people, or None.
+
+    Refused: control characters (Unicode category Cc), format characters (Cf: bidi
+    overrides and isolates U+202A..U+202E, U+2066..U+2069, zero-width joiners...),
+    line and paragraph separators (Zl, Zp) and lone surrogates (Cs: not UTF-8).
+    """
+    for c in text:
+        if unicodedata.category(c) in _BAD_CATEGORIES or unicodedata.category(c) == "Cs":
+            return c
+    return None
+
+
 def read_text(path: Path, *, what: str) -> str:
     """The text of a UTF-8 file (a leading BOM dropped), line endings normalised to ``\\n``.
 

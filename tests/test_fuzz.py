@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from a2lc_cli.state import Dataset, read_query
+from a2lc_cli.textio import unsafe_char
 from fixtures import block_labels, save_png, write_folder, write_pseudolabels
 from support import LookupModel, install_fakes, touch_model, write_workspace
 
@@ -428,7 +429,7 @@ def test_a_planted_checkpoint_cannot_run_code(artifacts_ws, cli, tmp_path):
 ANSWER_NAMES = {"c0": 0, "c1": 1, "c2": 2, "void": 255, "ignore": 255}
 BAD_MASKS = ["-1", "abc", "3.5", "", "99999999999999999999", "²"]
 BAD_ANSWERS = ["3", "254", "256", "-1", "c9", "²", "٣", "1.0", "none", "c0c1", "\u00a0x"]
-BAD_SECONDS = ["-1", "inf", "abc", "-inf", "1,5"]
+BAD_SECONDS = ["-1", "inf", "abc", "-inf", "1,5", "1_0", "nan", "\u0663", "1e999"]
 GARBAGE = ["[" * 50000, "{}", "[1, 2]", '{"masks": 5}', "mask_id;answer\n1;c0\n", "\x00\xff",
            'mask_id,answer\n"1,c0\n', "mask_id,answer\n" + "x" * 200000 + ",c0\n"]
 
@@ -482,6 +483,9 @@ def render_answers(spec, selected, unselected):
         if kind.startswith("bad"):
             bad = True
             continue
+        if unsafe_char(r["annotator"].strip()) is not None:
+            bad = True  # a control, format or separator character in a name shown to people
+            continue
         label = ANSWER_NAMES[r["name"]]
         if m in expect and expect[m] != label:
             bad = True  # answered twice differently
@@ -509,7 +513,8 @@ def _row(**kw):
 @fuzz(150)
 @given(spec=answers_files())
 @example(spec=("garbage", "[" * 50000))  # nested too deeply for Python's JSON parser
-@example(spec=("csv", [_row(annotator="a\x0cb"), _row(sel=1, annotator="x\u2028y\nz")]))  # line breaks in a field
+@example(spec=("csv", [_row(annotator="a\x0cb"), _row(sel=1, annotator="x\u2028y\nz")]))  # line breaks in a field: refused
+@example(spec=("json", [_row(annotator="ev\u202ee")]))  # a bidi override in a name: refused like the page does
 @example(spec=("csv", [_row(kind="bad-answer", bad_answer="²")]))  # a digit that int() does not take
 @example(spec=("garbage", 'mask_id,answer\n"1,c0\n'))  # an unterminated quote
 def test_fuzz_answers_files_with_garbage_rows(human_ws, cli, tmp_path, spec):

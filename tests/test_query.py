@@ -305,3 +305,15 @@ def test_round_stops_for_people_and_waits(ws, cli):
     before = ws.artifact(1, "query.h5").read_bytes()
     code, _, err = cli("-w", ws.root, "round", "--r", "1")
     assert code == 4 and ws.artifact(1, "query.h5").read_bytes() == before
+
+
+def test_answer_seconds_are_parsed_strictly():
+    from a2lc_cli.annotator import parse_seconds
+    from a2lc_cli.errors import A2LCError
+
+    assert parse_seconds("5.664") == 5.664 and parse_seconds(" 7 ") == 7.0 and parse_seconds(3) == 3.0
+    assert parse_seconds("1e2") == 100.0 and parse_seconds(".5") == 0.5
+    assert np.isnan(parse_seconds("")) and np.isnan(parse_seconds(None))
+    for bad in ("1_0", "nan", "inf", "\u0663", "-1", "1e999", True, float("nan"), 86401, "5 s"):
+        with pytest.raises(A2LCError):
+            parse_seconds(bad)

@@ -178,6 +178,16 @@ def test_bad_content_length_is_a_400(ws, cli, serve, length):
     assert Client(port).request("GET", "/api/info")[0] == 200
 
 
+def test_a_declared_body_over_the_limit_is_refused_at_once(ws, cli, serve):
+    """Content-Length over the limit with a short body: a 413 right away, not a connection left waiting."""
+    _selected(ws, cli)
+    port = serve().port
+    got = raw(port, request("POST", "/api/answer", b"{}", {"Content-Type": "application/json",
+                                                          "Content-Length": "100000"}, port=port))
+    assert statuses(got)[:1] == [413], got
+    assert Client(port).request("GET", "/api/info")[0] == 200
+
+
 def test_other_malformed_http(ws, cli, serve):
     _selected(ws, cli)
     port = serve().port

@@ -269,6 +269,9 @@ def build_app(server: AnnotationServer) -> Any:
         return as_json(status, {"error": message})
 
     async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY:  # answered now, not after reading
+            raise RequestError(413, f"request body larger than {MAX_BODY} bytes")
         n = 0
         chunks = []
         async for chunk in request.stream():

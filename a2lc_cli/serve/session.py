@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import threading
-import unicodedata
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,18 +55,7 @@ class Lease:
     name: str
     expires: float  # clock() time
 
-
-def unsafe_char(text: str) -> str | None:
-    """The first character of ``text`` that may not appear in a name shown to people, or None.
-
-    Refused: control characters (Unicode category Cc), format characters (Cf: bidi
-    overrides and isolates U+202A..U+202E, U+2066..U+2069, zero-width joiners...),
-    line and paragraph separators (Zl, Zp) and lone surrogates (Cs: not UTF-8).
-    """
-    for c in text:
-        if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
-            return c
-    return None
+from ..textio import unsafe_char  # noqa: E402 - re-exported: the page's names and the answers files share it
 
 
 def check_name(name: Any) -> str:
