@@ -449,7 +449,7 @@ def test_annotation_page_reads_images_through_the_check(cams):
     _rename(root, "cam_2", "cam_02")
     with Dataset(ws / "dataset.h5") as ds:
         with pytest.raises(A2LCError, match="train image 0 is 'cam_02' but dataset.h5 was built from 'cam_1'"):
-            _train_images(cfg, ds)  # when the page opens (before the server starts), not at the first image
+            _train_images(cfg, ds)(0)
 
 
 def test_value_counts_exact_beyond_float32_bins():

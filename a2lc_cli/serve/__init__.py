@@ -36,13 +36,19 @@ def check_bind(host: str, *, allow_remote: bool, lease_s: float = DEFAULT_LEASE_
 
 
 def _train_images(cfg: Config, ds: Dataset) -> Callable[[int], Any]:
-    """read_image(i) for the train split of the workspace's source, checked against ``dataset.h5``
-    (:class:`a2lc_cli.fingerprint.TrainImages`). Opened now, so a renamed, added or removed image
-    stops ``--serve`` before the server starts (each image's size and content are checked as it is read)."""
-    from .. import data
-    from ..fingerprint import TrainImages
+    """read_image(i) for the train split of the workspace's source, opened on first use and
+    checked against ``dataset.h5`` (:class:`a2lc_cli.fingerprint.TrainImages`)."""
+    opened: list[Any] = []
 
-    return TrainImages.of(data.open_source(cfg), ds)
+    def read(i: int) -> Any:
+        if not opened:
+            from .. import data
+            from ..fingerprint import TrainImages
+
+            opened.append(TrainImages.of(data.open_source(cfg), ds))
+        return opened[0](i)
+
+    return read
 
 
 def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", port: int = 0,
@@ -60,9 +66,9 @@ def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", 
         token = token or new_token()
     session = AnnotationSession(ws, r, lease_s=lease_s, on_answer=on_answer)
     ds = Dataset(ws.dataset_path)
+    if read_image is None:
+        read_image = _train_images(cfg, ds)
     try:
-        if read_image is None:
-            read_image = _train_images(cfg, ds)
         server = AnnotationServer(session, ViewCache(ds, read_image), host=host, port=port, token=token)
     except BaseException:
         ds.close()
