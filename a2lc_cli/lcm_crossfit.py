@@ -28,7 +28,7 @@ import torch
 
 from . import faults
 from .errors import A2LCError
-from .lcm import LCMNet, class_loss_weights
+from .lcm import LCMNet, class_loss_weights, predict_confidence
 
 
 def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -172,12 +172,11 @@ def train_crossfit(
     net.eval()
     pred = np.empty(len(labels), np.int64)
     logc = np.empty(len(labels), np.float64)
+    features = x.numpy()
+    for j in range(folds):  # out of fold: the same float64 log-confidence as the final ψ's (lcm.predict_confidence)
+        held = np.flatnonzero(fold == j)
+        pred[held], logc[held] = predict_confidence(net.member(j, tuple(hidden)), features[held])
     with torch.no_grad():
-        for j in range(folds):
-            held = np.flatnonzero(fold == j)
-            z = net.member(j, tuple(hidden))(x[held]).double()
-            m, c = torch.log_softmax(z, 1).max(1)
-            pred[held], logc[held] = c.numpy(), m.numpy()
         final = net.member(folds, tuple(hidden))
         train_acc = float((final(x).argmax(1) == y).float().mean())
     log = {"loss": losses, "train_accuracy": train_acc, "samples": int(len(labels)), "steps": int(steps),
