@@ -87,14 +87,20 @@ def make_workspace(root: Path, *, images: int, height: int | None, width: int | 
     ws.save_config(cfg)
     if not ws.dataset_path.exists():
         run_pseudolabel(ws.dataset_path, cfg)
-    if not ws.artifact(0, "model.pt").exists():
-        with Dataset(ws.dataset_path) as ds:
-            names = list(ds.classes.names)
-        torch.manual_seed(seed)
-        net = build_model(model, len(names))
-        ws.artifact(0, "model.pt").parent.mkdir(parents=True, exist_ok=True)
-        save_model(ws.artifact(0, "model.pt"), net, model_name=model, class_names=names, round=0)
+    _random_theta0(ws, model, seed)
     return ws, cfg
+
+
+def _random_theta0(ws: Workspace, model: str, seed: int) -> None:
+    """A randomly initialised θ_0 (speed does not depend on the weights), unless one exists."""
+    if ws.artifact(0, "model.pt").exists():
+        return
+    with Dataset(ws.dataset_path) as ds:
+        names = list(ds.classes.names)
+    torch.manual_seed(seed)
+    net = build_model(model, len(names))
+    ws.artifact(0, "model.pt").parent.mkdir(parents=True, exist_ok=True)
+    save_model(ws.artifact(0, "model.pt"), net, model_name=model, class_names=names, round=0)
 
 
 AUTHORS_S_PER_IMAGE = 45.1  # the authors' released scoring code, per 1024×2048 image (SPEC §5)
@@ -145,13 +151,7 @@ def make_paper_workspace(root: Path, *, images: int, model: str, masks: int = 25
             writer.finish()
         finally:
             writer.close()
-    if not ws.artifact(0, "model.pt").exists():
-        with Dataset(ws.dataset_path) as ds:
-            names = list(ds.classes.names)
-        torch.manual_seed(seed)
-        net = build_model(model, len(names))
-        ws.artifact(0, "model.pt").parent.mkdir(parents=True, exist_ok=True)
-        save_model(ws.artifact(0, "model.pt"), net, model_name=model, class_names=names, round=0)
+    _random_theta0(ws, model, seed)
     return ws, cfg
 
 
