@@ -29,7 +29,7 @@ from .data import open_source
 from .data.stream import iter_train_batches
 from .errors import A2LCError
 from .threads import stage_threads
-from .state import Dataset, artifact_uid, mask_state, read_array, write_artifact
+from .state import Dataset, mask_state, read_array, write_artifact
 from .workspace import Workspace
 
 PARTIAL_FIELDS = ("area", "dominant", "mean_prob", "sim_by_class", "cil", "entropy", "margin", "rep_pixel", "counts")
@@ -80,20 +80,16 @@ def softmax_classes(logits: torch.Tensor) -> torch.Tensor:
 
 
 def acquire_inputs(ws: Workspace, r: int, recorded: dict | None = None) -> dict[str, str]:
-    """The uids of what round ``r``'s acquisition is computed from (for staleness checks).
+    """The uids of what round ``r``'s acquisition is computed from (for staleness checks): the
+    declared inputs of the ``acquire`` stage (:mod:`a2lc_cli.stages`): dataset, θ_{r-1}, earlier rounds' query and lcm.
 
     ``recorded``: the inputs an existing ``acquire.h5`` recorded, to compare with (an older
     a2lc's size-and-time identity of ``model.pt`` is kept while it still holds, see
     :func:`a2lc_cli.state.artifact_uid`).
     """
-    model = artifact_uid(ws.artifact(r - 1, "model.pt"), recorded=(recorded or {}).get("model"))
-    inputs = {"dataset": artifact_uid(ws.dataset_path) or "", "model": model or ""}
-    for k in range(1, r):
-        for name in ("query.h5", "lcm.h5"):
-            uid = artifact_uid(ws.artifact(k, name))
-            if uid:
-                inputs[f"r{k}/{name}"] = uid
-    return inputs
+    from .stages import ACQUIRE, current_inputs
+
+    return current_inputs(ws, ACQUIRE, r, recorded)
 
 
 def run_acquire(

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import faults, ui
-from .acquire import acquire_inputs, check_acquisition_fits, read_acquisition
+from .acquire import check_acquisition_fits, read_acquisition
 from .acquisition import select_top
 from .annotator import (
     SIMULATED,
@@ -27,6 +27,7 @@ from .annotator import (
 )
 from .config import Config, resolve_method
 from .errors import A2LCError
+from .stages import ACQUIRE, QUERY, artifact_path, current_inputs, is_current
 from .state import Answers, Dataset, Query, mask_state, read_query, write_query
 from .workspace import Workspace
 
@@ -69,13 +70,36 @@ def parse_budget(text: str | None) -> int | str | None:
 
 
 def check_acquisition_current(ws: Workspace, r: int, acq: dict[str, Any]) -> None:
-    """Refuse an ``acquire.h5`` computed from another θ_{r-1} or other earlier rounds."""
-    recorded = acq["attrs"].get("inputs", {})
-    if recorded != acquire_inputs(ws, r, recorded):
+    """Refuse an ``acquire.h5`` computed from another θ_{r-1} or other earlier rounds
+    (:func:`a2lc_cli.stages.is_current`)."""
+    if not is_current(ws, ACQUIRE, r, acq["attrs"].get("inputs", {})):
         raise A2LCError(
-            f"{ws.artifact(r, 'acquire.h5')} is stale (the model or earlier rounds changed since it was computed); "
+            f"{artifact_path(ws, r, ACQUIRE)} is stale (the model or earlier rounds changed since it was computed); "
             f"rerun `a2lc acquire --r {r}`"
         )
+
+
+def run_stage(ws: Workspace, cfg: Config, r: int, *, force: bool = False, state: str | None = None) -> dict[str, Any]:
+    """The ``query`` stage as ``a2lc round`` runs it (:mod:`a2lc_cli.stages`).
+
+    With people as the annotator a missing or unanswered query is selected (or kept) and the
+    round stops with exit code 4 and the commands that let people answer. ``force`` reselects
+    (not while people's answers are awaited: ``state`` ``waiting``).
+    """
+    if (cfg.method.annotator or "gt") == "human" and state in ("missing", "waiting"):
+        run_query(ws, cfg, r)
+        raise A2LCError(
+            f"round {r} waits for people's answers: answer in the browser with `a2lc query --r {r} --serve`, or "
+            f"`a2lc query --r {r} --export DIR`, fill in the answers and `a2lc query --r {r} --answers FILE`; "
+            f"then rerun `a2lc round --r {r}`", exit_code=4,
+        )
+    return run_query(ws, cfg, r, force=force and state != "waiting")
+
+
+def answers_incomplete(path: Path) -> bool:
+    """Whether the query at ``path`` still waits for answers to some selected masks."""
+    q = read_query(path)
+    return len(set(q.answers.mask.tolist())) < len(q.selected)
 
 
 def run_query(
@@ -104,8 +128,8 @@ def run_query(
         raise A2LCError(f"unknown query unit {unit!r} (choose from mask, pixel)")
     if annotator == "human" and unit == "pixel":
         raise A2LCError("people answer whole masks: --unit pixel is only for the simulated annotator")
-    qpath = ws.artifact(r, "query.h5")
-    acq_path = ws.artifact(r, "acquire.h5")
+    qpath = artifact_path(ws, r, QUERY)
+    acq_path = artifact_path(ws, r, ACQUIRE)
     acq = read_acquisition(acq_path)
     check_acquisition_current(ws, r, acq)
     with Dataset(ws.dataset_path) as ds:
@@ -116,7 +140,7 @@ def run_query(
 
             read_image = TrainImages.of(open_source(cfg), ds)  # a changed dataset folder stops here, before any write
         existing = read_query(qpath) if qpath.exists() else None
-        if existing is not None and existing.attrs.get("inputs", {}).get("acquire") != acq["attrs"].get("uid"):
+        if existing is not None and not is_current(ws, QUERY, r, existing.attrs.get("inputs", {})):
             if len(existing.answers) and any(a != SIMULATED for a in existing.answers.annotator):
                 raise A2LCError(
                     f"{qpath} holds people's answers for an earlier acquisition; it is never overwritten. "
@@ -139,7 +163,7 @@ def run_query(
             query = _select(ds, cfg, acq, budget)
             meta = {"budget": int(len(query.selected)), "annotator": annotator, "unit": unit,
                     "fn": acq["attrs"].get("meta", {}).get("fn")}
-            inputs = {"acquire": acq["attrs"]["uid"], "dataset": ds.uid}
+            inputs = current_inputs(ws, QUERY, r)  # {acquire, dataset}
         else:
             query = existing
             meta, inputs = existing.attrs.get("meta", {}), existing.attrs.get("inputs", {})

@@ -46,9 +46,11 @@ from .errors import A2LCError
 from .fingerprint import TrainImages
 from .metrics import confusion_matrix, iou_from_confusion, result_json
 from .models import IMAGENET_MEAN, build_model, model_spec, to_input
-from .state import Dataset, artifact_uid, mask_state, paint_labels
+from .state import Dataset, mask_state, paint_labels
+from .stages import inputs_match
+from .store import load_torch, save_torch
 from .threads import cpu_threads
-from .workspace import Workspace, write_bytes_atomic, write_json_atomic
+from .workspace import Workspace, write_json_atomic
 
 MODEL_FORMAT = "a2lc-model"
 CKPT_FORMAT = "a2lc-train-checkpoint"
@@ -412,11 +414,7 @@ def _seed_everything(seed: int, r: int, rank: int) -> None:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to memory, then one atomic plain write (torch's own writer turns a full disk into
     ``RuntimeError: unexpected pos``; a plain write gives the one-line ``no space left`` error)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes_atomic(path, buf.getbuffer())
+    save_torch(obj, path)
 
 
 def save_model(path: Path, model: nn.Module, *, model_name: str, class_names: list[str], round: int | None = None,
@@ -457,11 +455,7 @@ def load_model(path: Path | str, device: str | torch.device | None = None) -> tu
     if not path.exists():
         rnd = re.fullmatch(r"r(\d+)", path.parent.name)  # rounds/rNNN/model.pt: name the round in the hint
         raise A2LCError(f"{path} does not exist; run `a2lc train" + (f" --r {int(rnd[1])}" if rnd else "") + "` first")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load raises assorted types on damaged files
-        raise A2LCError(f"{path}: not a readable model checkpoint (truncated or corrupt?): "
-                        f"{' '.join(str(e).split())[:160]}") from None
+    obj = load_torch(path, what="model checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise A2LCError(f"{path}: not an a2lc model file")
     if obj.get("format_version") != FORMAT_VERSION:
@@ -492,13 +486,11 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, device: 
 
 # --------------------------------------------------------------------------- training a round
 def round_inputs(ws: Workspace, ds: Dataset, r: int) -> dict[str, str | None]:
-    """uids of what θ_r's labels derive from (dataset, round r's query and LCM corrections)."""
-    q, lcm = ws.artifact(r, "query.h5"), ws.artifact(r, "lcm.h5")
-    return {
-        "dataset": ds.uid,
-        "query": artifact_uid(q) if r > 0 and q.exists() else None,
-        "lcm": artifact_uid(lcm) if r > 0 and lcm.exists() else None,
-    }
+    """uids of what θ_r's labels derive from (dataset, round r's query and LCM corrections): the declared
+    inputs of the ``train`` stage (:mod:`a2lc_cli.stages`), None for an absent one."""
+    from .stages import TRAIN, current_inputs
+
+    return current_inputs(ws, TRAIN, r)
 
 
 def _crop_hw(recipe: Recipe, heights: np.ndarray, widths: np.ndarray) -> tuple[int, int]:
@@ -705,11 +697,7 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, iter
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, recipe: Recipe, inputs: dict,
                      model_name: str, world: int) -> tuple[int, list, float]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load raises assorted types on damaged files
-        raise A2LCError(f"{path}: unreadable training checkpoint ({' '.join(str(e).split())[:120]}); "
-                        "delete it or train without --resume") from None
+    obj = load_torch(path, what="training checkpoint", hint="delete it or train without --resume")
     if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
         raise A2LCError(f"{path}: not an a2lc training checkpoint")
     mismatch = [k for k, a, b in (("model", obj.get("model"), model_name), ("recipe", obj.get("recipe"), asdict(recipe)),
@@ -807,7 +795,7 @@ def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | No
     stale = None
     if ws.dataset_path.exists():
         with Dataset(ws.dataset_path) as ds:
-            stale = round_inputs(ws, ds, r) != info.get("inputs")
+            stale = not inputs_match(info.get("inputs") or {}, round_inputs(ws, ds, r))
     return result_json("model-miou", r, res, list(info.get("class_names") or source.classes.names),
                        checkpoint="last", model=info.get("model"), iterations=info.get("iterations"),
                        val_images=len(names), stale=stale, model_uid=info.get("uid"))
