@@ -461,19 +461,3 @@ def summarize_answer_times(answers: Answers) -> dict[str, Any]:
     out = stats(sec[keep])
     out["per_annotator"] = {str(n): stats(sec[keep & (names == n)]) for n in sorted(set(names[keep].tolist()))}
     return out
-
-
-def evaluate_answer_time(ws: Any, r: int | None, **_: Any) -> dict[str, Any]:
-    """``a2lc evaluate --metric answer-time``: seconds per answer in round r's answer log
-    (default: the latest round with a ``query.h5``), per annotator and overall."""
-    from .state import read_query
-
-    if r is None:
-        r = max((k for k in ws.rounds_present() if ws.artifact(k, "query.h5").exists()), default=None)
-        if r is None:
-            raise A2LCError("no round has a query yet; run `a2lc query --r R` first")
-    path = ws.artifact(r, "query.h5")
-    if not path.exists():
-        raise A2LCError(f"round {r} has no query yet ({path} does not exist)")
-    res = summarize_answer_times(read_query(path).answers)
-    return {"metric": "answer-time", "round": r, **res}

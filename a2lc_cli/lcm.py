@@ -210,7 +210,7 @@ def _training_set(ws: Workspace, cfg: Config, ds: Dataset, r: int, feats: np.nda
     ids_all, labels_all = [], []
     counts = np.zeros(ds.num_classes, np.int64)
     for k in rounds:
-        q = read_query(ws.artifact(k, "query.h5"))
+        q = read_query(ws.path(QUERY, k))
         ids, labels = q.answers.effective()
         keep = labels != 255
         ids_all.append(ids[keep])
@@ -299,7 +299,7 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
             from .lcm_calibrated import correct_calibrated
 
             inputs = current_inputs(ws, LCM_CORRECT, r)  # {query, acquire, lcm_model}
-            model_pred = np.asarray(read_acquisition(apath)["dominant"], np.int64)  # θ_{r-1}'s class of each mask
+            model_pred = np.asarray(acq.dominant, np.int64)  # θ_{r-1}'s class of each mask
             return correct_calibrated(ws, cfg, r, ds, model, ckpt, feats, inputs, model_pred)
         if ckpt.get("selection", "paper") != "paper":
             raise A2LCError(f"{mpath} was trained for the calibrated selection; rerun `a2lc lcm-train --r {r}`")
@@ -337,10 +337,10 @@ def evaluate_lcm_accuracy(ws: Workspace, r: int | None, **_: Any) -> dict[str, A
     has the per-class thresholds, the estimated precision and its lower bound (``by_class``).
     """
     if r is None:
-        r = max((k for k in ws.rounds_present() if ws.artifact(k, "lcm.h5").exists()), default=None)
+        r = ws.latest_round(LCM_CORRECT)
         if r is None:
             raise A2LCError("no round has automatic corrections yet; run `a2lc lcm-correct --r R`")
-    path = ws.artifact(r, "lcm.h5")
+    path = ws.path(LCM_CORRECT, r)
     c = read_corrections(path)
     meta = c.attrs.get("meta", {})
     with Dataset(ws.dataset_path) as ds:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import faults, ui
-from .acquire import check_acquisition_fits, read_acquisition
+from .acquire import Acquisition, check_acquisition_fits, read_acquisition
 from .acquisition import select_top
 from .annotator import (
     SIMULATED,
@@ -69,10 +69,10 @@ def parse_budget(text: str | None) -> int | str | None:
     return b
 
 
-def check_acquisition_current(ws: Workspace, r: int, acq: dict[str, Any]) -> None:
+def check_acquisition_current(ws: Workspace, r: int, acq: Acquisition) -> None:
     """Refuse an ``acquire.h5`` computed from another θ_{r-1} or other earlier rounds
     (:func:`a2lc_cli.stages.is_current`)."""
-    if not is_current(ws, ACQUIRE, r, acq["attrs"].get("inputs", {})):
+    if not is_current(ws, ACQUIRE, r, acq.attrs.get("inputs", {})):
         raise A2LCError(
             f"{artifact_path(ws, r, ACQUIRE)} is stale (the model or earlier rounds changed since it was computed); "
             f"rerun `a2lc acquire --r {r}`"
@@ -162,12 +162,12 @@ def run_query(
         if existing is None:
             query = _select(ds, cfg, acq, budget)
             meta = {"budget": int(len(query.selected)), "annotator": annotator, "unit": unit,
-                    "fn": acq["attrs"].get("meta", {}).get("fn")}
+                    "fn": acq.attrs.get("meta", {}).get("fn")}
             inputs = current_inputs(ws, QUERY, r)  # {acquire, dataset}
         else:
             query = existing
             meta, inputs = existing.attrs.get("meta", {}), existing.attrs.get("inputs", {})
-            want = None if budget is None else (int(np.isfinite(acq["score"]).sum()) if budget == "all" else int(budget))
+            want = None if budget is None else (int(np.isfinite(acq.score).sum()) if budget == "all" else int(budget))
             if want is not None and want != len(query.selected):
                 raise A2LCError(
                     f"round {r} already selected {len(query.selected)} masks; to select {want} instead, "
@@ -196,7 +196,7 @@ def run_query(
             if len(todo):
                 relabel = cfg.method.pixel_relabel
                 current = mask_state(ws.root, ds, r - 1).label if unit == "pixel" and relabel != "always" else None
-                labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq["rep_pixel"],
+                labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq.rep_pixel,
                                                   current=current, relabel=relabel)
                 new = new_answers(todo, labels, unit=unit, annotator=SIMULATED)
                 query = Query(query.selected, query.selected_score, query.answers.concat(new), query.attrs)
@@ -211,7 +211,7 @@ def run_query(
             ids, labels = query.answers.effective()
             export_bundle(
                 export_dir, ds=ds, read_image=read_image, r=r, selected=query.selected,
-                current_labels=prev.label, mean_prob=acq["mean_prob"],
+                current_labels=prev.label, mean_prob=acq.mean_prob,
                 answered=dict(zip(ids.tolist(), labels.tolist())), progress=ui.progress, workspace=ws.root,
             )
             summary["bundle"] = str(export_dir.absolute())
@@ -221,7 +221,7 @@ def run_query(
         summary["answered_by"] = answered_by(query.answers)
         summary["void_answers"] = int((labels == 255).sum())
         summary["changed"] = int((labels != mask_state(ws.root, ds, r - 1).label[ids]).sum()) if len(ids) else 0
-        summary["remaining_unqueried"] = int(np.isfinite(acq["score"]).sum() - len(query.selected))
+        summary["remaining_unqueried"] = int(np.isfinite(acq.score).sum() - len(query.selected))
         return summary
 
 
@@ -236,9 +236,9 @@ def answered_by(answers: Answers) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def _select(ds: Dataset, cfg: Config, acq: dict[str, Any], budget: int | str | None) -> Query:
+def _select(ds: Dataset, cfg: Config, acq: Acquisition, budget: int | str | None) -> Query:
     """The top-B eligible masks (Eq. 13); a budget above what is left is an error."""
-    scores = acq["score"]
+    scores = acq.score
     eligible = int(np.isfinite(scores).sum())
     if budget == "all":
         b = eligible

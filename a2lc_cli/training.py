@@ -723,10 +723,10 @@ def _write_debug(folder: Path, dist_info: DistInfo, drawn: list[list[int]], mode
 # --------------------------------------------------------------------------- model mIoU
 def latest_model_round(ws: Workspace) -> int:
     """The highest round with a ``model.pt``."""
-    rounds = [r for r in ws.rounds_present() if ws.artifact(r, "model.pt").exists()]
-    if not rounds:
+    r = ws.latest_round("train")
+    if r is None:
         raise A2LCError(f"no trained model in {ws.root}; run `a2lc train --r 0` first")
-    return rounds[-1]
+    return r
 
 
 def val_confusion(model: nn.Module, source, num_classes: int, *, batch_size: int | None = None,

@@ -113,10 +113,10 @@ class AnnotationSession:
         acq = read_acquisition(ws.artifact(r, "acquire.h5"))
         with Dataset(ws.dataset_path) as ds:
             check_acquisition_fits(acq, ds, ws.artifact(r, "acquire.h5"))
-        if self.inputs.get("acquire") not in (None, acq["attrs"].get("uid")):
+        if self.inputs.get("acquire") not in (None, acq.attrs.get("uid")):
             raise A2LCError(f"{ws.artifact(r, 'acquire.h5')} was recomputed after round {r}'s selection; "
                             "its candidates would not match the queried masks")
-        self.mean_prob = np.asarray(acq["mean_prob"], np.float32)[self.selected]
+        self.mean_prob = np.asarray(acq.mean_prob, np.float32)[self.selected]
         self.leases: dict[int, Lease] = {}
         self.lock = threading.RLock()
         self.saved_this_session = 0
