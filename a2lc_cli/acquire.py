@@ -130,7 +130,7 @@ def run_acquire(
     t0 = time.perf_counter()
     threads = contextlib.ExitStack()
     with threads, Dataset(ws.dataset_path) as ds:
-        state = mask_state(ws.root, ds, r - 1)
+        state = mask_state(ws, ds, r - 1)
         done = [k for k, s in state.rounds_applied if s == "query"]
         if done != list(range(1, r)):
             missing = next(k for k in range(1, r) if k not in done)

@@ -34,7 +34,7 @@ def evaluate_data_miou(ws: Workspace, r: int | None, *, unlabeled: Unlabeled = "
             raise A2LCError("data mIoU needs ground truth, and this dataset has none")
         if r is None:
             r = latest_label_round(ws)
-        st = mask_state(ws.root, ds, r)
+        st = mask_state(ws, ds, r)
         applied = [k for k, s in st.rounds_applied if s == "query"]
         if r > 0 and (not applied or applied[-1] != r):
             raise A2LCError(f"round {r} has no answers yet; run `a2lc query --r {r}` first")

@@ -44,7 +44,7 @@ def mask_history(ws: Workspace, ds: Dataset, r: int) -> list[dict[str, Any]]:
     = 1 where the label differs from the one before (an answer may confirm the current label)."""
     rows: list[dict[str, Any]] = []
     label = ds.mask_label0.copy()
-    state = mask_state(ws.root, ds, r)
+    state = mask_state(ws, ds, r)
     names = ds.classes
     for k, stage in state.rounds_applied:
         if stage == "query":
@@ -73,7 +73,7 @@ def export_round(ws: Workspace, r: int, out_dir: Path) -> dict[str, Any]:
     if target == ws.root.resolve() or target == state_dir or state_dir in target.parents:
         raise A2LCError(f"refusing to export into the workspace's own state ({out_dir}); choose another folder")
     with Dataset(ws.dataset_path) as ds:
-        state = mask_state(ws.root, ds, r)
+        state = mask_state(ws, ds, r)
         applied = [k for k, s in state.rounds_applied if s == "query"]
         if r > 0 and (not applied or applied[-1] != r):
             raise A2LCError(f"round {r} has no answers yet; nothing to export beyond round {applied[-1] if applied else 0}")

@@ -292,7 +292,7 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
     tau = cfg.tau_for_round(r)
     with Dataset(ws.dataset_path) as ds:
         check_acquisition_fits(acq, ds, apath)
-        state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
+        state = mask_state(ws, ds, r, include_lcm_of_last=False)
         if ds.num_classes != int(ckpt["num_classes"]):
             raise A2LCError(f"{mpath} has {ckpt['num_classes']} classes but the dataset has {ds.num_classes}")
         if resolve_lcm(cfg)["selection"] == "calibrated":  # per-class thresholds from cross-fitting (lcm_calibrated.py)

@@ -195,7 +195,7 @@ def run_query(
             todo = query.selected[~np.isin(query.selected, query.answers.mask)]
             if len(todo):
                 relabel = cfg.method.pixel_relabel
-                current = mask_state(ws.root, ds, r - 1).label if unit == "pixel" and relabel != "always" else None
+                current = mask_state(ws, ds, r - 1).label if unit == "pixel" and relabel != "always" else None
                 labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq.rep_pixel,
                                                   current=current, relabel=relabel)
                 new = new_answers(todo, labels, unit=unit, annotator=SIMULATED)
@@ -207,7 +207,7 @@ def run_query(
             write_query(qpath, query, inputs=inputs, meta=meta)
 
         if export_dir is not None:
-            prev = mask_state(ws.root, ds, r - 1)
+            prev = mask_state(ws, ds, r - 1)
             ids, labels = query.answers.effective()
             export_bundle(
                 export_dir, ds=ds, read_image=read_image, r=r, selected=query.selected,
@@ -220,7 +220,7 @@ def run_query(
         summary["answered"] = int(len(ids))
         summary["answered_by"] = answered_by(query.answers)
         summary["void_answers"] = int((labels == 255).sum())
-        summary["changed"] = int((labels != mask_state(ws.root, ds, r - 1).label[ids]).sum()) if len(ids) else 0
+        summary["changed"] = int((labels != mask_state(ws, ds, r - 1).label[ids]).sum()) if len(ids) else 0
         summary["remaining_unqueried"] = int(np.isfinite(acq.score).sum() - len(query.selected))
         return summary
 

@@ -521,7 +521,7 @@ def train_round(ws: Workspace, cfg: Config, r: int, *, device: str | torch.devic
         raise A2LCError(f"{cfg.train.model} needs at least 2 images per process (batch norm in ASPP); "
                         f"batch {recipe.batch_size} over {dist_info.world} processes gives {per_rank}")
     with Dataset(ws.dataset_path) as ds:
-        state = mask_state(ws.root, ds, r)
+        state = mask_state(ws, ds, r)
         applied = [k for k, s in state.rounds_applied if s == "query"]
         if r > 0 and (not applied or applied[-1] != r):
             raise A2LCError(f"round {r} has no answers yet; run `a2lc query --r {r}` first")

@@ -33,12 +33,12 @@ def workspace(ctx: typer.Context, *, must_exist: bool = True) -> Workspace:
 def choices(name: str, values: Any) -> type[Enum]:
     """A ``str`` Enum of the allowed values of an option (a ``Literal`` of config.py or a sequence), for a Typer
     option with choices: ``--help`` lists them and a wrong value is one line, ``error: unknown --opt 'x'
-    (choose from a, b)`` (:func:`a2lc_cli.cli.invoke`). Commands pass ``value.value`` on to the library."""
+    (choose from a, b)`` (:func:`a2lc_cli.cli.invoke`). Commands pass :func:`chosen` (the string) on to the library."""
     items = get_args(values) or tuple(values)
     return Enum(name, {str(v): str(v) for v in items}, type=str)  # type: ignore[return-value]
 
 
-def value(choice: Enum | None) -> str | None:
+def chosen(choice: Enum | None) -> str | None:
     """The string of a choice option (None stays None)."""
     return None if choice is None else str(choice.value)
 

@@ -11,7 +11,7 @@ import typer
 from .. import ui
 from ..config import AcquisitionName
 from ..errors import A2LCError
-from ._common import JSON, choices, round_option, stage_round, value
+from ._common import JSON, choices, round_option, stage_round, chosen
 
 Acquisition = choices("Acquisition", AcquisitionName)
 
@@ -52,7 +52,7 @@ def acquire(
                             f"them (`a2lc export-answers --r {r} --out FILE`) and move {q} aside first")
     # under torchrun rank 0 holds the workspace lock; the other ranks write only their shard files
     with ws.lock() if rank == 0 else contextlib.nullcontext():
-        res = run_acquire(ws, cfg, r, fn=value(fn), device=device, batch_size=batch_size, workers=workers,
+        res = run_acquire(ws, cfg, r, fn=chosen(fn), device=device, batch_size=batch_size, workers=workers,
                           checkpoint_images=checkpoint_every)
     if rank > 0:
         return

@@ -9,7 +9,7 @@ import typer
 from .. import ui
 from ..errors import A2LCError
 from ..config import Preset
-from ._common import JSON, choices, value, workspace
+from ._common import JSON, choices, chosen, workspace
 
 DemoPreset = choices("DemoPreset", Preset)
 
@@ -37,7 +37,7 @@ def demo(
 
     method_list = parse_methods(methods)
 
-    preset = value(preset)
+    preset = chosen(preset)
     options = {}
     for item in set_:
         key, sep, value = item.partition("=")

@@ -9,7 +9,7 @@ import typer
 from .. import ui
 from ..evaluate import METRICS, run_metric
 from ..errors import A2LCError
-from ._common import JSON, choices, round_option, value, workspace
+from ._common import JSON, choices, round_option, chosen, workspace
 
 Unlabeled = choices("Unlabeled", ("ignore", "error"))
 Metric = choices("Metric", METRICS)
@@ -32,7 +32,7 @@ def evaluate(
         from ..rounds import round_order_hint
 
         raise A2LCError(round_order_hint(ws, r))  # the same words as `a2lc round`: a hint that works
-    res = run_metric(ws, value(metric), r, unlabeled=value(unlabeled))
+    res = run_metric(ws, chosen(metric), r, unlabeled=chosen(unlabeled))
     if json_out:
         ui.print_json(res)
         return

@@ -11,7 +11,7 @@ import typer
 from .. import ui
 from ..errors import A2LCError
 from ..config import QueryUnit
-from ._common import JSON, choices, round_option, stage_round, value
+from ._common import JSON, choices, round_option, stage_round, chosen
 
 Annotator = choices("Annotator", ("gt", "human"))
 Unit = choices("Unit", QueryUnit)
@@ -44,7 +44,7 @@ def query(
     from ..stages import QUERY
 
     ws, cfg, r = stage_round(ctx, r, QUERY)
-    annotator, unit = value(annotator), value(unit)
+    annotator, unit = chosen(annotator), chosen(unit)
     if answers is not None and annotator == "gt":
         raise A2LCError("--answers imports people's answers; it does not go with --annotator gt")
     if export is not None and annotator == "gt":

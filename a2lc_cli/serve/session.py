@@ -109,7 +109,7 @@ class AnnotationSession:
             self.mask_image = ds.mask_image[self.selected].astype(np.int64)
             self.mask_area = ds.mask_area[self.selected].astype(np.int64)
             self.bbox = ds.mask_column("bbox")[self.selected].astype(np.int64)
-            self.current = mask_state(ws.root, ds, r - 1).label[self.selected].astype(np.int64)
+            self.current = mask_state(ws, ds, r - 1).label[self.selected].astype(np.int64)
         acq = read_acquisition(ws.artifact(r, "acquire.h5"))
         with Dataset(ws.dataset_path) as ds:
             check_acquisition_fits(acq, ds, ws.artifact(r, "acquire.h5"))
