@@ -104,8 +104,13 @@ def run_acquire(
     workers: int = 0,
     checkpoint_seconds: float = 120.0,
     checkpoint_images: int | None = None,
+    model: torch.nn.Module | None = None,
+    source: Any = None,
 ) -> dict[str, Any]:
     """Score every mask of the train set with θ_{r-1}; write ``rounds/rNNN/acquire.h5``.
+
+    model: θ_{r-1}, already built (default: loaded from round r-1's ``model.pt``); source: the
+    train images (default: the config's source). Tests pass fakes here.
 
     batch_size: images per forward pass; None = :func:`default_batch_size` (4, fewer for
     large images on the CPU so the pass's memory stays bounded).
@@ -117,14 +122,14 @@ def run_acquire(
     fn = fn or str(resolve_method(cfg.method)["acquisition"])
     if fn not in ACQUISITIONS:
         raise A2LCError(f"unknown acquisition function {fn!r} (choose from {', '.join(ACQUISITIONS)})")
-    model_path = ws.artifact(r - 1, "model.pt")
-    if not model_path.exists():
+    model_path = ws.path("train", r - 1)
+    if model is None and not model_path.exists():
         raise A2LCError(f"round {r} needs θ_{r - 1}: {model_path} does not exist; run `a2lc train --r {r - 1}`")
     from .models import to_input
     from .training import load_model
 
     dev = pick_device(device)
-    out_path = ws.artifact(r, "acquire.h5")
+    out_path = ws.path("acquire", r)
     partial_path = out_path.with_name(".acquire.h5.partial")
     embedding = cfg.method.feature == "embedding"
     t0 = time.perf_counter()
@@ -137,13 +142,13 @@ def run_acquire(
             raise A2LCError(f"round {missing} has no query yet; run `a2lc query --r {missing}` first")
         if batch_size is None:
             batch_size = default_batch_size(dev, int((ds.heights.astype(np.int64) * ds.widths).max(initial=1)))
-        model, info = load_model(model_path, dev)
+        model, info = load_model(model_path, dev) if model is None else (model.to(dev), {})
         threads.enter_context(stage_threads("acquire", cfg, model_threads=(info.get("recipe") or {}).get("threads"),
                                             device_type=dev.type))
         if int(info.get("num_classes", ds.num_classes)) != ds.num_classes:
             raise A2LCError(f"{model_path} predicts {info.get('num_classes')} classes but the dataset has {ds.num_classes}")
         model.eval()
-        source = open_source(cfg)
+        source = open_source(cfg) if source is None else source
         inputs = acquire_inputs(ws, r)
         meta = {"fn": fn, "feature": cfg.method.feature, "round": r, "kl_uniform": cfg.method.kl_uniform}
         stats = MaskStats(ds.n_masks, ds.num_classes)

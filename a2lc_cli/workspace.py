@@ -134,9 +134,9 @@ class Workspace:
     def path(self, stage, r: int = 0) -> Path:
         """Path of ``stage``'s artifact in round ``r`` (a declared stage of :mod:`a2lc_cli.stages`, or its
         name: ``ws.path("query", 1)`` is ``rounds/r001/query.h5``; ``ws.path("pseudolabel")`` the dataset)."""
-        from .stages import artifact_path, stage
+        from .stages import artifact_path, stage as find
 
-        return artifact_path(self, r, stage(stage) if isinstance(stage, str) else stage)
+        return artifact_path(self, r, find(stage) if isinstance(stage, str) else stage)
 
     def latest_round(self, stage, *, upto: int | None = None) -> int | None:
         """The latest round (≤ ``upto``) holding ``stage``'s artifact, or None."""
