@@ -350,7 +350,7 @@ def export_bundle(
         seg = ds.segment(i)
         for j in grp.tolist():
             m = int(selected[j])
-            crop, full = _render_mask(img, seg == m, bbox[j], cv2)
+            crop, full = render_mask(img, seg == m, bbox[j], cv2)
             stem = f"{j + 1:05d}_m{m}"
             cv2.imwrite(str(out_dir / "masks" / f"{stem}_crop.png"), crop[:, :, ::-1])
             cv2.imwrite(str(out_dir / "masks" / f"{stem}_full.png"), full[:, :, ::-1])
@@ -383,7 +383,7 @@ def import_command(r: int, bundle: Path, workspace: Path | None) -> str:
     return f"a2lc {ws}query --r {r} --answers {shlex.quote(str((Path(bundle) / 'answers.csv').absolute()))}"
 
 
-def _render_mask(img: np.ndarray, mask: np.ndarray, box: np.ndarray, cv2) -> tuple[np.ndarray, np.ndarray]:
+def render_mask(img: np.ndarray, mask: np.ndarray, box: np.ndarray, cv2) -> tuple[np.ndarray, np.ndarray]:
     """(crop, thumbnail) RGB uint8 images with the mask outlined."""
     h, w = mask.shape
     x0, y0, x1, y1 = (int(v) for v in box)

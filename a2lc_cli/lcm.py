@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from . import faults, ui
-from .acquire import check_acquisition_fits, mask_features, read_acquisition
+from .state import check_acquisition_fits, mask_features, read_acquisition
 from .config import Config, resolve_lcm, resolve_method
 from .errors import A2LCError
 from .stages import ACQUIRE, LCM_CORRECT, LCM_TRAIN, QUERY, artifact_path, current_inputs, is_current

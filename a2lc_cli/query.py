@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import faults, ui
-from .acquire import Acquisition, check_acquisition_fits, read_acquisition
+from .state import Acquisition, check_acquisition_fits, read_acquisition
 from .acquisition import select_top
 from .annotator import (
     SIMULATED,

@@ -1,4 +1,4 @@
-"""The query and LCM artifacts (``query.h5``, ``lcm.h5``): their schemas, reader and writer side by side.
+"""The round artifacts ``acquire.h5``, ``query.h5`` and ``lcm.h5``: their schemas, reader and writer side by side.
 
 Every artifact carries the header of :mod:`a2lc_cli.store` (kind, schema_version, uid, created,
 a2lc_version, inputs, meta) and is written and opened through it. The dataset file lives in
@@ -10,7 +10,7 @@ The full schema (every dataset, dtype, shape, meaning) is in docs/state.md.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -173,6 +173,85 @@ def read_corrections(path: Path) -> Corrections:
             attrs=artifact_attrs(f),
         )
 
+
+
+# --------------------------------------------------------------------------- acquire artifact
+@dataclass
+class Acquisition:
+    """Round r's acquisition (``acquire.h5``): θ_{r-1}'s statistics of every mask and its score.
+
+    score: (M,) float32 acquisition score (Eq. 7-13; -inf or NaN for masks not eligible).
+    mean_prob: (M,C) float32 mean softmax per mask.  embedding: (M,F) float32 mean embedding or None.
+    dominant: (M,) int θ_{r-1}'s class of each mask.  rep_pixel: (M,) int image-relative flat index of
+    the representative pixel.  area: (M,) int pixels.  queried_before: (M,) bool.
+    label_counts: (C,) int pixels per current label.  class_weight, rarity: (C,) float (class-balanced
+    scores).  kl: float KL divergence to uniform (class-balanced scores).  attrs: the header.
+    Mapping access (``acq["score"]``, ``"embedding" in acq``) works too: a missing optional dataset
+    is a KeyError / not ``in``.
+    """
+
+    score: np.ndarray
+    mean_prob: np.ndarray
+    embedding: np.ndarray | None = None
+    dominant: np.ndarray | None = None
+    rep_pixel: np.ndarray | None = None
+    area: np.ndarray | None = None
+    queried_before: np.ndarray | None = None
+    label_counts: np.ndarray | None = None
+    class_weight: np.ndarray | None = None
+    rarity: np.ndarray | None = None
+    kl: float | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    _ARRAYS = ("score", "mean_prob", "embedding", "dominant", "rep_pixel", "area", "queried_before",
+               "label_counts", "class_weight", "rarity")
+
+    def __getitem__(self, name: str) -> Any:
+        value = getattr(self, name, None) if name in (*self._ARRAYS, "attrs") else None
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in (*self._ARRAYS, "attrs") and getattr(self, name) is not None
+
+
+def write_acquisition(path: Path, acq: Acquisition, *, inputs: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write ``acquire.h5`` atomically (layout: ``store.LAYOUT["acquire"]``, docs/state.md)."""
+    with write_artifact(path, "acquire", inputs=inputs, meta=meta) as f:
+        f.create_dataset("score", data=acq.score)
+        f.create_dataset("mean_prob", data=acq.mean_prob, compression="gzip", compression_opts=1)
+        if acq.embedding is not None:
+            f.create_dataset("embedding", data=acq.embedding, compression="gzip", compression_opts=1)
+        for name in ("dominant", "rep_pixel", "area", "queried_before", "label_counts"):
+            if getattr(acq, name) is not None:
+                f.create_dataset(name, data=getattr(acq, name))
+        if acq.class_weight is not None:
+            f.create_dataset("class_weight", data=np.asarray(acq.class_weight))
+            f.create_dataset("rarity", data=np.asarray(acq.rarity))
+            f.attrs["kl"] = float(acq.kl)
+
+
+def read_acquisition(path: Path) -> Acquisition:
+    """Read ``acquire.h5`` (checked against its layout on open; A2LCError naming the file otherwise)."""
+    with open_artifact(path, "acquire", hint="a2lc acquire") as f:
+        arrays = {name: read_array(f, name, path=path) for name in Acquisition._ARRAYS if name in f}
+        attrs = artifact_attrs(f)
+    kl = attrs.get("kl")
+    return Acquisition(**arrays, kl=None if kl is None else float(kl), attrs=attrs)
+
+
+def check_acquisition_fits(acq: Acquisition, ds: Any, path: Path) -> None:
+    """An acquisition of this dataset: one row per mask, one probability column per class (A2LCError)."""
+    m, c = len(acq.score), acq.mean_prob.shape[1]
+    if m != ds.n_masks or c != ds.num_classes:
+        raise A2LCError(f"{path} has {m} masks × {c} classes but the dataset has {ds.n_masks} × {ds.num_classes} "
+                        "(from another dataset?); rerun acquire")
+
+
+def mask_features(acq: Acquisition) -> np.ndarray:
+    """(M,F) LCM input feature per mask (Eq. 1): the mean embedding if present, else the mean softmax."""
+    return acq.embedding if acq.embedding is not None else acq.mean_prob
 
 # The dataset file and round-state folding live in their own modules; their names stay importable from here.
 from .mask_table import _bboxes, mask_majority, value_counts  # noqa: E402,F401

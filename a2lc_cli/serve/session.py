@@ -90,7 +90,7 @@ class AnnotationSession:
 
     def __init__(self, ws: Workspace, r: int, *, lease_s: float = DEFAULT_LEASE_S,
                  clock: Callable[[], float] = time.monotonic, on_answer: Callable[[dict], None] | None = None):
-        from ..acquire import check_acquisition_fits, read_acquisition
+        from ..state import check_acquisition_fits, read_acquisition
 
         self.ws, self.r, self.lease_s, self.clock, self.on_answer = ws, r, float(lease_s), clock, on_answer
         self.path = ws.artifact(r, "query.h5")
