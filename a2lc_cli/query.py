@@ -116,18 +116,13 @@ def run_query(
     force: bool = False,
     read_image=None,
 ) -> dict[str, Any]:
-    """Select round ``r``'s masks and obtain answers; returns a summary for printing."""
-    if r < 1:
-        raise A2LCError("query runs in rounds ≥ 1")
-    method = resolve_method(cfg.method)
-    annotator = annotator or cfg.method.annotator or "gt"
-    if annotator not in ("gt", "human"):
-        raise A2LCError(f"unknown annotator {annotator!r} (choose from gt, human)")
-    unit = unit or str(method["unit"])
-    if unit not in ("mask", "pixel"):
-        raise A2LCError(f"unknown query unit {unit!r} (choose from mask, pixel)")
-    if annotator == "human" and unit == "pixel":
-        raise A2LCError("people answer whole masks: --unit pixel is only for the simulated annotator")
+    """Select round ``r``'s masks and obtain answers; returns a summary for printing.
+
+    One pass: keep or (re)select the query (:func:`_existing_query`, :func:`_select`), then
+    import people's answers (``answers_file``), or answer from ground truth (annotator ``gt``),
+    then write a bundle for people (``export_dir``). A2LCError for a refused mode or input.
+    """
+    annotator, unit = _query_mode(cfg, r, annotator, unit)
     qpath = artifact_path(ws, r, QUERY)
     acq_path = artifact_path(ws, r, ACQUIRE)
     acq = read_acquisition(acq_path)
@@ -139,26 +134,7 @@ def run_query(
             from .fingerprint import TrainImages
 
             read_image = TrainImages.of(open_source(cfg), ds)  # a changed dataset folder stops here, before any write
-        existing = read_query(qpath) if qpath.exists() else None
-        if existing is not None and not is_current(ws, QUERY, r, existing.attrs.get("inputs", {})):
-            if len(existing.answers) and any(a != SIMULATED for a in existing.answers.annotator):
-                raise A2LCError(
-                    f"{qpath} holds people's answers for an earlier acquisition; it is never overwritten. "
-                    f"Move it aside yourself if you really want to query round {r} again"
-                )
-            existing = None  # simulated answers for a stale selection: recompute
-        if existing is not None and annotator == "human" and len(existing.answers) \
-                and all(a == SIMULATED for a in existing.answers.annotator) and not (budget is not None and force):
-            raise A2LCError(
-                f"round {r} was already answered by the simulated annotator ({len(existing.answers)} answers from "
-                f"ground truth, in {qpath}); people's answers would be mixed with them. To have people answer "
-                f"round {r}, select again: `a2lc query --r {r} --annotator human --budget B --force` "
-                f"(drops the simulated answers)"
-            )
-        if existing is not None and budget is not None and force:
-            if any(a != SIMULATED for a in existing.answers.annotator):
-                raise A2LCError(f"{qpath} holds people's answers; they are never overwritten (no --force here)")
-            existing = None
+        existing = _existing_query(ws, r, qpath, annotator=annotator, budget=budget, force=force)
         if existing is None:
             query = _select(ds, cfg, acq, budget)
             meta = {"budget": int(len(query.selected)), "annotator": annotator, "unit": unit,
@@ -174,37 +150,16 @@ def run_query(
                     f"rerun with --force (only possible while it holds no people's answers)"
                 )
         summary: dict[str, Any] = {"round": r, "selected": int(len(query.selected)), "annotator": annotator, "unit": unit}
+        save = lambda q: write_query(qpath, q, inputs=inputs, meta=meta)  # noqa: E731
 
         if answers_file is not None:
-            new = parse_answers_file(answers_file, ds.classes, query.selected)
-            res = merge_answers(query.answers, new, replace=replace)
-            if res.conflicts and not replace:
-                shown = "; ".join(
-                    f"mask {m}: stored {ds.classes.name(a)}, file says {ds.classes.name(b)}" for m, a, b in res.conflicts[:5]
-                )
-                raise A2LCError(
-                    f"{answers_file}: {len(res.conflicts)} answer(s) contradict stored ones ({shown}); "
-                    "nothing was imported. Use --replace to record the new answers (the old ones stay in the log)"
-                )
-            faults.checkpoint("query.import")
-            if res.added or existing is None:
-                query = Query(query.selected, query.selected_score, res.answers, query.attrs)
-                write_query(qpath, query, inputs=inputs, meta=meta)
-            summary.update({"imported": res.added, "unchanged": res.unchanged, "replaced": len(res.conflicts) if replace else 0})
+            query = _import_answers(query, ds, answers_file, replace=replace, save=save, new=existing is None,
+                                    summary=summary)
         elif annotator == "gt":
-            todo = query.selected[~np.isin(query.selected, query.answers.mask)]
-            if len(todo):
-                relabel = cfg.method.pixel_relabel
-                current = mask_state(ws, ds, r - 1).label if unit == "pixel" and relabel != "always" else None
-                labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq.rep_pixel,
-                                                  current=current, relabel=relabel)
-                new = new_answers(todo, labels, unit=unit, annotator=SIMULATED)
-                query = Query(query.selected, query.selected_score, query.answers.concat(new), query.attrs)
-            if len(todo) or existing is None:
-                write_query(qpath, query, inputs=inputs, meta=meta)
-            summary["answered_now"] = int(len(todo))
+            query = _answer_from_ground_truth(ws, cfg, r, ds, acq, query, unit=unit, save=save, new=existing is None,
+                                              summary=summary)
         elif existing is None:
-            write_query(qpath, query, inputs=inputs, meta=meta)
+            save(query)
 
         if export_dir is not None:
             prev = mask_state(ws, ds, r - 1)
@@ -223,6 +178,90 @@ def run_query(
         summary["changed"] = int((labels != mask_state(ws, ds, r - 1).label[ids]).sum()) if len(ids) else 0
         summary["remaining_unqueried"] = int(np.isfinite(acq.score).sum() - len(query.selected))
         return summary
+
+
+def _query_mode(cfg: Config, r: int, annotator: str | None, unit: str | None) -> tuple[str, str]:
+    """(annotator, unit) of this query, the config's where not given; A2LCError for a refused combination."""
+    if r < 1:
+        raise A2LCError("query runs in rounds ≥ 1")
+    method = resolve_method(cfg.method)
+    annotator = annotator or cfg.method.annotator or "gt"
+    if annotator not in ("gt", "human"):
+        raise A2LCError(f"unknown annotator {annotator!r} (choose from gt, human)")
+    unit = unit or str(method["unit"])
+    if unit not in ("mask", "pixel"):
+        raise A2LCError(f"unknown query unit {unit!r} (choose from mask, pixel)")
+    if annotator == "human" and unit == "pixel":
+        raise A2LCError("people answer whole masks: --unit pixel is only for the simulated annotator")
+    return annotator, unit
+
+
+def _existing_query(ws: Workspace, r: int, qpath: Path, *, annotator: str, budget: int | str | None,
+                    force: bool) -> Query | None:
+    """The round's ``query.h5`` to keep, or None to select anew.
+
+    Dropped: a selection of an earlier acquisition (stale, :func:`a2lc_cli.stages.is_current`) and
+    ``--budget B --force``, both only while it holds no people's answers (A2LCError otherwise);
+    people may not answer on top of simulated answers (A2LCError).
+    """
+    existing = read_query(qpath) if qpath.exists() else None
+    if existing is not None and not is_current(ws, QUERY, r, existing.attrs.get("inputs", {})):
+        if len(existing.answers) and any(a != SIMULATED for a in existing.answers.annotator):
+            raise A2LCError(
+                f"{qpath} holds people's answers for an earlier acquisition; it is never overwritten. "
+                f"Move it aside yourself if you really want to query round {r} again"
+            )
+        existing = None  # simulated answers for a stale selection: recompute
+    if existing is not None and annotator == "human" and len(existing.answers) \
+            and all(a == SIMULATED for a in existing.answers.annotator) and not (budget is not None and force):
+        raise A2LCError(
+            f"round {r} was already answered by the simulated annotator ({len(existing.answers)} answers from "
+            f"ground truth, in {qpath}); people's answers would be mixed with them. To have people answer "
+            f"round {r}, select again: `a2lc query --r {r} --annotator human --budget B --force` "
+            f"(drops the simulated answers)"
+        )
+    if existing is not None and budget is not None and force:
+        if any(a != SIMULATED for a in existing.answers.annotator):
+            raise A2LCError(f"{qpath} holds people's answers; they are never overwritten (no --force here)")
+        existing = None
+    return existing
+
+
+def _import_answers(query: Query, ds: Dataset, answers_file: Path, *, replace: bool, save, new: bool,
+                    summary: dict[str, Any]) -> Query:
+    """Merge a filled-in answers file into the log (contradictions refused unless ``replace``)."""
+    res = merge_answers(query.answers, parse_answers_file(answers_file, ds.classes, query.selected), replace=replace)
+    if res.conflicts and not replace:
+        shown = "; ".join(
+            f"mask {m}: stored {ds.classes.name(a)}, file says {ds.classes.name(b)}" for m, a, b in res.conflicts[:5]
+        )
+        raise A2LCError(
+            f"{answers_file}: {len(res.conflicts)} answer(s) contradict stored ones ({shown}); "
+            "nothing was imported. Use --replace to record the new answers (the old ones stay in the log)"
+        )
+    faults.checkpoint("query.import")
+    if res.added or new:
+        query = Query(query.selected, query.selected_score, res.answers, query.attrs)
+        save(query)
+    summary.update({"imported": res.added, "unchanged": res.unchanged, "replaced": len(res.conflicts) if replace else 0})
+    return query
+
+
+def _answer_from_ground_truth(ws: Workspace, cfg: Config, r: int, ds: Dataset, acq: Acquisition, query: Query, *,
+                              unit: str, save, new: bool, summary: dict[str, Any]) -> Query:
+    """The simulated annotator answers every selected mask not answered yet (mask- or pixel-level)."""
+    todo = query.selected[~np.isin(query.selected, query.answers.mask)]
+    if len(todo):
+        relabel = cfg.method.pixel_relabel
+        current = mask_state(ws, ds, r - 1).label if unit == "pixel" and relabel != "always" else None
+        labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq.rep_pixel,
+                                          current=current, relabel=relabel)
+        new_rows = new_answers(todo, labels, unit=unit, annotator=SIMULATED)
+        query = Query(query.selected, query.selected_score, query.answers.concat(new_rows), query.attrs)
+    if len(todo) or new:
+        save(query)
+    summary["answered_now"] = int(len(todo))
+    return query
 
 
 def answered_by(answers: Answers) -> dict[str, int]:
