@@ -22,7 +22,7 @@ METRICS: dict[str, str] = {
 def latest_label_round(ws: Workspace) -> int:
     """The last round r ≥ 0 such that rounds 1..r all have a query (labels exist after it)."""
     r = 0
-    while ws.artifact(r + 1, "query.h5").exists():
+    while ws.path("query", r + 1).exists():
         r += 1
     return r
 

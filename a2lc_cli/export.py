@@ -48,7 +48,7 @@ def mask_history(ws: Workspace, ds: Dataset, r: int) -> list[dict[str, Any]]:
     names = ds.classes
     for k, stage in state.rounds_applied:
         if stage == "query":
-            a = read_query(ws.artifact(k, "query.h5")).answers
+            a = read_query(ws.path("query", k)).answers
             for m, lab, ann, t in zip(a.mask.tolist(), a.label.tolist(), a.annotator.tolist(), a.time.tolist()):
                 rows.append({"mask_id": m, "image": ds.names[ds.mask_image[m]], "label0": names.name(int(ds.mask_label0[m])),
                              "round": k, "source": "human", "previous": names.name(int(label[m])), "label": names.name(lab),
@@ -56,7 +56,7 @@ def mask_history(ws: Workspace, ds: Dataset, r: int) -> list[dict[str, Any]]:
                              "changed": int(lab != label[m])})
                 label[m] = lab
         else:
-            c = read_corrections(ws.artifact(k, "lcm.h5"))
+            c = read_corrections(ws.path("lcm-correct", k))
             for m, lab, conf in zip(c.mask.tolist(), c.label.tolist(), c.confidence.tolist()):
                 rows.append({"mask_id": m, "image": ds.names[ds.mask_image[m]], "label0": names.name(int(ds.mask_label0[m])),
                              "round": k, "source": "lcm", "previous": names.name(int(label[m])), "label": names.name(lab),

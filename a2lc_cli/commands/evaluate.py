@@ -28,7 +28,7 @@ def evaluate(
 ) -> None:
     """Score a round: its labels (data-miou), its model (model-miou), or its automatic corrections (lcm-accuracy)."""
     ws = workspace(ctx)
-    if r is not None and r >= 1 and not ws.artifact(r, "query.h5").exists() and not ws.artifact(r - 1, "model.pt").exists():
+    if r is not None and r >= 1 and not ws.path("query", r).exists() and not ws.path("train", r - 1).exists():
         from ..rounds import round_order_hint
 
         raise A2LCError(round_order_hint(ws, r))  # the same words as `a2lc round`: a hint that works
