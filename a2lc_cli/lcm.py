@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import re
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from .errors import A2LCError
 from .stages import ACQUIRE, LCM_CORRECT, LCM_TRAIN, QUERY, artifact_path, current_inputs, is_current
 from .state import (Dataset, mask_state, open_artifact, read_array, read_corrections, read_query,
                     write_corrections)
-from .store import load_torch, save_torch
+from .store import load_torch, save_torch, torch_stamp
 from .workspace import Workspace
 
 
@@ -253,9 +252,9 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
     seconds = time.perf_counter() - t0
     inputs = current_inputs(ws, LCM_TRAIN, r)  # {query, acquire}
     ckpt = {
-        "kind": "lcm", "uid": uuid.uuid4().hex, "state_dict": model.state_dict(), "in_dim": int(feats.shape[1]), "num_classes": len(class_names),
+        **torch_stamp("lcm", inputs), "state_dict": model.state_dict(), "in_dim": int(feats.shape[1]), "num_classes": len(class_names),
         "hidden": list(cfg.lcm.hidden), "answer_counts": counts.tolist(), "class_names": class_names,
-        "log": log, "inputs": inputs, "options": cfg.lcm.model_dump(mode="json"), "round": r, "seconds": seconds,
+        "log": log, "options": cfg.lcm.model_dump(mode="json"), "round": r, "seconds": seconds,
     }
     out = artifact_path(ws, r, LCM_TRAIN)
     save_torch(ckpt, out)

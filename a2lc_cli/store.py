@@ -10,7 +10,8 @@ Every a2lc artifact carries the same header (the "stamp"), in HDF5 root attribut
     (h5 also: schema_version, created, a2lc_version)
 
 - :func:`write_artifact` / :func:`open_artifact`: HDF5, atomic, checked against :data:`LAYOUT`;
-- :func:`save_torch` / :func:`load_torch`: torch files, atomic; the one place a2lc calls ``torch.load``;
+- :func:`torch_stamp` + :func:`save_torch` / :func:`load_torch`: torch files, the same header, atomic;
+  the one place a2lc calls ``torch.load``;
 - :func:`read_header`: kind, uid and recorded inputs of either kind of file;
 - :func:`artifact_uid`: the identity of any artifact, as downstream artifacts record it.
 
@@ -308,6 +309,13 @@ def load_torch(path: Path, *, what: str = "torch file", mmap: bool = False, hint
                         + (f"; {hint}" if hint else "")) from None
 
 
+def torch_stamp(kind: str, inputs: dict[str, Any] | None) -> dict[str, Any]:
+    """The header of a torch artifact, the same fields as :func:`_stamp` writes into HDF5 attributes:
+    ``kind``, ``uid`` (random), ``created``, ``a2lc_version``, ``inputs``. Merge it into the saved dict."""
+    return {"kind": kind, "uid": uuid.uuid4().hex, "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "a2lc_version": __version__, "inputs": inputs or {}}
+
+
 def save_torch(obj: Any, path: Path) -> None:
     """torch.save to memory, then one atomic plain write (torch's own writer turns a full disk into
     ``RuntimeError: unexpected pos``; a plain write gives the one-line ``no space left`` error)."""
@@ -332,7 +340,7 @@ def read_header(path: Path, kind: str) -> dict[str, Any]:
     obj = load_torch(path, what="checkpoint", mmap=True)
     if not isinstance(obj, dict):
         raise A2LCError(f"{path}: not an a2lc checkpoint")
-    found = obj.get("kind", "model" if obj.get("format") else None)
+    found = obj.get("kind") or ("model" if obj.get("format") else None)
     if found != kind:
         raise A2LCError(f"{path}: not an a2lc {kind} checkpoint")
     head = {k: v for k, v in obj.items() if k not in ("state_dict", "optimizer", "scheduler", "rng", "members")}

@@ -21,13 +21,11 @@ Artifacts of round r (``ws.artifact(r, ...)``):
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -39,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__, faults, ui
+from . import faults, ui
 from .config import Config
 from .data.base import VOID
 from .errors import A2LCError
@@ -48,7 +46,7 @@ from .metrics import confusion_matrix, iou_from_confusion, result_json
 from .models import IMAGENET_MEAN, build_model, model_spec, to_input
 from .state import Dataset, mask_state, paint_labels
 from .stages import inputs_match
-from .store import load_torch, save_torch
+from .store import load_torch, save_torch, torch_stamp
 from .threads import cpu_threads
 from .workspace import Workspace, write_json_atomic
 
@@ -421,18 +419,15 @@ def save_model(path: Path, model: nn.Module, *, model_name: str, class_names: li
                inputs: dict | None = None, recipe: dict | None = None, config: dict | None = None,
                log: list | None = None) -> str:
     """Write θ atomically as an a2lc model file (read back by :func:`load_model`). Returns its uid."""
-    uid = uuid.uuid4().hex
+    stamp = torch_stamp("model", inputs)  # kind, uid, created, a2lc_version, inputs: the header of every artifact
     _atomic_torch_save({
         "format": MODEL_FORMAT,
         "format_version": FORMAT_VERSION,
-        "uid": uid,
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        "a2lc_version": __version__,
+        **stamp,
         "model": model_name,
         "num_classes": len(class_names),
         "class_names": list(class_names),
         "round": round,
-        "inputs": inputs or {},
         "recipe": recipe or {},
         "config": config or {},
         "pretrained": (config or {}).get("train", {}).get("pretrained"),
@@ -440,7 +435,7 @@ def save_model(path: Path, model: nn.Module, *, model_name: str, class_names: li
         "log": log or [],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }, path)
-    return uid
+    return stamp["uid"]
 
 
 def load_model(path: Path | str, device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
