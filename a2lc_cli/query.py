@@ -143,12 +143,7 @@ def run_query(
         else:
             query = existing
             meta, inputs = existing.attrs.get("meta", {}), existing.attrs.get("inputs", {})
-            want = None if budget is None else (int(np.isfinite(acq.score).sum()) if budget == "all" else int(budget))
-            if want is not None and want != len(query.selected):
-                raise A2LCError(
-                    f"round {r} already selected {len(query.selected)} masks; to select {want} instead, "
-                    f"rerun with --force (only possible while it holds no people's answers)"
-                )
+            _check_same_budget(r, query, acq, budget)
         summary: dict[str, Any] = {"round": r, "selected": int(len(query.selected)), "annotator": annotator, "unit": unit}
         save = lambda q: write_query(qpath, q, inputs=inputs, meta=meta)  # noqa: E731
 
@@ -161,9 +156,9 @@ def run_query(
         elif existing is None:
             save(query)
 
+        prev = mask_state(ws, ds, r - 1)  # the labels the answers change
+        ids, labels = query.answers.effective()
         if export_dir is not None:
-            prev = mask_state(ws, ds, r - 1)
-            ids, labels = query.answers.effective()
             export_bundle(
                 export_dir, ds=ds, read_image=read_image, r=r, selected=query.selected,
                 current_labels=prev.label, mean_prob=acq.mean_prob,
@@ -171,13 +166,23 @@ def run_query(
             )
             summary["bundle"] = str(export_dir.absolute())
             summary["import_command"] = import_command(r, export_dir, ws.root)
-        ids, labels = query.answers.effective()
-        summary["answered"] = int(len(ids))
-        summary["answered_by"] = answered_by(query.answers)
-        summary["void_answers"] = int((labels == 255).sum())
-        summary["changed"] = int((labels != mask_state(ws, ds, r - 1).label[ids]).sum()) if len(ids) else 0
-        summary["remaining_unqueried"] = int(np.isfinite(acq.score).sum() - len(query.selected))
+        summary.update({
+            "answered": int(len(ids)), "answered_by": answered_by(query.answers),
+            "void_answers": int((labels == 255).sum()),
+            "changed": int((labels != prev.label[ids]).sum()) if len(ids) else 0,
+            "remaining_unqueried": int(np.isfinite(acq.score).sum() - len(query.selected)),
+        })
         return summary
+
+
+def _check_same_budget(r: int, query: Query, acq: Acquisition, budget: int | str | None) -> None:
+    """A ``--budget`` other than the kept selection's size needs ``--force`` (A2LCError)."""
+    want = None if budget is None else (int(np.isfinite(acq.score).sum()) if budget == "all" else int(budget))
+    if want is not None and want != len(query.selected):
+        raise A2LCError(
+            f"round {r} already selected {len(query.selected)} masks; to select {want} instead, "
+            f"rerun with --force (only possible while it holds no people's answers)"
+        )
 
 
 def _query_mode(cfg: Config, r: int, annotator: str | None, unit: str | None) -> tuple[str, str]:
