@@ -127,7 +127,7 @@ def _fail(message: str, code: int, *, as_json: bool) -> int:
     return code
 
 
-_NOT_A_CHOICE = re.compile(r"Invalid value for '([^']+)': (?:Value error, )?'(.*)' is not one of (.*?)\.?$")
+_NOT_A_CHOICE = re.compile(r"Invalid value for '([^']+)'(?: / '[^']+')*: (?:Value error, )?'(.*)' is not one of (.*?)\.?$")
 
 
 def _choice_message(msg: str) -> str:

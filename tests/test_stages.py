@@ -105,3 +105,10 @@ def test_a_wrong_choice_is_one_line_naming_the_choices(ws_with_fakes, cli):
     code, _, err = cli("-w", ws.root, "query", "--r", "1", "--unit", "px")
     assert code == 2
     assert err.strip() == "error: unknown --unit 'px' (choose from mask, pixel) (see `a2lc query --help`)"
+
+
+def test_a_wrong_choice_of_an_option_with_two_names_names_the_long_one(ws_with_fakes, cli):
+    ws, _, _ = ws_with_fakes
+    code, _, err = cli("-w", ws.root, "evaluate", "-m", "nope")
+    assert code == 2
+    assert err.strip().startswith("error: unknown --metric 'nope' (choose from data-miou, model-miou, lcm-accuracy")
