@@ -212,7 +212,7 @@ def recorded_inputs(ws: Workspace, r: int, stage: Stage) -> dict[str, Any] | Non
 def required_before(stage: Stage, r: int, cfg: Config) -> list[Stage]:
     """The stages of round ``r`` that must exist before ``stage`` runs: its required inputs of the same
     round and, in turn, theirs; in round order."""
-    in_round = set(s.name for s in stages_of_round(r, cfg)) | {s.name for s in STAGES if s.in_round(r)}
+    in_round = {s.name for s in STAGES if s.in_round(r)}  # the stages that belong to round r
     need: set[str] = set()
     todo = [stage]
     while todo:
