@@ -29,7 +29,10 @@ from .data import open_source
 from .data.stream import iter_train_batches
 from .errors import A2LCError
 from .threads import stage_threads
-from .state import Dataset, artifact_uid, mask_state, read_array, write_artifact
+from .state import (  # noqa: F401 - acquire.h5's schema lives in state.py; names kept here
+    Acquisition, Dataset, check_acquisition_fits, mask_features, mask_state, read_acquisition, read_array,
+    write_acquisition, write_artifact,
+)
 from .workspace import Workspace
 
 PARTIAL_FIELDS = ("area", "dominant", "mean_prob", "sim_by_class", "cil", "entropy", "margin", "rep_pixel", "counts")
@@ -80,20 +83,16 @@ def softmax_classes(logits: torch.Tensor) -> torch.Tensor:
 
 
 def acquire_inputs(ws: Workspace, r: int, recorded: dict | None = None) -> dict[str, str]:
-    """The uids of what round ``r``'s acquisition is computed from (for staleness checks).
+    """The uids of what round ``r``'s acquisition is computed from (for staleness checks): the
+    declared inputs of the ``acquire`` stage (:mod:`a2lc_cli.stages`): dataset, θ_{r-1}, earlier rounds' query and lcm.
 
     ``recorded``: the inputs an existing ``acquire.h5`` recorded, to compare with (an older
     a2lc's size-and-time identity of ``model.pt`` is kept while it still holds, see
     :func:`a2lc_cli.state.artifact_uid`).
     """
-    model = artifact_uid(ws.artifact(r - 1, "model.pt"), recorded=(recorded or {}).get("model"))
-    inputs = {"dataset": artifact_uid(ws.dataset_path) or "", "model": model or ""}
-    for k in range(1, r):
-        for name in ("query.h5", "lcm.h5"):
-            uid = artifact_uid(ws.artifact(k, name))
-            if uid:
-                inputs[f"r{k}/{name}"] = uid
-    return inputs
+    from .stages import ACQUIRE, current_inputs
+
+    return current_inputs(ws, ACQUIRE, r, recorded)
 
 
 def run_acquire(
@@ -107,8 +106,13 @@ def run_acquire(
     workers: int = 0,
     checkpoint_seconds: float = 120.0,
     checkpoint_images: int | None = None,
+    model: torch.nn.Module | None = None,
+    source: Any = None,
 ) -> dict[str, Any]:
     """Score every mask of the train set with θ_{r-1}; write ``rounds/rNNN/acquire.h5``.
+
+    model: θ_{r-1}, already built (default: loaded from round r-1's ``model.pt``); source: the
+    train images (default: the config's source). Tests pass fakes here.
 
     batch_size: images per forward pass; None = :func:`default_batch_size` (4, fewer for
     large images on the CPU so the pass's memory stays bounded).
@@ -120,33 +124,33 @@ def run_acquire(
     fn = fn or str(resolve_method(cfg.method)["acquisition"])
     if fn not in ACQUISITIONS:
         raise A2LCError(f"unknown acquisition function {fn!r} (choose from {', '.join(ACQUISITIONS)})")
-    model_path = ws.artifact(r - 1, "model.pt")
-    if not model_path.exists():
+    model_path = ws.path("train", r - 1)
+    if model is None and not model_path.exists():
         raise A2LCError(f"round {r} needs θ_{r - 1}: {model_path} does not exist; run `a2lc train --r {r - 1}`")
     from .models import to_input
     from .training import load_model
 
     dev = pick_device(device)
-    out_path = ws.artifact(r, "acquire.h5")
+    out_path = ws.path("acquire", r)
     partial_path = out_path.with_name(".acquire.h5.partial")
     embedding = cfg.method.feature == "embedding"
     t0 = time.perf_counter()
     threads = contextlib.ExitStack()
     with threads, Dataset(ws.dataset_path) as ds:
-        state = mask_state(ws.root, ds, r - 1)
+        state = mask_state(ws, ds, r - 1)
         done = [k for k, s in state.rounds_applied if s == "query"]
         if done != list(range(1, r)):
             missing = next(k for k in range(1, r) if k not in done)
             raise A2LCError(f"round {missing} has no query yet; run `a2lc query --r {missing}` first")
         if batch_size is None:
             batch_size = default_batch_size(dev, int((ds.heights.astype(np.int64) * ds.widths).max(initial=1)))
-        model, info = load_model(model_path, dev)
+        model, info = load_model(model_path, dev) if model is None else (model.to(dev), {})
         threads.enter_context(stage_threads("acquire", cfg, model_threads=(info.get("recipe") or {}).get("threads"),
                                             device_type=dev.type))
         if int(info.get("num_classes", ds.num_classes)) != ds.num_classes:
             raise A2LCError(f"{model_path} predicts {info.get('num_classes')} classes but the dataset has {ds.num_classes}")
         model.eval()
-        source = open_source(cfg)
+        source = open_source(cfg) if source is None else source
         inputs = acquire_inputs(ws, r)
         meta = {"fn": fn, "feature": cfg.method.feature, "round": r, "kl_uniform": cfg.method.kl_uniform}
         stats = MaskStats(ds.n_masks, ds.num_classes)
@@ -202,20 +206,11 @@ def run_acquire(
                                        kl_uniform=cfg.method.kl_uniform)
         seconds = time.perf_counter() - t0
         meta.update({"seconds": round(seconds, 3), "device": str(dev), "batch_size": batch_size})
-        with write_artifact(out_path, "acquire", inputs=inputs, meta=meta) as f:
-            f.create_dataset("score", data=scores)
-            f.create_dataset("mean_prob", data=stats.mean_prob, compression="gzip", compression_opts=1)
-            if stats.embedding is not None:
-                f.create_dataset("embedding", data=stats.embedding, compression="gzip", compression_opts=1)
-            f.create_dataset("dominant", data=stats.dominant)
-            f.create_dataset("rep_pixel", data=stats.rep_pixel)
-            f.create_dataset("area", data=stats.area)
-            f.create_dataset("queried_before", data=state.queried)
-            f.create_dataset("label_counts", data=stats.counts)
-            if "class_weight" in extra:
-                f.create_dataset("class_weight", data=np.asarray(extra["class_weight"]))
-                f.create_dataset("rarity", data=np.asarray(extra["rarity"]))
-                f.attrs["kl"] = float(extra["kl"])
+        write_acquisition(out_path, Acquisition(
+            score=scores, mean_prob=stats.mean_prob, embedding=stats.embedding, dominant=stats.dominant,
+            rep_pixel=stats.rep_pixel, area=stats.area, queried_before=state.queried, label_counts=stats.counts,
+            class_weight=extra.get("class_weight"), rarity=extra.get("rarity"), kl=extra.get("kl"),
+        ), inputs=inputs, meta=meta)
         if partial_path.exists():
             partial_path.unlink()
         if world > 1:
@@ -382,26 +377,3 @@ def _load_partial(path: Path, stats: MaskStats, inputs: dict, meta: dict) -> int
             return int(f.attrs["images_done"])
     except (OSError, KeyError, ValueError, A2LCError):
         return 0
-
-
-def read_acquisition(path: Path) -> dict[str, Any]:
-    """The arrays of ``acquire.h5`` (score, mean_prob, dominant, rep_pixel, ...) and its attributes."""
-    from .state import artifact_attrs, open_artifact
-
-    with open_artifact(path, "acquire", hint="a2lc acquire") as f:
-        out: dict[str, Any] = {name: read_array(f, name, path=path) for name in f.keys()}
-        out["attrs"] = artifact_attrs(f)
-    return out
-
-
-def check_acquisition_fits(acq: dict[str, Any], ds: Any, path: Path) -> None:
-    """An acquisition of this dataset: one row per mask, one probability column per class (A2LCError)."""
-    m, c = len(acq["score"]), acq["mean_prob"].shape[1]
-    if m != ds.n_masks or c != ds.num_classes:
-        raise A2LCError(f"{path} has {m} masks × {c} classes but the dataset has {ds.n_masks} × {ds.num_classes} "
-                        "(from another dataset?); rerun acquire")
-
-
-def mask_features(acq: dict[str, Any]) -> np.ndarray:
-    """(M,F) LCM input feature per mask (Eq. 1): the mean embedding if present, else the mean softmax."""
-    return acq["embedding"] if "embedding" in acq else acq["mean_prob"]

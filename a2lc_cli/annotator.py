@@ -350,7 +350,7 @@ def export_bundle(
         seg = ds.segment(i)
         for j in grp.tolist():
             m = int(selected[j])
-            crop, full = _render_mask(img, seg == m, bbox[j], cv2)
+            crop, full = render_mask(img, seg == m, bbox[j], cv2)
             stem = f"{j + 1:05d}_m{m}"
             cv2.imwrite(str(out_dir / "masks" / f"{stem}_crop.png"), crop[:, :, ::-1])
             cv2.imwrite(str(out_dir / "masks" / f"{stem}_full.png"), full[:, :, ::-1])
@@ -383,7 +383,7 @@ def import_command(r: int, bundle: Path, workspace: Path | None) -> str:
     return f"a2lc {ws}query --r {r} --answers {shlex.quote(str((Path(bundle) / 'answers.csv').absolute()))}"
 
 
-def _render_mask(img: np.ndarray, mask: np.ndarray, box: np.ndarray, cv2) -> tuple[np.ndarray, np.ndarray]:
+def render_mask(img: np.ndarray, mask: np.ndarray, box: np.ndarray, cv2) -> tuple[np.ndarray, np.ndarray]:
     """(crop, thumbnail) RGB uint8 images with the mask outlined."""
     h, w = mask.shape
     x0, y0, x1, y1 = (int(v) for v in box)
@@ -461,19 +461,3 @@ def summarize_answer_times(answers: Answers) -> dict[str, Any]:
     out = stats(sec[keep])
     out["per_annotator"] = {str(n): stats(sec[keep & (names == n)]) for n in sorted(set(names[keep].tolist()))}
     return out
-
-
-def evaluate_answer_time(ws: Any, r: int | None, **_: Any) -> dict[str, Any]:
-    """``a2lc evaluate --metric answer-time``: seconds per answer in round r's answer log
-    (default: the latest round with a ``query.h5``), per annotator and overall."""
-    from .state import read_query
-
-    if r is None:
-        r = max((k for k in ws.rounds_present() if ws.artifact(k, "query.h5").exists()), default=None)
-        if r is None:
-            raise A2LCError("no round has a query yet; run `a2lc query --r R` first")
-    path = ws.artifact(r, "query.h5")
-    if not path.exists():
-        raise A2LCError(f"round {r} has no query yet ({path} does not exist)")
-    res = summarize_answer_times(read_query(path).answers)
-    return {"metric": "answer-time", "round": r, **res}

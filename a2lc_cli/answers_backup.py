@@ -31,23 +31,23 @@ def answer_rows(ws: Workspace, *, r: int | None = None, current_only: bool = Fal
     counts (the latest for its mask), 0 for one a later answer replaced. Reading a
     log verifies its checksum, so a damaged log is an error, never a partial backup.
     """
-    rounds = [k for k in ws.rounds_present() if ws.artifact(k, "query.h5").exists()]
+    rounds = [k for k in ws.rounds_present() if ws.path("query", k).exists()]
     if r is not None:
-        if not ws.artifact(r, "query.h5").exists():
-            raise A2LCError(f"round {r} has no answers ({ws.artifact(r, 'query.h5')} does not exist)")
+        if not ws.path("query", r).exists():
+            raise A2LCError(f"round {r} has no answers ({ws.path('query', r)} does not exist)")
         rounds = [r]
     rows: list[dict[str, Any]] = []
     with Dataset(ws.dataset_path) as ds:
         for k in rounds:
-            a = read_query(ws.artifact(k, "query.h5")).answers
+            a = read_query(ws.path("query", k)).answers
             if len(a) and (a.mask.min() < 0 or a.mask.max() >= ds.n_masks):
-                raise A2LCError(f"{ws.artifact(k, 'query.h5')}: refers to mask ids outside 0..{ds.n_masks - 1}")
+                raise A2LCError(f"{ws.path('query', k)}: refers to mask ids outside 0..{ds.n_masks - 1}")
             images = ds.mask_image[a.mask] if len(a) else np.zeros(0, np.int64)
             last = {int(m): j for j, m in enumerate(a.mask.tolist())}  # the latest row of each mask
             for j in range(len(a)):
                 m, lab = int(a.mask[j]), int(a.label[j])
                 if lab != 255 and lab >= ds.num_classes:
-                    raise A2LCError(f"{ws.artifact(k, 'query.h5')}: answer {lab} of mask {m} is not a class")
+                    raise A2LCError(f"{ws.path('query', k)}: answer {lab} of mask {m} is not a class")
                 current = int(last[m] == j)
                 if current_only and not current:
                     continue

@@ -7,6 +7,7 @@ the user's input are :class:`A2LCError` and print as one line (no traceback).
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -126,6 +127,18 @@ def _fail(message: str, code: int, *, as_json: bool) -> int:
     return code
 
 
+_NOT_A_CHOICE = re.compile(r"Invalid value for '([^']+)'(?: / '[^']+')*: (?:Value error, )?'(.*)' is not one of (.*?)\.?$")
+
+
+def _choice_message(msg: str) -> str:
+    """A wrong value of an option with choices (a Typer Enum) in a2lc's words:
+    ``unknown --unit 'x' (choose from mask, pixel)``."""
+    m = _NOT_A_CHOICE.match(msg)
+    if not m:
+        return msg
+    return f"unknown {m[1]} {m[2]!r} (choose from {m[3].replace(chr(39), '')})"
+
+
 def invoke(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (errors printed as one line; with ``--json`` also as one
     JSON object ``{"error": ...}`` on stdout, with the same exit code)."""
@@ -139,7 +152,7 @@ def invoke(argv: list[str] | None = None) -> int:
     except _Exit as e:
         return e.exit_code
     except UsageError as e:
-        msg = e.format_message().replace("\n", " ")
+        msg = _choice_message(e.format_message().replace("\n", " "))
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
         return _fail(msg + hint, 2, as_json=as_json)
     except ClickException as e:

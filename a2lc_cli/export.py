@@ -44,11 +44,11 @@ def mask_history(ws: Workspace, ds: Dataset, r: int) -> list[dict[str, Any]]:
     = 1 where the label differs from the one before (an answer may confirm the current label)."""
     rows: list[dict[str, Any]] = []
     label = ds.mask_label0.copy()
-    state = mask_state(ws.root, ds, r)
+    state = mask_state(ws, ds, r)
     names = ds.classes
     for k, stage in state.rounds_applied:
         if stage == "query":
-            a = read_query(ws.artifact(k, "query.h5")).answers
+            a = read_query(ws.path("query", k)).answers
             for m, lab, ann, t in zip(a.mask.tolist(), a.label.tolist(), a.annotator.tolist(), a.time.tolist()):
                 rows.append({"mask_id": m, "image": ds.names[ds.mask_image[m]], "label0": names.name(int(ds.mask_label0[m])),
                              "round": k, "source": "human", "previous": names.name(int(label[m])), "label": names.name(lab),
@@ -56,7 +56,7 @@ def mask_history(ws: Workspace, ds: Dataset, r: int) -> list[dict[str, Any]]:
                              "changed": int(lab != label[m])})
                 label[m] = lab
         else:
-            c = read_corrections(ws.artifact(k, "lcm.h5"))
+            c = read_corrections(ws.path("lcm-correct", k))
             for m, lab, conf in zip(c.mask.tolist(), c.label.tolist(), c.confidence.tolist()):
                 rows.append({"mask_id": m, "image": ds.names[ds.mask_image[m]], "label0": names.name(int(ds.mask_label0[m])),
                              "round": k, "source": "lcm", "previous": names.name(int(label[m])), "label": names.name(lab),
@@ -73,7 +73,7 @@ def export_round(ws: Workspace, r: int, out_dir: Path) -> dict[str, Any]:
     if target == ws.root.resolve() or target == state_dir or state_dir in target.parents:
         raise A2LCError(f"refusing to export into the workspace's own state ({out_dir}); choose another folder")
     with Dataset(ws.dataset_path) as ds:
-        state = mask_state(ws.root, ds, r)
+        state = mask_state(ws, ds, r)
         applied = [k for k, s in state.rounds_applied if s == "query"]
         if r > 0 and (not applied or applied[-1] != r):
             raise A2LCError(f"round {r} has no answers yet; nothing to export beyond round {applied[-1] if applied else 0}")

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-import pickle
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +28,13 @@ import torch
 from torch import nn
 
 from . import faults, ui
-from .acquire import check_acquisition_fits, mask_features, read_acquisition
+from .state import check_acquisition_fits, mask_features, read_acquisition
 from .config import Config, resolve_lcm, resolve_method
 from .errors import A2LCError
-from .state import (Dataset, artifact_uid, mask_state, open_artifact, read_array, read_corrections, read_query,
+from .stages import ACQUIRE, LCM_CORRECT, LCM_TRAIN, QUERY, artifact_path, current_inputs, is_current
+from .state import (Dataset, mask_state, open_artifact, read_array, read_corrections, read_query,
                     write_corrections)
+from .store import load_torch, save_torch, torch_stamp
 from .workspace import Workspace
 
 
@@ -209,7 +209,7 @@ def _training_set(ws: Workspace, cfg: Config, ds: Dataset, r: int, feats: np.nda
     ids_all, labels_all = [], []
     counts = np.zeros(ds.num_classes, np.int64)
     for k in rounds:
-        q = read_query(ws.artifact(k, "query.h5"))
+        q = read_query(ws.path(QUERY, k))
         ids, labels = q.answers.effective()
         keep = labels != 255
         ids_all.append(ids[keep])
@@ -231,7 +231,7 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
         from .lcm_calibrated import run_lcm_train_calibrated
 
         return run_lcm_train_calibrated(ws, cfg, r, seed=seed)
-    qpath, apath = ws.artifact(r, "query.h5"), ws.artifact(r, "acquire.h5")
+    qpath, apath = artifact_path(ws, r, QUERY), artifact_path(ws, r, ACQUIRE)
     if not qpath.exists():
         raise A2LCError(f"{qpath} does not exist; run `a2lc query --r {r}` first")
     acq = read_acquisition(apath)
@@ -250,16 +250,14 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
             )
         class_names = list(ds.classes.names)
     seconds = time.perf_counter() - t0
-    inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath)}
+    inputs = current_inputs(ws, LCM_TRAIN, r)  # {query, acquire}
     ckpt = {
-        "kind": "lcm", "uid": uuid.uuid4().hex, "state_dict": model.state_dict(), "in_dim": int(feats.shape[1]), "num_classes": len(class_names),
+        **torch_stamp("lcm", inputs), "state_dict": model.state_dict(), "in_dim": int(feats.shape[1]), "num_classes": len(class_names),
         "hidden": list(cfg.lcm.hidden), "answer_counts": counts.tolist(), "class_names": class_names,
-        "log": log, "inputs": inputs, "options": cfg.lcm.model_dump(mode="json"), "round": r, "seconds": seconds,
+        "log": log, "options": cfg.lcm.model_dump(mode="json"), "round": r, "seconds": seconds,
     }
-    out = ws.artifact(r, "lcm.pt")
-    from .training import _atomic_torch_save
-
-    _atomic_torch_save(ckpt, out)
+    out = artifact_path(ws, r, LCM_TRAIN)
+    save_torch(ckpt, out)
     return {"round": r, "samples": log["samples"], "steps": log["steps"], "final_loss": log["loss"][-1],
             "train_accuracy": log["train_accuracy"], "seconds": round(seconds, 2), "path": str(out)}
 
@@ -269,14 +267,12 @@ def load_lcm(path: Path) -> tuple[LCMNet, dict[str, Any]]:
     if not path.exists():
         rnd = re.fullmatch(r"r(\d+)", path.parent.name)  # rounds/rNNN/lcm.pt: name the round in the hint
         raise A2LCError(f"{path} does not exist; run `a2lc lcm-train" + (f" --r {int(rnd[1])}" if rnd else "") + "` first")
-    try:  # weights_only: a damaged or planted file cannot run code, only fail to load
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_torch(path, what="LCM checkpoint")  # weights only: a damaged or planted file cannot run code
+    try:
         if not isinstance(ckpt, dict) or ckpt.get("kind") != "lcm":
             raise ValueError("not an a2lc LCM checkpoint")
         model = LCMNet(int(ckpt["in_dim"]), int(ckpt["num_classes"]), tuple(ckpt["hidden"]))
         model.load_state_dict(ckpt["state_dict"])
-    except pickle.UnpicklingError:
-        raise A2LCError(f"{path}: not a readable LCM checkpoint (damaged, or not written by a2lc)") from None
     except (OSError, RuntimeError, KeyError, EOFError, ValueError, TypeError, AttributeError) as e:
         raise A2LCError(f"{path}: not a readable LCM checkpoint ({' '.join(str(e).split())[:160]})") from None
     model.eval()
@@ -286,23 +282,23 @@ def load_lcm(path: Path) -> tuple[LCMNet, dict[str, Any]]:
 def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
     """STEP 2: relabel the never-queried masks that pass all criteria; write ``rounds/rNNN/lcm.h5``."""
     _require_lcm_round(cfg, r)
-    qpath, apath, mpath = ws.artifact(r, "query.h5"), ws.artifact(r, "acquire.h5"), ws.artifact(r, "lcm.pt")
+    apath, mpath = artifact_path(ws, r, ACQUIRE), artifact_path(ws, r, LCM_TRAIN)
     model, ckpt = load_lcm(mpath)
-    if ckpt.get("inputs") != {"query": artifact_uid(qpath), "acquire": artifact_uid(apath)}:
+    if not is_current(ws, LCM_TRAIN, r, ckpt.get("inputs")):
         raise A2LCError(f"{mpath} is stale (round {r}'s answers or acquisition changed); rerun `a2lc lcm-train --r {r}`")
     acq = read_acquisition(apath)
     feats = mask_features(acq)
     tau = cfg.tau_for_round(r)
     with Dataset(ws.dataset_path) as ds:
         check_acquisition_fits(acq, ds, apath)
-        state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
+        state = mask_state(ws, ds, r, include_lcm_of_last=False)
         if ds.num_classes != int(ckpt["num_classes"]):
             raise A2LCError(f"{mpath} has {ckpt['num_classes']} classes but the dataset has {ds.num_classes}")
         if resolve_lcm(cfg)["selection"] == "calibrated":  # per-class thresholds from cross-fitting (lcm_calibrated.py)
             from .lcm_calibrated import correct_calibrated
 
-            inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath), "lcm_model": artifact_uid(mpath)}
-            model_pred = np.asarray(read_acquisition(apath)["dominant"], np.int64)  # θ_{r-1}'s class of each mask
+            inputs = current_inputs(ws, LCM_CORRECT, r)  # {query, acquire, lcm_model}
+            model_pred = np.asarray(acq.dominant, np.int64)  # θ_{r-1}'s class of each mask
             return correct_calibrated(ws, cfg, r, ds, model, ckpt, feats, inputs, model_pred)
         if ckpt.get("selection", "paper") != "paper":
             raise A2LCError(f"{mpath} was trained for the calibrated selection; rerun `a2lc lcm-train --r {r}`")
@@ -319,10 +315,10 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
         eligible = ~state.queried
         chosen = select_corrections(pred, logc, state.label, eligible, tau=tau, tail=tail, rarest=rarest)
         ids = np.flatnonzero(chosen).astype(np.int64)
-        inputs = {"query": artifact_uid(qpath), "acquire": artifact_uid(apath), "lcm_model": artifact_uid(mpath)}
+        inputs = current_inputs(ws, LCM_CORRECT, r)  # {query, acquire, lcm_model}
         meta = {"selection": "paper", "tau": tau, "alpha": cfg.lcm.alpha, "tail": tail.tolist(), "rarest": rarest,
                 "tail_from": cfg.lcm.tail_from, "tail_size": cfg.lcm.tail_size, "round": r}
-        with write_corrections(ws.artifact(r, "lcm.h5"), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
+        with write_corrections(artifact_path(ws, r, LCM_CORRECT), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
                                previous=state.label, ids=ids, eligible=eligible) as f:
             f.create_dataset("tail", data=tail)
         return {
@@ -340,10 +336,10 @@ def evaluate_lcm_accuracy(ws: Workspace, r: int | None, **_: Any) -> dict[str, A
     has the per-class thresholds, the estimated precision and its lower bound (``by_class``).
     """
     if r is None:
-        r = max((k for k in ws.rounds_present() if ws.artifact(k, "lcm.h5").exists()), default=None)
+        r = ws.latest_round(LCM_CORRECT)
         if r is None:
             raise A2LCError("no round has automatic corrections yet; run `a2lc lcm-correct --r R`")
-    path = ws.artifact(r, "lcm.h5")
+    path = ws.path(LCM_CORRECT, r)
     c = read_corrections(path)
     meta = c.attrs.get("meta", {})
     with Dataset(ws.dataset_path) as ds:

@@ -54,6 +54,11 @@ def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
     return rank * n // world, (rank + 1) * n // world
 
 
+def run_stage(ws, cfg: Config, r: int = 0) -> PseudolabelSummary:
+    """The ``pseudolabel`` stage as ``a2lc round --r 0`` runs it (:mod:`a2lc_cli.stages`)."""
+    return run_pseudolabel(ws.dataset_path, cfg)
+
+
 def run_pseudolabel(
     path: Path, cfg: Config, *, labeler: str | None = None, resume: bool = True, flush_every: int = 16
 ) -> PseudolabelSummary:

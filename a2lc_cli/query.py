@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import faults, ui
-from .acquire import acquire_inputs, check_acquisition_fits, read_acquisition
+from .state import Acquisition, check_acquisition_fits, read_acquisition
 from .acquisition import select_top
 from .annotator import (
     SIMULATED,
@@ -27,6 +27,7 @@ from .annotator import (
 )
 from .config import Config, resolve_method
 from .errors import A2LCError
+from .stages import ACQUIRE, QUERY, artifact_path, current_inputs, is_current
 from .state import Answers, Dataset, Query, mask_state, read_query, write_query
 from .workspace import Workspace
 
@@ -68,14 +69,37 @@ def parse_budget(text: str | None) -> int | str | None:
     return b
 
 
-def check_acquisition_current(ws: Workspace, r: int, acq: dict[str, Any]) -> None:
-    """Refuse an ``acquire.h5`` computed from another θ_{r-1} or other earlier rounds."""
-    recorded = acq["attrs"].get("inputs", {})
-    if recorded != acquire_inputs(ws, r, recorded):
+def check_acquisition_current(ws: Workspace, r: int, acq: Acquisition) -> None:
+    """Refuse an ``acquire.h5`` computed from another θ_{r-1} or other earlier rounds
+    (:func:`a2lc_cli.stages.is_current`)."""
+    if not is_current(ws, ACQUIRE, r, acq.attrs.get("inputs", {})):
         raise A2LCError(
-            f"{ws.artifact(r, 'acquire.h5')} is stale (the model or earlier rounds changed since it was computed); "
+            f"{artifact_path(ws, r, ACQUIRE)} is stale (the model or earlier rounds changed since it was computed); "
             f"rerun `a2lc acquire --r {r}`"
         )
+
+
+def run_stage(ws: Workspace, cfg: Config, r: int, *, force: bool = False, state: str | None = None) -> dict[str, Any]:
+    """The ``query`` stage as ``a2lc round`` runs it (:mod:`a2lc_cli.stages`).
+
+    With people as the annotator a missing or unanswered query is selected (or kept) and the
+    round stops with exit code 4 and the commands that let people answer. ``force`` reselects
+    (not while people's answers are awaited: ``state`` ``waiting``).
+    """
+    if (cfg.method.annotator or "gt") == "human" and state in ("missing", "waiting"):
+        run_query(ws, cfg, r)
+        raise A2LCError(
+            f"round {r} waits for people's answers: answer in the browser with `a2lc query --r {r} --serve`, or "
+            f"`a2lc query --r {r} --export DIR`, fill in the answers and `a2lc query --r {r} --answers FILE`; "
+            f"then rerun `a2lc round --r {r}`", exit_code=4,
+        )
+    return run_query(ws, cfg, r, force=force and state != "waiting")
+
+
+def answers_incomplete(path: Path) -> bool:
+    """Whether the query at ``path`` still waits for answers to some selected masks."""
+    q = read_query(path)
+    return len(set(q.answers.mask.tolist())) < len(q.selected)
 
 
 def run_query(
@@ -92,7 +116,77 @@ def run_query(
     force: bool = False,
     read_image=None,
 ) -> dict[str, Any]:
-    """Select round ``r``'s masks and obtain answers; returns a summary for printing."""
+    """Select round ``r``'s masks and obtain answers; returns a summary for printing.
+
+    One pass: keep or (re)select the query (:func:`_existing_query`, :func:`_select`), then
+    import people's answers (``answers_file``), or answer from ground truth (annotator ``gt``),
+    then write a bundle for people (``export_dir``). A2LCError for a refused mode or input.
+    """
+    annotator, unit = _query_mode(cfg, r, annotator, unit)
+    qpath = artifact_path(ws, r, QUERY)
+    acq_path = artifact_path(ws, r, ACQUIRE)
+    acq = read_acquisition(acq_path)
+    check_acquisition_current(ws, r, acq)
+    with Dataset(ws.dataset_path) as ds:
+        check_acquisition_fits(acq, ds, acq_path)
+        if export_dir is not None and read_image is None:
+            from .data import open_source
+            from .fingerprint import TrainImages
+
+            read_image = TrainImages.of(open_source(cfg), ds)  # a changed dataset folder stops here, before any write
+        existing = _existing_query(ws, r, qpath, annotator=annotator, budget=budget, force=force)
+        if existing is None:
+            query = _select(ds, cfg, acq, budget)
+            meta = {"budget": int(len(query.selected)), "annotator": annotator, "unit": unit,
+                    "fn": acq.attrs.get("meta", {}).get("fn")}
+            inputs = current_inputs(ws, QUERY, r)  # {acquire, dataset}
+        else:
+            query = existing
+            meta, inputs = existing.attrs.get("meta", {}), existing.attrs.get("inputs", {})
+            _check_same_budget(r, query, acq, budget)
+        summary: dict[str, Any] = {"round": r, "selected": int(len(query.selected)), "annotator": annotator, "unit": unit}
+        save = lambda q: write_query(qpath, q, inputs=inputs, meta=meta)  # noqa: E731
+
+        if answers_file is not None:
+            query = _import_answers(query, ds, answers_file, replace=replace, save=save, new=existing is None,
+                                    summary=summary)
+        elif annotator == "gt":
+            query = _answer_from_ground_truth(ws, cfg, r, ds, acq, query, unit=unit, save=save, new=existing is None,
+                                              summary=summary)
+        elif existing is None:
+            save(query)
+
+        prev = mask_state(ws, ds, r - 1)  # the labels the answers change
+        ids, labels = query.answers.effective()
+        if export_dir is not None:
+            export_bundle(
+                export_dir, ds=ds, read_image=read_image, r=r, selected=query.selected,
+                current_labels=prev.label, mean_prob=acq.mean_prob,
+                answered=dict(zip(ids.tolist(), labels.tolist())), progress=ui.progress, workspace=ws.root,
+            )
+            summary["bundle"] = str(export_dir.absolute())
+            summary["import_command"] = import_command(r, export_dir, ws.root)
+        summary.update({
+            "answered": int(len(ids)), "answered_by": answered_by(query.answers),
+            "void_answers": int((labels == 255).sum()),
+            "changed": int((labels != prev.label[ids]).sum()) if len(ids) else 0,
+            "remaining_unqueried": int(np.isfinite(acq.score).sum() - len(query.selected)),
+        })
+        return summary
+
+
+def _check_same_budget(r: int, query: Query, acq: Acquisition, budget: int | str | None) -> None:
+    """A ``--budget`` other than the kept selection's size needs ``--force`` (A2LCError)."""
+    want = None if budget is None else (int(np.isfinite(acq.score).sum()) if budget == "all" else int(budget))
+    if want is not None and want != len(query.selected):
+        raise A2LCError(
+            f"round {r} already selected {len(query.selected)} masks; to select {want} instead, "
+            f"rerun with --force (only possible while it holds no people's answers)"
+        )
+
+
+def _query_mode(cfg: Config, r: int, annotator: str | None, unit: str | None) -> tuple[str, str]:
+    """(annotator, unit) of this query, the config's where not given; A2LCError for a refused combination."""
     if r < 1:
         raise A2LCError("query runs in rounds ≥ 1")
     method = resolve_method(cfg.method)
@@ -104,101 +198,75 @@ def run_query(
         raise A2LCError(f"unknown query unit {unit!r} (choose from mask, pixel)")
     if annotator == "human" and unit == "pixel":
         raise A2LCError("people answer whole masks: --unit pixel is only for the simulated annotator")
-    qpath = ws.artifact(r, "query.h5")
-    acq_path = ws.artifact(r, "acquire.h5")
-    acq = read_acquisition(acq_path)
-    check_acquisition_current(ws, r, acq)
-    with Dataset(ws.dataset_path) as ds:
-        check_acquisition_fits(acq, ds, acq_path)
-        if export_dir is not None and read_image is None:
-            from .data import open_source
-            from .fingerprint import TrainImages
+    return annotator, unit
 
-            read_image = TrainImages.of(open_source(cfg), ds)  # a changed dataset folder stops here, before any write
-        existing = read_query(qpath) if qpath.exists() else None
-        if existing is not None and existing.attrs.get("inputs", {}).get("acquire") != acq["attrs"].get("uid"):
-            if len(existing.answers) and any(a != SIMULATED for a in existing.answers.annotator):
-                raise A2LCError(
-                    f"{qpath} holds people's answers for an earlier acquisition; it is never overwritten. "
-                    f"Move it aside yourself if you really want to query round {r} again"
-                )
-            existing = None  # simulated answers for a stale selection: recompute
-        if existing is not None and annotator == "human" and len(existing.answers) \
-                and all(a == SIMULATED for a in existing.answers.annotator) and not (budget is not None and force):
+
+def _existing_query(ws: Workspace, r: int, qpath: Path, *, annotator: str, budget: int | str | None,
+                    force: bool) -> Query | None:
+    """The round's ``query.h5`` to keep, or None to select anew.
+
+    Dropped: a selection of an earlier acquisition (stale, :func:`a2lc_cli.stages.is_current`) and
+    ``--budget B --force``, both only while it holds no people's answers (A2LCError otherwise);
+    people may not answer on top of simulated answers (A2LCError).
+    """
+    existing = read_query(qpath) if qpath.exists() else None
+    if existing is not None and not is_current(ws, QUERY, r, existing.attrs.get("inputs", {})):
+        if len(existing.answers) and any(a != SIMULATED for a in existing.answers.annotator):
             raise A2LCError(
-                f"round {r} was already answered by the simulated annotator ({len(existing.answers)} answers from "
-                f"ground truth, in {qpath}); people's answers would be mixed with them. To have people answer "
-                f"round {r}, select again: `a2lc query --r {r} --annotator human --budget B --force` "
-                f"(drops the simulated answers)"
+                f"{qpath} holds people's answers for an earlier acquisition; it is never overwritten. "
+                f"Move it aside yourself if you really want to query round {r} again"
             )
-        if existing is not None and budget is not None and force:
-            if any(a != SIMULATED for a in existing.answers.annotator):
-                raise A2LCError(f"{qpath} holds people's answers; they are never overwritten (no --force here)")
-            existing = None
-        if existing is None:
-            query = _select(ds, cfg, acq, budget)
-            meta = {"budget": int(len(query.selected)), "annotator": annotator, "unit": unit,
-                    "fn": acq["attrs"].get("meta", {}).get("fn")}
-            inputs = {"acquire": acq["attrs"]["uid"], "dataset": ds.uid}
-        else:
-            query = existing
-            meta, inputs = existing.attrs.get("meta", {}), existing.attrs.get("inputs", {})
-            want = None if budget is None else (int(np.isfinite(acq["score"]).sum()) if budget == "all" else int(budget))
-            if want is not None and want != len(query.selected):
-                raise A2LCError(
-                    f"round {r} already selected {len(query.selected)} masks; to select {want} instead, "
-                    f"rerun with --force (only possible while it holds no people's answers)"
-                )
-        summary: dict[str, Any] = {"round": r, "selected": int(len(query.selected)), "annotator": annotator, "unit": unit}
+        existing = None  # simulated answers for a stale selection: recompute
+    if existing is not None and annotator == "human" and len(existing.answers) \
+            and all(a == SIMULATED for a in existing.answers.annotator) and not (budget is not None and force):
+        raise A2LCError(
+            f"round {r} was already answered by the simulated annotator ({len(existing.answers)} answers from "
+            f"ground truth, in {qpath}); people's answers would be mixed with them. To have people answer "
+            f"round {r}, select again: `a2lc query --r {r} --annotator human --budget B --force` "
+            f"(drops the simulated answers)"
+        )
+    if existing is not None and budget is not None and force:
+        if any(a != SIMULATED for a in existing.answers.annotator):
+            raise A2LCError(f"{qpath} holds people's answers; they are never overwritten (no --force here)")
+        existing = None
+    return existing
 
-        if answers_file is not None:
-            new = parse_answers_file(answers_file, ds.classes, query.selected)
-            res = merge_answers(query.answers, new, replace=replace)
-            if res.conflicts and not replace:
-                shown = "; ".join(
-                    f"mask {m}: stored {ds.classes.name(a)}, file says {ds.classes.name(b)}" for m, a, b in res.conflicts[:5]
-                )
-                raise A2LCError(
-                    f"{answers_file}: {len(res.conflicts)} answer(s) contradict stored ones ({shown}); "
-                    "nothing was imported. Use --replace to record the new answers (the old ones stay in the log)"
-                )
-            faults.checkpoint("query.import")
-            if res.added or existing is None:
-                query = Query(query.selected, query.selected_score, res.answers, query.attrs)
-                write_query(qpath, query, inputs=inputs, meta=meta)
-            summary.update({"imported": res.added, "unchanged": res.unchanged, "replaced": len(res.conflicts) if replace else 0})
-        elif annotator == "gt":
-            todo = query.selected[~np.isin(query.selected, query.answers.mask)]
-            if len(todo):
-                relabel = cfg.method.pixel_relabel
-                current = mask_state(ws.root, ds, r - 1).label if unit == "pixel" and relabel != "always" else None
-                labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq["rep_pixel"],
-                                                  current=current, relabel=relabel)
-                new = new_answers(todo, labels, unit=unit, annotator=SIMULATED)
-                query = Query(query.selected, query.selected_score, query.answers.concat(new), query.attrs)
-            if len(todo) or existing is None:
-                write_query(qpath, query, inputs=inputs, meta=meta)
-            summary["answered_now"] = int(len(todo))
-        elif existing is None:
-            write_query(qpath, query, inputs=inputs, meta=meta)
 
-        if export_dir is not None:
-            prev = mask_state(ws.root, ds, r - 1)
-            ids, labels = query.answers.effective()
-            export_bundle(
-                export_dir, ds=ds, read_image=read_image, r=r, selected=query.selected,
-                current_labels=prev.label, mean_prob=acq["mean_prob"],
-                answered=dict(zip(ids.tolist(), labels.tolist())), progress=ui.progress, workspace=ws.root,
-            )
-            summary["bundle"] = str(export_dir.absolute())
-            summary["import_command"] = import_command(r, export_dir, ws.root)
-        ids, labels = query.answers.effective()
-        summary["answered"] = int(len(ids))
-        summary["answered_by"] = answered_by(query.answers)
-        summary["void_answers"] = int((labels == 255).sum())
-        summary["changed"] = int((labels != mask_state(ws.root, ds, r - 1).label[ids]).sum()) if len(ids) else 0
-        summary["remaining_unqueried"] = int(np.isfinite(acq["score"]).sum() - len(query.selected))
-        return summary
+def _import_answers(query: Query, ds: Dataset, answers_file: Path, *, replace: bool, save, new: bool,
+                    summary: dict[str, Any]) -> Query:
+    """Merge a filled-in answers file into the log (contradictions refused unless ``replace``)."""
+    res = merge_answers(query.answers, parse_answers_file(answers_file, ds.classes, query.selected), replace=replace)
+    if res.conflicts and not replace:
+        shown = "; ".join(
+            f"mask {m}: stored {ds.classes.name(a)}, file says {ds.classes.name(b)}" for m, a, b in res.conflicts[:5]
+        )
+        raise A2LCError(
+            f"{answers_file}: {len(res.conflicts)} answer(s) contradict stored ones ({shown}); "
+            "nothing was imported. Use --replace to record the new answers (the old ones stay in the log)"
+        )
+    faults.checkpoint("query.import")
+    if res.added or new:
+        query = Query(query.selected, query.selected_score, res.answers, query.attrs)
+        save(query)
+    summary.update({"imported": res.added, "unchanged": res.unchanged, "replaced": len(res.conflicts) if replace else 0})
+    return query
+
+
+def _answer_from_ground_truth(ws: Workspace, cfg: Config, r: int, ds: Dataset, acq: Acquisition, query: Query, *,
+                              unit: str, save, new: bool, summary: dict[str, Any]) -> Query:
+    """The simulated annotator answers every selected mask not answered yet (mask- or pixel-level)."""
+    todo = query.selected[~np.isin(query.selected, query.answers.mask)]
+    if len(todo):
+        relabel = cfg.method.pixel_relabel
+        current = mask_state(ws, ds, r - 1).label if unit == "pixel" and relabel != "always" else None
+        labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq.rep_pixel,
+                                          current=current, relabel=relabel)
+        new_rows = new_answers(todo, labels, unit=unit, annotator=SIMULATED)
+        query = Query(query.selected, query.selected_score, query.answers.concat(new_rows), query.attrs)
+    if len(todo) or new:
+        save(query)
+    summary["answered_now"] = int(len(todo))
+    return query
 
 
 def answered_by(answers: Answers) -> dict[str, int]:
@@ -212,9 +280,9 @@ def answered_by(answers: Answers) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def _select(ds: Dataset, cfg: Config, acq: dict[str, Any], budget: int | str | None) -> Query:
+def _select(ds: Dataset, cfg: Config, acq: Acquisition, budget: int | str | None) -> Query:
     """The top-B eligible masks (Eq. 13); a budget above what is left is an error."""
-    scores = acq["score"]
+    scores = acq.score
     eligible = int(np.isfinite(scores).sum())
     if budget == "all":
         b = eligible

@@ -40,10 +40,10 @@ def collect_run(ws: Workspace) -> dict[str, Any]:
     rounds, used = [], 0
     queried = np.zeros(len(names), np.int64)
     r = 0
-    while r == 0 or ws.artifact(r, "query.h5").exists():
+    while r == 0 or ws.path("query", r).exists():
         row: dict[str, Any] = {"round": r}
         if r > 0:
-            q = read_query(ws.artifact(r, "query.h5"))
+            q = read_query(ws.path("query", r))
             used += int(len(q.selected))
             _, labels = q.answers.effective()
             queried += np.bincount(labels[labels != 255].astype(np.int64), minlength=len(names))[: len(names)]
@@ -206,9 +206,9 @@ def write_report(out_dir: Path, runs: dict[str, dict[str, Any]], *, title: str =
 def find_runs(root: Path) -> dict[str, Workspace]:
     """The workspaces under ``root``: itself if it holds a dataset, else its subfolders that do."""
     root = Path(root)
-    if (root / "dataset.h5").exists():
+    if Workspace(root).dataset_path.exists():
         return {root.name: Workspace(root)}
-    runs = {p.name: Workspace(p) for p in sorted(root.iterdir()) if (p / "dataset.h5").exists()} if root.is_dir() else {}
+    runs = {p.name: Workspace(p) for p in sorted(root.iterdir()) if Workspace(p).dataset_path.exists()} if root.is_dir() else {}
     if not runs:
         raise A2LCError(f"no workspace (dataset.h5) in {root} or its subfolders")
     return runs

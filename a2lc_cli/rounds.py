@@ -8,107 +8,40 @@ done (all of them with ``force``), in the order of ``stages.stages_of_round``.
 
 from __future__ import annotations
 
-import json
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from . import ui
 from .config import Config, resolve_method
 from .errors import A2LCError
-from .stages import ACQUIRE, LCM_CORRECT, LCM_TRAIN, PSEUDOLABEL, QUERY, TRAIN, Stage, artifact_path, stages_of_round
-from .state import artifact_attrs, artifact_uid, open_artifact
+from .stages import (ACQUIRE, BY_NAME, QUERY, TRAIN, Stage, artifact_path, is_current, recorded_inputs,
+                     required_before, stages_of_round)
 from .workspace import Workspace
 
 DONE, STALE, MISSING, WAITING = "done", "stale", "missing", "waiting"
 
 
-def _h5_inputs(path) -> dict[str, Any]:
-    with open_artifact(path, path.stem.split(".")[0]) as f:
-        return artifact_attrs(f).get("inputs", {})
-
-
-def recorded_inputs(ws: Workspace, r: int, stage: Stage) -> dict[str, Any] | None:
-    """What the stage's artifact says it was computed from (None if it records nothing)."""
-    p = artifact_path(ws, r, stage)
-    if stage in (ACQUIRE, QUERY, LCM_CORRECT):
-        return _h5_inputs(p)
-    if stage is LCM_TRAIN:
-        from .lcm import load_lcm
-
-        return load_lcm(p)[1].get("inputs")  # a damaged file is an A2LCError: the stage is stale
-    if stage is TRAIN:
-        return model_inputs(p)
-    return None
-
-
-def model_inputs(path) -> dict[str, Any] | None:
-    """The inputs recorded inside ``model.pt`` (written in the same atomic step as the weights).
-
-    Memory-mapped, so even a ResNet-101 checkpoint costs no read of its tensors.
-    Falls back to the round's ``train.json`` for model files without the field.
-    """
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - torch.load raises assorted types on damaged files
-        raise A2LCError(f"{path}: not a readable model checkpoint") from None
-    if isinstance(obj, dict) and obj.get("inputs"):
-        return obj["inputs"]
-    try:
-        return json.loads(path.with_name("train.json").read_text()).get("inputs")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def expected_inputs(ws: Workspace, r: int, stage: Stage, recorded: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    """The inputs the stage would record if it ran now (``recorded``: what its artifact recorded, see
-    :func:`a2lc_cli.state.artifact_uid` for checkpoints identified the older way)."""
-    from .acquire import acquire_inputs
-
-    rec = recorded or {}
-    uid = lambda name: artifact_uid(ws.artifact(r, name))  # noqa: E731
-    if stage is ACQUIRE:
-        return acquire_inputs(ws, r, rec)
-    if stage is QUERY:
-        return {"acquire": uid("acquire.h5")}
-    if stage is LCM_TRAIN:
-        return {"query": uid("query.h5"), "acquire": uid("acquire.h5")}
-    if stage is LCM_CORRECT:
-        return {"query": uid("query.h5"), "acquire": uid("acquire.h5"), "lcm_model": artifact_uid(ws.artifact(r, "lcm.pt"), recorded=rec.get("lcm_model"))}
-    if stage is TRAIN:
-        return None  # compared key by key in stage_state
-    return None
-
-
 def stage_state(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
-    """done / stale / missing (and ``waiting`` for a query whose people's answers are incomplete)."""
+    """done / stale / missing (and ``waiting`` for an artifact that waits for people, see ``Stage.waiting``).
+
+    Derived from the declarations alone (:mod:`a2lc_cli.stages`): missing without the artifact;
+    stale when it is unreadable or :func:`a2lc_cli.stages.is_current` says an input changed.
+    """
     p = artifact_path(ws, r, stage)
     if not p.exists():
         return MISSING
-    if stage is PSEUDOLABEL:
+    if not stage.inputs:
         return DONE
     try:
         rec = recorded_inputs(ws, r, stage)
-    except A2LCError:
+    except (A2LCError, OSError, RuntimeError, EOFError, KeyError, ValueError):
         return STALE
-    except (OSError, RuntimeError, EOFError, KeyError, ValueError):
+    if not is_current(ws, stage, r, rec):
         return STALE
-    if stage is TRAIN:
-        if not rec:
-            return DONE  # a model without a log: trust it
-        want = {"dataset": artifact_uid(ws.dataset_path), "query": artifact_uid(ws.artifact(r, "query.h5")),
-                "lcm": artifact_uid(ws.artifact(r, "lcm.h5"))}
-        return DONE if all(rec.get(k) == v for k, v in want.items() if v is not None or k in rec) else STALE
-    want = expected_inputs(ws, r, stage, rec)
-    if stage is QUERY:
-        if rec.get("acquire") != want["acquire"]:
-            return STALE
-        from .state import read_query
-
-        q = read_query(p)
-        return DONE if len(set(q.answers.mask.tolist())) >= len(q.selected) else WAITING
-    return DONE if rec == want else STALE
+    if stage.waiting and stage.hook(stage.waiting)(p):
+        return WAITING
+    return DONE
 
 
 def round_order_hint(ws: Workspace, r: int) -> str:
@@ -116,13 +49,9 @@ def round_order_hint(ws: Workspace, r: int) -> str:
 
     Names the earliest round without a trained model, so the command it suggests works.
     """
-    first = next((k for k in range(0, r) if not ws.artifact(k, "model.pt").exists()), r - 1)
+    first = next((k for k in range(0, r) if not artifact_path(ws, k, TRAIN).exists()), r - 1)
     return f"round {r} needs round {r - 1} first: run `a2lc round --r {first}`" + (
         f" (then each round up to {r - 1})" if first < r - 1 else "")
-
-
-_NEEDS = {ACQUIRE.name: (), QUERY.name: (ACQUIRE,), LCM_TRAIN.name: (ACQUIRE, QUERY),
-          LCM_CORRECT.name: (ACQUIRE, QUERY, LCM_TRAIN), TRAIN.name: (ACQUIRE, QUERY)}
 
 
 def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
@@ -130,7 +59,8 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
 
     Needs: the dataset; for rounds ≥ 1 the model of round r-1 (the same words as
     ``a2lc round``: "round r needs round r-1 first"), then the earlier stages of round r
-    (``train`` needs ``acquire`` and ``query``, not the LCM stages).
+    (its required inputs, :func:`a2lc_cli.stages.required_before`: ``train`` needs ``acquire`` and
+    ``query``, not the LCM stages).
     """
     from .stages import pseudolabel_command
 
@@ -138,8 +68,10 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
         raise A2LCError(f"{ws.root} has no dataset yet ({ws.dataset_path}); run `{pseudolabel_command(cfg)}` first")
     if r == 0:
         return
-    missing = [s for s in _NEEDS[stage.name] if not artifact_path(ws, r, s).exists()]
-    if (stage is ACQUIRE or (missing and missing[0] is ACQUIRE)) and not ws.artifact(r - 1, "model.pt").exists():
+    missing = [s for s in required_before(stage, r, cfg) if not artifact_path(ws, r, s).exists()]
+    first = missing[0] if missing else stage  # the stage to run first needs the earlier rounds' artifacts
+    if any(i.required and i.offset < 0 and not artifact_path(ws, r + i.offset, BY_NAME[i.stage]).exists()
+           for i in first.inputs):
         raise A2LCError(round_order_hint(ws, r))
     if missing:
         raise A2LCError(f"round {r} has no {missing[0].artifact} yet; run `{missing[0].command.format(r=r)}` first")
@@ -152,7 +84,7 @@ def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
     earlier round changed) while ``query.h5`` holds people's answers: a new selection
     would need a new ``query.h5``, and people's answers are never overwritten.
     """
-    qpath = ws.artifact(r, "query.h5")
+    qpath = artifact_path(ws, r, QUERY)
     if r < 1 or not qpath.exists() or stage_state(ws, cfg, r, ACQUIRE) == DONE:
         return None
     people = people_answers(ws, r)
@@ -168,7 +100,7 @@ def people_answers(ws: Workspace, r: int) -> int:
     from .annotator import SIMULATED
     from .state import read_query
 
-    qpath = ws.artifact(r, "query.h5")
+    qpath = artifact_path(ws, r, QUERY)
     if not qpath.exists():
         return 0
     try:
@@ -191,56 +123,38 @@ def run_round(
 
     Returns a summary with each stage's outcome (``ran`` / ``skipped``) and the metrics.
     """
-    from .acquire import run_acquire
-    from .evaluate import run_metric
-    from .lcm import run_lcm_correct, run_lcm_train
-    from .pseudolabel import run_pseudolabel
-    from .query import run_query
-    from .training import train_round
-
-    if r > 0 and not ws.artifact(r - 1, "model.pt").exists():
+    if r > 0 and not artifact_path(ws, r - 1, TRAIN).exists():
         raise A2LCError(round_order_hint(ws, r))
     blocked = answers_block(ws, cfg, r)
     if blocked:
         raise A2LCError(blocked)
     method = resolve_method(cfg.method)
     outcome: dict[str, str] = {}
-    runners: dict[str, Callable[[], Any]] = {
-        PSEUDOLABEL.name: lambda: run_pseudolabel(ws.dataset_path, cfg),
-        ACQUIRE.name: lambda: run_acquire(ws, cfg, r, device=device),
-        QUERY.name: lambda: run_query(ws, cfg, r, force=force and stage_state(ws, cfg, r, QUERY) != WAITING),
-        LCM_TRAIN.name: lambda: run_lcm_train(ws, cfg, r),
-        LCM_CORRECT.name: lambda: run_lcm_correct(ws, cfg, r),
-        TRAIN.name: lambda: train_round(ws, cfg, r, device=device),
-    }
     forced_downstream = False
     for stage in stages_of_round(r, cfg):
         state = stage_state(ws, cfg, r, stage)
-        if stage is PSEUDOLABEL and state == DONE:
+        if state == DONE and not ((force or forced_downstream) and stage.redo):
             outcome[stage.name] = "skipped"
             continue
-        if state == DONE and not (force or forced_downstream):
-            outcome[stage.name] = "skipped"
-            continue
-        if stage is QUERY and (cfg.method.annotator or "gt") == "human" and state in (MISSING, WAITING):
-            if on_stage:
-                on_stage(r, stage.name, "running")
-            run_query(ws, cfg, r)
-            outcome[stage.name] = "waiting"
-            raise A2LCError(
-                f"round {r} waits for people's answers: answer in the browser with `a2lc query --r {r} --serve`, or "
-                f"`a2lc query --r {r} --export DIR`, fill in the answers and `a2lc query --r {r} --answers FILE`; "
-                f"then rerun `a2lc round --r {r}`", exit_code=4,
-            )
         if on_stage:
             on_stage(r, stage.name, "running")
-        runners[stage.name]()
+        call_runner(stage, ws, cfg, r, device=device, force=force, state=state)
         outcome[stage.name] = "ran"
         forced_downstream = True  # everything after a rerun stage must be recomputed
     metrics: dict[str, Any] = {}
     if evaluate:
         metrics = evaluate_round(ws, cfg, r, lcm=bool(method["lcm"]) and r > 0)
     return {"round": r, "stages": outcome, "metrics": metrics}
+
+
+def call_runner(stage: Stage, ws: Workspace, cfg: Config, r: int, **options: Any) -> Any:
+    """Run ``stage`` through its declared run function, passing the options it takes
+    (``device``, ``force``, ``state``: the stage's state before the run)."""
+    fn = stage.runner()
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        options = {k: v for k, v in options.items() if k in params}
+    return fn(ws, cfg, r, **options)
 
 
 def evaluate_round(ws: Workspace, cfg: Config, r: int, *, lcm: bool) -> dict[str, Any]:
@@ -257,7 +171,7 @@ def evaluate_round(ws: Workspace, cfg: Config, r: int, *, lcm: bool) -> dict[str
         out["model_miou"] = run_metric(ws, "model-miou", r)["miou"]
     except A2LCError as e:  # e.g. a validation split without ground truth
         ui.info(f"model mIoU skipped: {ui.esc(e)}")
-    if lcm and ws.artifact(r, "lcm.h5").exists():  # corrections and their estimated precision need no ground truth
+    if lcm and artifact_path(ws, r, BY_NAME["lcm-correct"]).exists():  # corrections and their estimated precision need no ground truth
         acc = run_metric(ws, "lcm-accuracy", r)
         out["lcm_corrected"] = acc["corrected"]
         if has_gt:

@@ -21,13 +21,11 @@ Artifacts of round r (``ws.artifact(r, ...)``):
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
 import os
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
@@ -39,16 +37,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import __version__, faults, ui
+from . import faults, ui
 from .config import Config
 from .data.base import VOID
 from .errors import A2LCError
 from .fingerprint import TrainImages
 from .metrics import confusion_matrix, iou_from_confusion, result_json
 from .models import IMAGENET_MEAN, build_model, model_spec, to_input
-from .state import Dataset, artifact_uid, mask_state, paint_labels
+from .state import Dataset, mask_state, paint_labels
+from .stages import inputs_match
+from .store import load_torch, save_torch, torch_stamp
 from .threads import cpu_threads
-from .workspace import Workspace, write_bytes_atomic, write_json_atomic
+from .workspace import Workspace, write_json_atomic
 
 MODEL_FORMAT = "a2lc-model"
 CKPT_FORMAT = "a2lc-train-checkpoint"
@@ -412,29 +412,22 @@ def _seed_everything(seed: int, r: int, rank: int) -> None:
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to memory, then one atomic plain write (torch's own writer turns a full disk into
     ``RuntimeError: unexpected pos``; a plain write gives the one-line ``no space left`` error)."""
-    import io
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes_atomic(path, buf.getbuffer())
+    save_torch(obj, path)
 
 
 def save_model(path: Path, model: nn.Module, *, model_name: str, class_names: list[str], round: int | None = None,
                inputs: dict | None = None, recipe: dict | None = None, config: dict | None = None,
                log: list | None = None) -> str:
     """Write θ atomically as an a2lc model file (read back by :func:`load_model`). Returns its uid."""
-    uid = uuid.uuid4().hex
+    stamp = torch_stamp("model", inputs)  # kind, uid, created, a2lc_version, inputs: the header of every artifact
     _atomic_torch_save({
         "format": MODEL_FORMAT,
         "format_version": FORMAT_VERSION,
-        "uid": uid,
-        "created": _dt.datetime.now().isoformat(timespec="seconds"),
-        "a2lc_version": __version__,
+        **stamp,
         "model": model_name,
         "num_classes": len(class_names),
         "class_names": list(class_names),
         "round": round,
-        "inputs": inputs or {},
         "recipe": recipe or {},
         "config": config or {},
         "pretrained": (config or {}).get("train", {}).get("pretrained"),
@@ -442,7 +435,7 @@ def save_model(path: Path, model: nn.Module, *, model_name: str, class_names: li
         "log": log or [],
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }, path)
-    return uid
+    return stamp["uid"]
 
 
 def load_model(path: Path | str, device: str | torch.device | None = None) -> tuple[nn.Module, dict]:
@@ -457,11 +450,7 @@ def load_model(path: Path | str, device: str | torch.device | None = None) -> tu
     if not path.exists():
         rnd = re.fullmatch(r"r(\d+)", path.parent.name)  # rounds/rNNN/model.pt: name the round in the hint
         raise A2LCError(f"{path} does not exist; run `a2lc train" + (f" --r {int(rnd[1])}" if rnd else "") + "` first")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load raises assorted types on damaged files
-        raise A2LCError(f"{path}: not a readable model checkpoint (truncated or corrupt?): "
-                        f"{' '.join(str(e).split())[:160]}") from None
+    obj = load_torch(path, what="model checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
         raise A2LCError(f"{path}: not an a2lc model file")
     if obj.get("format_version") != FORMAT_VERSION:
@@ -492,13 +481,11 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, device: 
 
 # --------------------------------------------------------------------------- training a round
 def round_inputs(ws: Workspace, ds: Dataset, r: int) -> dict[str, str | None]:
-    """uids of what θ_r's labels derive from (dataset, round r's query and LCM corrections)."""
-    q, lcm = ws.artifact(r, "query.h5"), ws.artifact(r, "lcm.h5")
-    return {
-        "dataset": ds.uid,
-        "query": artifact_uid(q) if r > 0 and q.exists() else None,
-        "lcm": artifact_uid(lcm) if r > 0 and lcm.exists() else None,
-    }
+    """uids of what θ_r's labels derive from (dataset, round r's query and LCM corrections): the declared
+    inputs of the ``train`` stage (:mod:`a2lc_cli.stages`), None for an absent one."""
+    from .stages import TRAIN, current_inputs
+
+    return current_inputs(ws, TRAIN, r)
 
 
 def _crop_hw(recipe: Recipe, heights: np.ndarray, widths: np.ndarray) -> tuple[int, int]:
@@ -529,7 +516,7 @@ def train_round(ws: Workspace, cfg: Config, r: int, *, device: str | torch.devic
         raise A2LCError(f"{cfg.train.model} needs at least 2 images per process (batch norm in ASPP); "
                         f"batch {recipe.batch_size} over {dist_info.world} processes gives {per_rank}")
     with Dataset(ws.dataset_path) as ds:
-        state = mask_state(ws.root, ds, r)
+        state = mask_state(ws, ds, r)
         applied = [k for k, s in state.rounds_applied if s == "query"]
         if r > 0 and (not applied or applied[-1] != r):
             raise A2LCError(f"round {r} has no answers yet; run `a2lc query --r {r}` first")
@@ -705,11 +692,7 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, iter
 
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, recipe: Recipe, inputs: dict,
                      model_name: str, world: int) -> tuple[int, list, float]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load raises assorted types on damaged files
-        raise A2LCError(f"{path}: unreadable training checkpoint ({' '.join(str(e).split())[:120]}); "
-                        "delete it or train without --resume") from None
+    obj = load_torch(path, what="training checkpoint", hint="delete it or train without --resume")
     if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
         raise A2LCError(f"{path}: not an a2lc training checkpoint")
     mismatch = [k for k, a, b in (("model", obj.get("model"), model_name), ("recipe", obj.get("recipe"), asdict(recipe)),
@@ -735,10 +718,10 @@ def _write_debug(folder: Path, dist_info: DistInfo, drawn: list[list[int]], mode
 # --------------------------------------------------------------------------- model mIoU
 def latest_model_round(ws: Workspace) -> int:
     """The highest round with a ``model.pt``."""
-    rounds = [r for r in ws.rounds_present() if ws.artifact(r, "model.pt").exists()]
-    if not rounds:
+    r = ws.latest_round("train")
+    if r is None:
         raise A2LCError(f"no trained model in {ws.root}; run `a2lc train --r 0` first")
-    return rounds[-1]
+    return r
 
 
 def val_confusion(model: nn.Module, source, num_classes: int, *, batch_size: int | None = None,
@@ -807,7 +790,7 @@ def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | No
     stale = None
     if ws.dataset_path.exists():
         with Dataset(ws.dataset_path) as ds:
-            stale = round_inputs(ws, ds, r) != info.get("inputs")
+            stale = not inputs_match(info.get("inputs") or {}, round_inputs(ws, ds, r))
     return result_json("model-miou", r, res, list(info.get("class_names") or source.classes.names),
                        checkpoint="last", model=info.get("model"), iterations=info.get("iterations"),
                        val_images=len(names), stale=stale, model_uid=info.get("uid"))

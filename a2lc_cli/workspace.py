@@ -131,6 +131,19 @@ class Workspace:
         """Path of a round's artifact, e.g. ``artifact(1, "acquire.h5")``."""
         return self.round_dir(r) / name
 
+    def path(self, stage, r: int = 0) -> Path:
+        """Path of ``stage``'s artifact in round ``r`` (a declared stage of :mod:`a2lc_cli.stages`, or its
+        name: ``ws.path("query", 1)`` is ``rounds/r001/query.h5``; ``ws.path("pseudolabel")`` the dataset)."""
+        from .stages import artifact_path, stage as find
+
+        return artifact_path(self, r, find(stage) if isinstance(stage, str) else stage)
+
+    def latest_round(self, stage, *, upto: int | None = None) -> int | None:
+        """The latest round (≤ ``upto``) holding ``stage``'s artifact, or None."""
+        from .stages import latest_round_with, stage as find
+
+        return latest_round_with(self, find(stage) if isinstance(stage, str) else stage, upto=upto)
+
     def rounds_present(self) -> list[int]:
         """Rounds that have a directory, ascending."""
         d = self.root / "rounds"

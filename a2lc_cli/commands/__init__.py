@@ -4,9 +4,13 @@ COMMAND_MODULES = [
     "setup",  # init, status, config
     "pseudolabel",
     "train",
-    "acquire",  # acquire, query
+    "acquire",
+    "query",
     "lcm",  # lcm-train, lcm-correct
     "answers",  # export-answers
     "evaluate",
-    "rounds",  # round, run, demo, export, report
+    "rounds",  # round, run
+    "demo",
+    "export",
+    "report",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from enum import Enum
+from typing import Any, get_args
+
 import typer
 
 from ..config import Config
@@ -27,6 +30,19 @@ def workspace(ctx: typer.Context, *, must_exist: bool = True) -> Workspace:
     return obj
 
 
+def choices(name: str, values: Any) -> type[Enum]:
+    """A ``str`` Enum of the allowed values of an option (a ``Literal`` of config.py or a sequence), for a Typer
+    option with choices: ``--help`` lists them and a wrong value is one line, ``error: unknown --opt 'x'
+    (choose from a, b)`` (:func:`a2lc_cli.cli.invoke`). Commands pass :func:`chosen` (the string) on to the library."""
+    items = get_args(values) or tuple(values)
+    return Enum(name, {str(v): str(v) for v in items}, type=str)  # type: ignore[return-value]
+
+
+def chosen(choice: Enum | None) -> str | None:
+    """The string of a choice option (None stays None)."""
+    return None if choice is None else str(choice.value)
+
+
 def round_option(help: str = "Round number (0 = pseudo-labels).", default=None):
     return typer.Option(default, "--r", "--round", "-r", help=help, min=0)
 
@@ -40,3 +56,18 @@ def require_round(r: int | None, what: str) -> int:
     if r is None:
         raise A2LCError(f"{what} needs a round: --r R")
     return r
+
+
+def stage_round(ctx: typer.Context, r: int | None, stage, *, cfg: Config | None = None) -> tuple[Workspace, Config, int]:
+    """The one round check of the stage commands: the workspace, its config and round ``r`` of ``stage``
+    (a declared :class:`a2lc_cli.stages.Stage`). ``--r`` is required; in a round the stage belongs to, what
+    it needs must exist (:func:`a2lc_cli.rounds.check_order`); a round it does not belong to (``acquire
+    --r 0``) is refused by the stage itself with its own words."""
+    from ..rounds import check_order
+
+    ws = workspace(ctx)
+    r = require_round(r, stage.name)
+    cfg = ws.ensure_config() if cfg is None else cfg
+    if stage.in_round(r):
+        check_order(ws, cfg, r, stage)
+    return ws, cfg, r

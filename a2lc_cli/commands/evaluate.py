@@ -9,7 +9,10 @@ import typer
 from .. import ui
 from ..evaluate import METRICS, run_metric
 from ..errors import A2LCError
-from ._common import JSON, round_option, workspace
+from ._common import JSON, choices, round_option, chosen, workspace
+
+Unlabeled = choices("Unlabeled", ("ignore", "error"))
+Metric = choices("Metric", METRICS)
 
 
 def register(app: typer.Typer) -> None:
@@ -18,20 +21,18 @@ def register(app: typer.Typer) -> None:
 
 def evaluate(
     ctx: typer.Context,
-    metric: str = typer.Option("data-miou", "--metric", "-m", help=" | ".join(METRICS)),
+    metric: Metric = typer.Option("data-miou", "--metric", "-m", help="What to score."),
     r: Optional[int] = round_option("Round to evaluate (default: the latest with labels/model)."),
-    unlabeled: str = typer.Option("ignore", "--unlabeled", help="Data mIoU: unlabeled (255) label pixels: ignore | error."),
+    unlabeled: Unlabeled = typer.Option("ignore", "--unlabeled", help="Data mIoU: unlabeled (255) label pixels."),
     json_out: bool = JSON,
 ) -> None:
     """Score a round: its labels (data-miou), its model (model-miou), or its automatic corrections (lcm-accuracy)."""
-    if unlabeled not in ("ignore", "error"):
-        raise A2LCError(f"--unlabeled must be ignore or error (got {unlabeled!r})")
     ws = workspace(ctx)
-    if r is not None and r >= 1 and not ws.artifact(r, "query.h5").exists() and not ws.artifact(r - 1, "model.pt").exists():
+    if r is not None and r >= 1 and not ws.path("query", r).exists() and not ws.path("train", r - 1).exists():
         from ..rounds import round_order_hint
 
         raise A2LCError(round_order_hint(ws, r))  # the same words as `a2lc round`: a hint that works
-    res = run_metric(ws, metric, r, unlabeled=unlabeled)
+    res = run_metric(ws, chosen(metric), r, unlabeled=chosen(unlabeled))
     if json_out:
         ui.print_json(res)
         return

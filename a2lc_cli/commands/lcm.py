@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from .. import ui
-from ._common import JSON, require_round, round_option, workspace
+from ._common import JSON, round_option, stage_round
 
 
 def register(app: typer.Typer) -> None:
@@ -27,14 +27,9 @@ def lcm_train(
 ) -> None:
     """Train ψ_r on this round's answered masks (paper Eq. 1–2)."""
     from ..lcm import run_lcm_train
-    from ..rounds import check_order
     from ..stages import LCM_TRAIN
 
-    ws = workspace(ctx)
-    r = require_round(r, "lcm-train")
-    cfg = ws.ensure_config()
-    if r >= 1:
-        check_order(ws, cfg, r, LCM_TRAIN)
+    ws, cfg, r = stage_round(ctx, r, LCM_TRAIN)
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("min_steps", min_steps)):
         if value is not None:
             setattr(cfg.lcm, key, value)
@@ -56,14 +51,9 @@ def lcm_correct(
 ) -> None:
     """Relabel never-queried masks that ψ_r predicts confidently (paper Eq. 3–6)."""
     from ..lcm import run_lcm_correct
-    from ..rounds import check_order
     from ..stages import LCM_CORRECT
 
-    ws = workspace(ctx)
-    r = require_round(r, "lcm-correct")
-    cfg = ws.ensure_config()
-    if r >= 1:
-        check_order(ws, cfg, r, LCM_CORRECT)
+    ws, cfg, r = stage_round(ctx, r, LCM_CORRECT)
     if tau is not None:
         cfg.lcm.tau = [tau] * max(r, len(cfg.tau_schedule()))
     if alpha is not None:

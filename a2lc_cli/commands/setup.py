@@ -153,13 +153,16 @@ def status(ctx: typer.Context, json_out: bool = JSON) -> None:
     else:
         ui.out.print(f"dataset: {d['images']} train images, {d['masks']} masks, {d['classes']} classes"
                      + (", ground truth" if d["has_gt"] else ", no ground truth"))
+    from ..stages import STAGES
+
+    names = [s.name for s in STAGES if s.per_round]  # the stages of rounds, in the registry's order
     rows = []
     for r in st["rounds"]:
-        rows.append([r["round"]] + [_cell(r["stages"].get(s)) for s in ("acquire", "query", "lcm-train", "lcm-correct", "train")]
+        rows.append([r["round"]] + [_cell(r["stages"].get(s)) for s in names]
                     + [r.get("answers"), r.get("data_miou"), r.get("model_miou")])
     if rows:
         # two-line headers: the table fits 80 columns without cutting a header
-        t = ui.table("rounds", ["round", "acquire", "query", "lcm\ntrain", "lcm\ncorrect", "train",
+        t = ui.table("rounds", ["round", *(n.replace("-", "\n") for n in names),
                                 "answers", "data\nmIoU", "model\nmIoU"], rows)
         for col in t.columns:
             col.no_wrap = True

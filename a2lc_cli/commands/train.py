@@ -9,7 +9,7 @@ import typer
 
 from .. import ui
 from ..config import set_option
-from ._common import JSON, round_option, workspace
+from ._common import JSON, round_option, stage_round, workspace
 
 
 def register(app: typer.Typer) -> None:
@@ -31,7 +31,7 @@ def train(
     json_out: bool = JSON,
 ) -> None:
     """Train θ_R (DeepLabV3+ or a small CNN) on the labels after round R; save rounds/rNNN/model.pt."""
-    from ..rounds import DONE, check_order, stage_state
+    from ..rounds import DONE, stage_state
     from ..stages import TRAIN
     from ..training import init_distributed, main_rank_lock, shutdown_distributed, train_round
 
@@ -44,8 +44,8 @@ def train(
     from ..models import model_spec
 
     model_spec(cfg.train.model)  # the command's own options first: an unknown --model is named before the workspace
-    check_order(ws, cfg, r, TRAIN)
-    model_path = ws.artifact(r, "model.pt")
+    ws, cfg, r = stage_round(ctx, r, TRAIN, cfg=cfg)
+    model_path = ws.path(TRAIN, r)
     if resume and not ws.artifact(r, "model.ckpt").exists() and model_path.exists() \
             and stage_state(ws, cfg, r, TRAIN) == DONE:
         if json_out:

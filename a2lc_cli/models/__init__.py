@@ -116,10 +116,9 @@ def imagenet_path(name: str) -> Path:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise A2LCError(f"pretrained weights {path} do not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch.load raises many types on foreign/corrupt files
-        raise A2LCError(f"{path}: not a readable torch weights file: {' '.join(str(e).split())[:160]}") from None
+    from ..store import load_torch
+
+    obj = load_torch(path, what="torch weights file")
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

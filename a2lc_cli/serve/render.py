@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..annotator import _render_mask
+from ..annotator import render_mask
 from ..state import Dataset
 
 HIGHLIGHT = np.array([255, 0, 255], np.float32)  # magenta, as in the bundles' outlines
@@ -27,8 +27,8 @@ def mask_views(img: np.ndarray, mask: np.ndarray, box: np.ndarray) -> tuple[byte
 
     tinted = img.astype(np.float32)
     tinted[mask] = 0.55 * tinted[mask] + 0.45 * HIGHLIGHT
-    crop, _ = _render_mask(img, mask, box, cv2)
-    _, full = _render_mask(tinted.round().astype(np.uint8), mask, box, cv2)
+    crop, _ = render_mask(img, mask, box, cv2)
+    _, full = render_mask(tinted.round().astype(np.uint8), mask, box, cv2)
     return _png(full, cv2), _png(crop, cv2)
 
 

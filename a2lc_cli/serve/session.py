@@ -90,10 +90,10 @@ class AnnotationSession:
 
     def __init__(self, ws: Workspace, r: int, *, lease_s: float = DEFAULT_LEASE_S,
                  clock: Callable[[], float] = time.monotonic, on_answer: Callable[[dict], None] | None = None):
-        from ..acquire import check_acquisition_fits, read_acquisition
+        from ..state import check_acquisition_fits, read_acquisition
 
         self.ws, self.r, self.lease_s, self.clock, self.on_answer = ws, r, float(lease_s), clock, on_answer
-        self.path = ws.artifact(r, "query.h5")
+        self.path = ws.path("query", r)
         if not self.path.exists():
             raise A2LCError(f"round {r} has no selection yet ({self.path}); run `a2lc query --r {r} --annotator human` first")
         self.query: Query = read_query(self.path)
@@ -109,14 +109,14 @@ class AnnotationSession:
             self.mask_image = ds.mask_image[self.selected].astype(np.int64)
             self.mask_area = ds.mask_area[self.selected].astype(np.int64)
             self.bbox = ds.mask_column("bbox")[self.selected].astype(np.int64)
-            self.current = mask_state(ws.root, ds, r - 1).label[self.selected].astype(np.int64)
-        acq = read_acquisition(ws.artifact(r, "acquire.h5"))
+            self.current = mask_state(ws, ds, r - 1).label[self.selected].astype(np.int64)
+        acq = read_acquisition(ws.path("acquire", r))
         with Dataset(ws.dataset_path) as ds:
-            check_acquisition_fits(acq, ds, ws.artifact(r, "acquire.h5"))
-        if self.inputs.get("acquire") not in (None, acq["attrs"].get("uid")):
-            raise A2LCError(f"{ws.artifact(r, 'acquire.h5')} was recomputed after round {r}'s selection; "
+            check_acquisition_fits(acq, ds, ws.path("acquire", r))
+        if self.inputs.get("acquire") not in (None, acq.attrs.get("uid")):
+            raise A2LCError(f"{ws.path('acquire', r)} was recomputed after round {r}'s selection; "
                             "its candidates would not match the queried masks")
-        self.mean_prob = np.asarray(acq["mean_prob"], np.float32)[self.selected]
+        self.mean_prob = np.asarray(acq.mean_prob, np.float32)[self.selected]
         self.leases: dict[int, Lease] = {}
         self.lock = threading.RLock()
         self.saved_this_session = 0

@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -290,11 +289,9 @@ def read_state_dict(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise A2LCError(f"{what} checkpoint {path} does not exist")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError) as e:
-        raise A2LCError(f"{path}: not a readable {what} checkpoint ({_short(e)})") from None
+    from ...store import load_torch
+
+    obj = load_torch(path, what=f"{what} checkpoint", safe_globals=(argparse.Namespace,))
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):

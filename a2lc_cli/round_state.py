@@ -1,0 +1,126 @@
+"""Round-state folding: the per-mask labels after round r (SPEC §2), from the round-0 pseudo-labels
+and each round's answers (``query.h5``) and automatic corrections (``lcm.h5``).
+
+The round state is a vector over masks: the pixel labels of any round are the round-0 label map with
+the per-mask overrides of rounds 1..R painted in (:func:`paint_labels`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset_file import Dataset, check_labels
+from .errors import A2LCError
+from .state import read_corrections, read_query
+
+# provenance codes of a mask's current label
+PSEUDO, HUMAN, LCM = 0, 1, 2
+PROVENANCE = ("pseudo", "human", "lcm")
+
+
+# --------------------------------------------------------------------------- per-mask round state
+@dataclass
+class MaskState:
+    """The per-mask label state after some round.
+
+    label: (M,) uint8 current label of each mask (255 = void).
+    source: (M,) uint8 provenance code (PSEUDO, HUMAN, LCM).
+    round: (M,) int16 round of the last change (0 = pseudo-label).
+    confidence: (M,) float64 LCM confidence of the last automatic change (NaN otherwise).
+    queried: (M,) bool selected for a query in some round ≤ R (never queried again).
+    rounds_applied: [(round, stage)] the stages whose outputs were painted in.
+    """
+
+    label: np.ndarray
+    source: np.ndarray
+    round: np.ndarray
+    confidence: np.ndarray
+    queried: np.ndarray
+    rounds_applied: list[tuple[int, str]]
+
+    @property
+    def overridden(self) -> np.ndarray:
+        """(M,) bool: masks whose label differs in provenance from the round-0 pseudo-label."""
+        return self.source != PSEUDO
+
+
+def initial_state(ds: Dataset) -> MaskState:
+    """The round-0 state: every mask carries its pseudo-label."""
+    m = ds.n_masks
+    return MaskState(
+        label=ds.mask_label0.copy(),
+        source=np.zeros(m, np.uint8),
+        round=np.zeros(m, np.int16),
+        confidence=np.full(m, np.nan),
+        queried=np.zeros(m, bool),
+        rounds_applied=[],
+    )
+
+
+def paint_labels(ds: Dataset, i: int, state: MaskState) -> np.ndarray:
+    """(H,W) uint8 pixel labels of image ``i``: round-0 labels with overridden masks painted in."""
+    lab = ds.label0(i).copy()
+    seg = ds.segment(i)
+    sl = ds.masks_of(i)
+    over = state.overridden[sl]
+    if over.any():
+        local = seg - sl.start
+        inside = seg >= 0
+        hit = np.zeros(seg.shape, bool)
+        hit[inside] = over[local[inside]]
+        lab[hit] = state.label[sl][local[hit]]
+    return lab
+
+
+def mask_state(ws: Any, ds: Dataset, r: int, *, include_lcm_of_last: bool = True) -> MaskState:
+    """The per-mask labels after round ``r``: pseudo-labels, then each round's answers and LCM corrections.
+
+    ws: where the rounds' artifacts are: a :class:`~a2lc_cli.workspace.Workspace` (anything with
+    ``path(stage, round)``), or a workspace folder.
+    Rounds are applied in order 1..r; a round without ``query.h5`` ends the chain
+    (its later rounds cannot have been computed from it). An ``lcm.h5`` whose
+    recorded query uid is not the current ``query.h5`` is stale and skipped.
+    """
+    if isinstance(ws, (str, Path)):  # a workspace folder (callers from before the Workspace was passed)
+        from .workspace import Workspace
+
+        ws = Workspace(ws)
+    st = initial_state(ds)
+    for k in range(1, r + 1):
+        qp = ws.path("query", k)
+        if not qp.exists():
+            break
+        q = read_query(qp)
+        _check_ids(q.selected, ds, qp)
+        st.queried[q.selected] = True
+        ids, labels = q.answers.effective()
+        _check_ids(ids, ds, qp)
+        check_labels(q.answers.label, ds.num_classes, str(qp))
+        st.label[ids] = labels
+        st.source[ids] = HUMAN
+        st.round[ids] = k
+        st.confidence[ids] = np.nan
+        st.rounds_applied.append((k, "query"))
+        lp = ws.path("lcm-correct", k)
+        if not lp.exists() or (k == r and not include_lcm_of_last):
+            continue
+        c = read_corrections(lp)
+        if c.attrs.get("inputs", {}).get("query") != q.attrs.get("uid"):
+            continue
+        _check_ids(c.mask, ds, lp)
+        check_labels(c.label, ds.num_classes, str(lp))
+        st.label[c.mask] = c.label
+        st.source[c.mask] = LCM
+        st.round[c.mask] = k
+        st.confidence[c.mask] = c.confidence
+        st.rounds_applied.append((k, "lcm"))
+    return st
+
+
+def _check_ids(ids: np.ndarray, ds: Dataset, path: Path) -> None:
+    if ids.size and (ids.min() < 0 or ids.max() >= ds.n_masks):
+        raise A2LCError(f"{path}: refers to mask ids outside 0..{ds.n_masks - 1} (from another dataset?)")

@@ -1,0 +1,114 @@
+"""The stage registry (a2lc_cli.stages): order, prerequisites and the one staleness check, derived from
+the declarations; a stage run with its dependencies passed as arguments (no monkeypatching)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from a2lc_cli.acquire import read_acquisition, run_acquire
+from a2lc_cli.config import Config
+from a2lc_cli.query import run_query
+from a2lc_cli.rounds import DONE, MISSING, STALE, stage_state
+from a2lc_cli.stages import (ACQUIRE, LCM_CORRECT, LCM_TRAIN, PSEUDOLABEL, QUERY, STAGES, TRAIN, current_inputs,
+                             inputs_match, is_current, next_step, required_before, stages_of_round)
+from a2lc_cli.state import read_query, write_query
+from a2lc_cli.store import artifact_uid
+
+from support import LookupModel, touch_model, write_workspace
+
+
+def _cfg(method: str) -> Config:
+    cfg = Config()
+    cfg.method.preset = method
+    return cfg
+
+
+def test_rounds_run_the_declared_stages_in_order():
+    names = lambda r, m: [s.name for s in stages_of_round(r, _cfg(m))]  # noqa: E731
+    assert names(0, "a2lc") == ["pseudolabel", "train"]
+    assert names(1, "a2lc") == ["acquire", "query", "lcm-train", "lcm-correct", "train"]
+    assert names(3, "alc") == ["acquire", "query", "train"]  # ALC declares no LCM (enabled is false)
+    assert [s.name for s in STAGES] == ["pseudolabel", "acquire", "query", "lcm-train", "lcm-correct", "train"]
+
+
+def test_prerequisites_follow_the_required_inputs_transitively():
+    cfg = _cfg("a2lc")
+    assert required_before(ACQUIRE, 1, cfg) == []  # dataset and θ_{r-1} are outside the round
+    assert required_before(QUERY, 1, cfg) == [ACQUIRE]
+    assert required_before(LCM_CORRECT, 1, cfg) == [ACQUIRE, QUERY, LCM_TRAIN]
+    assert required_before(TRAIN, 2, cfg) == [ACQUIRE, QUERY]  # lcm.h5 is an optional input of train
+    assert required_before(TRAIN, 0, cfg) == []  # round 0 has no query stage
+
+
+def test_inputs_match_by_hand():
+    assert inputs_match({"a": "1", "b": "2"}, {"b": "2", "a": "1"})
+    assert not inputs_match({"a": "1"}, {"a": "2"})
+    assert inputs_match({"a": "1"}, {"a": "1", "lcm": None})  # absent now and never recorded: no difference
+    assert not inputs_match({"a": "1", "lcm": "x"}, {"a": "1", "lcm": None})  # recorded, gone now
+    assert not inputs_match({"a": "1", "r1/query.h5": "q"}, {"a": "1"})  # recorded an input that is left out now
+    assert not inputs_match({}, {"a": "1"})
+
+
+@pytest.fixture
+def ws_with_fakes(tmp_path):
+    """A 2-image workspace, its in-memory source and a model with fixed softmax (passed as arguments)."""
+    seg = np.full((4, 4), -1, np.int32)
+    seg[:2] = 0
+    seg[2:] = 1
+    lab = np.zeros((4, 4), np.uint8)
+    lab[2:] = 1
+    gt = lab.copy()
+    gt[2:] = 2
+    probs = np.zeros((3, 4, 4))
+    probs[:] = np.array([0.6, 0.3, 0.1])[:, None, None]
+    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=[seg, seg], labels0=[lab, lab], gts=[gt, gt])
+    touch_model(ws, 0)
+    return ws, source, LookupModel([probs, probs])
+
+
+def test_acquire_takes_its_model_and_source_as_arguments_and_query_records_its_declared_inputs(ws_with_fakes):
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    assert stage_state(ws, cfg, 1, ACQUIRE) == MISSING
+    assert next_step(ws, cfg, max_round=1) == (1, ACQUIRE)  # dataset and θ_0 exist: round 1's acquisition is next
+    run_acquire(ws, cfg, 1, device="cpu", model=model, source=source)
+    acq = read_acquisition(ws.path(ACQUIRE, 1))
+    assert acq.score.shape == (4,) and acq.attrs["inputs"] == current_inputs(ws, ACQUIRE, 1)
+    assert set(acq.attrs["inputs"]) == {"dataset", "model"}
+    assert stage_state(ws, cfg, 1, ACQUIRE) == DONE
+
+    run_query(ws, cfg, 1)
+    q = read_query(ws.path(QUERY, 1))
+    assert q.attrs["inputs"] == {"acquire": acq.attrs["uid"], "dataset": artifact_uid(ws.path(PSEUDOLABEL))}
+    assert stage_state(ws, cfg, 1, QUERY) == DONE
+    assert is_current(ws, QUERY, 1, q.attrs["inputs"])
+
+    # query.h5 records {acquire, dataset}: a dataset uid that differs is stale, not only an acquire uid
+    write_query(ws.path(QUERY, 1), q, inputs={**q.attrs["inputs"], "dataset": "another dataset"}, meta={})
+    assert stage_state(ws, cfg, 1, QUERY) == STALE
+    write_query(ws.path(QUERY, 1), q, inputs={**q.attrs["inputs"], "acquire": "another acquisition"}, meta={})
+    assert stage_state(ws, cfg, 1, QUERY) == STALE
+
+
+def test_workspace_paths_by_stage_and_latest_round(ws_with_fakes):
+    ws, _, _ = ws_with_fakes
+    assert ws.path("pseudolabel") == ws.dataset_path
+    assert ws.path(QUERY, 2) == ws.root / "rounds" / "r002" / "query.h5"
+    assert ws.latest_round("train") == 0
+    assert ws.latest_round("query") is None
+
+
+def test_a_wrong_choice_is_one_line_naming_the_choices(ws_with_fakes, cli):
+    ws, _, _ = ws_with_fakes
+    code, _, err = cli("-w", ws.root, "query", "--r", "1", "--unit", "px")
+    assert code == 2
+    assert err.strip() == "error: unknown --unit 'px' (choose from mask, pixel) (see `a2lc query --help`)"
+
+
+def test_a_wrong_choice_of_an_option_with_two_names_names_the_long_one(ws_with_fakes, cli):
+    ws, _, _ = ws_with_fakes
+    code, _, err = cli("-w", ws.root, "evaluate", "-m", "nope")
+    assert code == 2
+    assert err.strip().startswith("error: unknown --metric 'nope' (choose from data-miou, model-miou, lcm-accuracy")
