@@ -391,6 +391,10 @@ def read_acquisition(path: Path) -> dict[str, Any]:
     with open_artifact(path, "acquire", hint="a2lc acquire") as f:
         out: dict[str, Any] = {name: read_array(f, name, path=path) for name in f.keys()}
         out["attrs"] = artifact_attrs(f)
+    if "embedding" in out:  # the one array not checked on open (M×E floats)
+        from .integrity import check_embedding
+
+        check_embedding(out["embedding"], len(out["score"]), path)
     return out
 
 
