@@ -156,7 +156,8 @@ def _nan_free(arr: np.ndarray, name: str, path: Path | str, *, infinite: bool = 
     bad = np.isnan(arr) if infinite else ~np.isfinite(arr)
     if bad.any():
         k = _first(bad)
-        raise damaged(path, f"{name} holds {arr.reshape(-1)[k]} at index {k}")
+        v = arr.reshape(-1)[k]
+        raise damaged(path, f"{name} holds {'NaN' if np.isnan(v) else v} at index {k}")
 
 
 def _in_range(arr: np.ndarray, lo: float, hi: float, name: str, path: Path | str, unit: str = "value") -> None:
@@ -434,3 +435,17 @@ def artifact_damage(path: Path, kind: str, *, n_masks: int | None = None, num_cl
     except A2LCError as e:
         return str(e)
     return None
+
+
+def verify_pixels(ds: Any, progress: Any = None) -> int:
+    """Read every image's per-pixel maps of an open ``state.Dataset`` through the checks of
+    :func:`check_pixels` (``a2lc status --verify``): a damaged map far into the file is found now,
+    not when a command reaches it. ``progress``: wraps the image range (e.g. ``ui.progress``).
+    Returns the number of pixels checked; raises DamagedFile at the first damaged image."""
+    images = range(ds.n_images)
+    for i in (progress(images) if progress else images):
+        ds.segment(i)
+        ds.label0(i)
+        if ds.has_gt:
+            ds.gt(i)
+    return int(ds.pixel_offset[-1])

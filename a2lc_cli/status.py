@@ -19,8 +19,9 @@ def saved_metric(ws: Workspace, r: int, metric: str) -> dict | None:
         return None
 
 
-def workspace_status(ws: Workspace) -> dict[str, Any]:
-    """A JSON-able summary of the workspace (used by ``a2lc status``)."""
+def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
+    """A JSON-able summary of the workspace (used by ``a2lc status``). ``verify``: also read every
+    per-pixel map of ``dataset.h5`` through its checks (:func:`a2lc_cli.integrity.verify_pixels`)."""
     cfg = ws.config()
     out: dict[str, Any] = {"workspace": str(ws.root), "config": cfg.model_dump(mode="json"), "dataset": None}
     if ws.dataset_path.exists():
@@ -30,6 +31,12 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
             with Dataset(ws.dataset_path) as ds:
                 out["dataset"] = {"images": ds.n_images, "masks": ds.n_masks, "classes": ds.num_classes,
                                   "has_gt": ds.has_gt, "uid": ds.uid}
+                if verify:
+                    from . import ui
+                    from .integrity import verify_pixels
+
+                    out["dataset"]["verified_pixels"] = verify_pixels(
+                        ds, lambda it: ui.progress(it, f"verifying {ui.esc(ws.dataset_path.name)}"))
         except A2LCError as e:
             out["dataset"] = {"error": str(e)}
     from .rounds import STALE, WAITING, answers_block, stage_state
