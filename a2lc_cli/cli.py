@@ -11,9 +11,11 @@ import sys
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.text import Text
 
 from . import __version__, ui
+from .config import validation_message
 from .errors import A2LCError, os_error
 from .workspace import DEFAULT_WORKSPACE, Workspace
 
@@ -144,6 +146,8 @@ def invoke(argv: list[str] | None = None) -> int:
         return _fail(msg + hint, 2, as_json=as_json)
     except ClickException as e:
         return _fail(e.format_message().replace("\n", " "), e.exit_code, as_json=as_json)
+    except ValidationError as e:  # a config value set in code from an option (config.set_option is the usual path)
+        return _fail(validation_message(e, "config"), 2, as_json=as_json)
     except OSError as e:  # a disk error no writer turned into a message (full, read-only, permissions)
         return _fail(str(os_error(e)), 2, as_json=as_json)
     except (*_Abort, KeyboardInterrupt):

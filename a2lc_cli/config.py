@@ -288,18 +288,23 @@ def parse_config(raw: object, *, where: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        n = e.error_count()
-        more = f" (and {n - 1} more problem{'s' if n > 2 else ''})" if n > 1 else ""
-        value = first.get("input")
-        shown = json.dumps(value) if isinstance(value, bool) or value is None else repr(value)  # true, not True
-        got = f" (got {shown})" if isinstance(value, (str, int, float, bool)) or value is None else ""
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and len(got) > 60:
-            got = f" (got {value:.6g})" if isinstance(value, float) else f" (got a {len(str(abs(value)))}-digit number)"
-        allowed = allowed_range(first["loc"])
-        allowed = f"; allowed: {allowed}" if allowed and first["type"] in _RANGE_ERRORS else ""
-        raise A2LCError(f"{where}: {key}: {first['msg']}{got}{allowed}{more}") from None
+        raise A2LCError(validation_message(e, where)) from None
+
+
+def validation_message(e: ValidationError, where: str) -> str:
+    """One line for a config validation error: ``<where>: <key>: <problem> (got <value>); allowed: <range>``."""
+    first = e.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    n = e.error_count()
+    more = f" (and {n - 1} more problem{'s' if n > 2 else ''})" if n > 1 else ""
+    value = first.get("input")
+    shown = json.dumps(value) if isinstance(value, bool) or value is None else repr(value)  # true, not True
+    got = f" (got {shown})" if isinstance(value, (str, int, float, bool)) or value is None else ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and len(got) > 60:
+        got = f" (got {value:.6g})" if isinstance(value, float) else f" (got a {len(str(abs(value)))}-digit number)"
+    allowed = allowed_range(first["loc"])
+    allowed = f"; allowed: {allowed}" if allowed and first["type"] in _RANGE_ERRORS else ""
+    return f"{where}: {key}: {first['msg']}{got}{allowed}{more}"
 
 
 _RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number", "int_type", "float_type",

@@ -8,7 +8,8 @@
 fresh process with that package or this tree's first on ``sys.path``, alternating (B, A, B, A, ...),
 and times ``Dataset(path)`` + reading every mask-table column + ``close()`` — what a command does
 with ``dataset.h5`` before its per-image work — ``--opens`` times in a process (the first open, with
-cold imports, is reported separately). Also times ``a2lc status --json`` end to end (the checks of
+cold imports, is reported separately), and one pass reading every image's segment and label0 maps
+(the per-image checks, as train/acquire/evaluate read them; best of 3). Also times ``a2lc status --json`` end to end (the checks of
 every round artifact included) and ``status --verify`` (every per-pixel map). Prints min/median
 and the ratio new/old, writes bench/results/integrity_cost-<date>.json.
 """
@@ -42,7 +43,15 @@ for k in range(int(sys.argv[2])):
         ds.mask_column(c)
     ds.close()
     times.append(time.perf_counter() - t)
-print(json.dumps({"first": times[0], "rest": times[1:]}))
+pixels = []
+for k in range(3):  # every image's maps as train/acquire/evaluate read them (per-image checks included)
+    ds = Dataset(sys.argv[1])
+    t = time.perf_counter()
+    for i in range(ds.n_images):
+        ds.segment(i), ds.label0(i)
+    pixels.append(time.perf_counter() - t)
+    ds.close()
+print(json.dumps({"first": times[0], "rest": times[1:], "pixels": min(pixels)}))
 """
 
 
@@ -75,19 +84,21 @@ def main() -> None:
         for args in (("init",), ("pseudolabel",)):
             subprocess.run([sys.executable, "-m", "a2lc_cli", "-q", "-w", str(ws), *args], env=_env(HERE), check=True)
     ds = ws / "dataset.h5"
-    runs = {"old": {"first": [], "open": [], "status": []}, "new": {"first": [], "open": [], "status": [], "verify": []}}
+    runs = {"old": {"first": [], "open": [], "pixels": [], "status": []},
+            "new": {"first": [], "open": [], "pixels": [], "status": [], "verify": []}}
     for _ in range(a.repeats):
         for name, src in (("old", a.baseline), ("new", HERE)):
             r = _opens(src, ds, a.opens)
             runs[name]["first"].append(r["first"])
             runs[name]["open"].append(min(r["rest"]))
+            runs[name]["pixels"].append(r["pixels"])
             runs[name]["status"].append(_command(src, ws, "status", "--json"))
         runs["new"]["verify"].append(_command(HERE, ws, "status", "--json", "--verify"))
 
     def stat(xs: list[float]) -> dict:
         return {"min_ms": 1e3 * min(xs), "median_ms": 1e3 * statistics.median(xs)}
 
-    table = {k: {name: stat(v[k]) for name, v in runs.items() if k in v} for k in ("first", "open", "status", "verify")}
+    table = {k: {name: stat(v[k]) for name, v in runs.items() if k in v} for k in ("first", "open", "pixels", "status", "verify")}
     print(f"{'measure':<28}{'old min/med ms':>20}{'new min/med ms':>20}{'ratio min/med':>16}")
     for k, row in table.items():
         new = row["new"]
@@ -98,6 +109,7 @@ def main() -> None:
         else:
             ratio, olds = "-", "-"
         label = {"first": "first open (cold imports)", "open": "open + mask table (warm)",
+                 "pixels": "read every segment+label0",
                  "status": "a2lc status --json", "verify": "a2lc status --verify"}[k]
         news = f"{new['min_ms']:.1f}/{new['median_ms']:.1f}"
         print(f"{label:<28}{olds:>20}{news:>20}{ratio:>16}")

@@ -293,9 +293,12 @@ def test_values_that_read_as_json_keep_their_type_only_when_the_key_takes_it(tmp
     (("evaluate", "--r", 1, "--unlabeled", BIG), "(5000 digits)"),
     (("train", "--r", 1, "--iterations", BIG), "--iterations"),
     (("config", "set", f"train.iterations={BIG}"), "5000 digits"),
+    (("lcm-train", "--r", 1, "--lr", "inf"), "lcm.lr: Input should be a finite number (got inf)"),
+    (("lcm-train", "--r", 1, "--epochs", BIG), "--epochs"),
+    (("lcm-correct", "--r", 1, "--tau", "nan"), "--tau"),
 ])
-def test_a_5000_digit_number_on_the_command_line_is_one_clean_line(built, cli, args, needle):
-    ws = built[1]
+def test_absurd_numbers_on_the_command_line_are_one_clean_line(built, cli, args, needle):
+    ws = built[0]
     before = snapshot(ws)
     code, _, err = cli("-w", ws, *args)
     msg = one_line_error(code, err, needle)
