@@ -27,7 +27,7 @@ import numpy as np
 
 from .data.base import VOID, ClassInfo
 from .errors import A2LCError
-from .textio import read_text, unsafe_char
+from .textio import loads_json, read_text, unsafe_char
 from .state import UNITS, Answers, Dataset
 
 ANNOTATORS = ("gt", "human")
@@ -279,12 +279,7 @@ def _read_rows(path: Path) -> list[tuple[str, Any]]:
     """(where, row dict) pairs from a CSV or JSON answers file."""
     text = read_text(path, what="answers file")
     if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise A2LCError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-        except RecursionError:
-            raise A2LCError(f"{path}: JSON nested too deeply to be an answers file") from None
+        data = loads_json(text, where=str(path))
         items = data.get("masks") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise A2LCError(f"{path}: expected a list of answers or an object with a 'masks' list")

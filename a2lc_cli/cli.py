@@ -12,10 +12,12 @@ import sys
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.text import Text
 
 from . import __version__, ui
-from .errors import A2LCError, os_error
+from .config import validation_message
+from .errors import A2LCError, os_error, shorten_numbers
 from .workspace import DEFAULT_WORKSPACE, Workspace
 
 try:  # typer ≥ 0.20 ships its own copy of click
@@ -121,6 +123,7 @@ def _wants_json(argv: list[str]) -> bool:
 
 def _fail(message: str, code: int, *, as_json: bool) -> int:
     """Report an error: one line on stderr; under ``--json`` also ``{"error": message}`` on stdout."""
+    message = shorten_numbers(message)  # a value echoed back by click/Typer too (A2LCError does this itself)
     ui.err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     if as_json:
         ui.print_json({"error": message})
@@ -157,6 +160,8 @@ def invoke(argv: list[str] | None = None) -> int:
         return _fail(msg + hint, 2, as_json=as_json)
     except ClickException as e:
         return _fail(e.format_message().replace("\n", " "), e.exit_code, as_json=as_json)
+    except ValidationError as e:  # a config value set in code from an option (config.set_option is the usual path)
+        return _fail(validation_message(e, "config"), 2, as_json=as_json)
     except OSError as e:  # a disk error no writer turned into a message (full, read-only, permissions)
         return _fail(str(os_error(e)), 2, as_json=as_json)
     except (*_Abort, KeyboardInterrupt):

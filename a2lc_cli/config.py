@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import A2LCError
-from .textio import read_text
+from .textio import json_failure, loads_json, read_text
 
 CONFIG_SCHEMA_VERSION = 1
 
@@ -28,7 +28,9 @@ LCMSelection = Literal["paper", "calibrated"]
 
 class _Strict(BaseModel):
     # every float must be finite (no NaN/inf); every number has a range (Field bounds below)
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # strict: an int key takes integers only (not true or 2.0), a bool key true/false only (not 1 or "yes"),
+    # a float key numbers only (not true or "0.5"), from config.json and `config set` alike
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True)
 
 
 # Bounds of the sizes a2lc can actually run with: generous, but they stop a typo (1e9 rounds,
@@ -272,14 +274,7 @@ def load_config(path: Path) -> Config:
     """Read and validate ``config.json``; a missing file gives the defaults."""
     if not path.exists():
         return Config()
-    try:
-        raw = json.loads(read_text(path, what="config"))
-    except json.JSONDecodeError as e:
-        raise A2LCError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    except ValueError as e:  # an integer beyond Python's digit limit
-        raise A2LCError(f"{path}: not a valid config ({' '.join(str(e).split())[:100]})") from None
-    except RecursionError:
-        raise A2LCError(f"{path}: JSON nested too deeply to be a config") from None
+    raw = loads_json(read_text(path, what="config"), where=str(path))
     return parse_config(raw, where=str(path))
 
 
@@ -293,20 +288,26 @@ def parse_config(raw: object, *, where: str = "config") -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        n = e.error_count()
-        more = f" (and {n - 1} more problem{'s' if n > 2 else ''})" if n > 1 else ""
-        value = first.get("input")
-        got = f" (got {value!r})" if isinstance(value, (str, int, float, bool)) or value is None else ""
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and len(got) > 60:
-            got = f" (got {value:.6g})" if isinstance(value, float) else f" (got a {len(str(abs(value)))}-digit number)"
-        allowed = allowed_range(first["loc"])
-        allowed = f"; allowed: {allowed}" if allowed and first["type"] in _RANGE_ERRORS else ""
-        raise A2LCError(f"{where}: {key}: {first['msg']}{got}{allowed}{more}") from None
+        raise A2LCError(validation_message(e, where)) from None
 
 
-_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number",
+def validation_message(e: ValidationError, where: str) -> str:
+    """One line for a config validation error: ``<where>: <key>: <problem> (got <value>); allowed: <range>``."""
+    first = e.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    n = e.error_count()
+    more = f" (and {n - 1} more problem{'s' if n > 2 else ''})" if n > 1 else ""
+    value = first.get("input")
+    shown = json.dumps(value) if isinstance(value, bool) or value is None else repr(value)  # true, not True
+    got = f" (got {shown})" if isinstance(value, (str, int, float, bool)) or value is None else ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and len(got) > 60:
+        got = f" (got {value:.6g})" if isinstance(value, float) else f" (got a {len(str(abs(value)))}-digit number)"
+    allowed = allowed_range(first["loc"])
+    allowed = f"; allowed: {allowed}" if allowed and first["type"] in _RANGE_ERRORS else ""
+    return f"{where}: {key}: {first['msg']}{got}{allowed}{more}"
+
+
+_RANGE_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number", "int_type", "float_type",
                  "too_short", "too_long"}
 
 
@@ -369,12 +370,23 @@ def set_option(cfg: Config, dotted: str, value: str) -> Config:
         node = node[p]
     if not isinstance(node, dict) or parts[-1] not in node:
         raise A2LCError(f"unknown config key {dotted!r}")
+    # One parser for every typed key: the value as JSON (``5``, ``0.5``, ``true``, ``null``, ``[0.9]``), checked
+    # strictly against the key's type by the schema (an int key refuses ``true`` and ``2.0``, a bool key ``1``);
+    # text that is not JSON, or that only a string key accepts (a path ``123``), is kept as a string.
     try:
         node[parts[-1]] = json.loads(value)
     except json.JSONDecodeError:
         node[parts[-1]] = value
-    except ValueError:  # an integer beyond Python's digit limit
-        raise A2LCError(f"{dotted}: value {value[:20]}... is too large a number") from None
-    except RecursionError:
-        raise A2LCError(f"{dotted}: value nested too deeply") from None
-    return parse_config(data, where=f"--set {dotted}")
+    except (ValueError, RecursionError) as e:  # an integer beyond Python's digit limit, deep nesting
+        raise A2LCError(f"--set {dotted}: {json_failure(e)}") from None
+    try:
+        return parse_config(data, where=f"--set {dotted}")
+    except A2LCError:
+        if isinstance(node[parts[-1]], str):
+            raise
+        node[parts[-1]] = value
+        try:
+            return parse_config(data, where=f"--set {dotted}")
+        except A2LCError:
+            pass
+        raise

@@ -16,7 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import faults
+from . import faults, integrity
 from .data.base import VOID, ClassInfo
 from .errors import A2LCError, os_error
 from .mask_table import _bboxes, mask_majority, value_counts
@@ -426,48 +426,11 @@ class Dataset:
             raise
         except (KeyError, ValueError, OSError) as e:
             self.f.close()
-            raise A2LCError(f"{self.path}: damaged dataset file: {_short(e)}") from None
+            raise integrity.damaged(self.path, _short(e)) from None
         self.n_images = len(self.names)
-        try:
-            self._check_index()
-        except A2LCError:
-            self.f.close()
-            raise
         self.n_masks = int(self.mask_offset[-1])
         self._masks: dict[str, np.ndarray] = {}
         self._pixel_sets: dict[str, h5py.Dataset] = {}
-
-    def _check_index(self) -> None:
-        """Values of the image index against each other and the sizes of the per-pixel and per-mask data
-        (shapes and dtypes were checked by :func:`check_layout` on open). Raises A2LCError."""
-        bad = f"{self.path}: damaged dataset file:"
-        n, c = self.n_images, self.num_classes
-        if not 1 <= c <= VOID:
-            raise A2LCError(f"{bad} num_classes {c} is not in 1..{VOID}")
-        if len(self.classes.names) != c or len(self.classes.palette) < c:
-            raise A2LCError(f"{bad} {len(self.classes.names)} class names and {len(self.classes.palette)} colours "
-                            f"for {c} classes")
-        if not 0 <= self.fill_label <= VOID:
-            raise A2LCError(f"{bad} fill_label {self.fill_label} is not in 0..255")
-        if n and (self.heights.min() < 1 or self.widths.min() < 1):
-            raise A2LCError(f"{bad} an image has a zero height or width")
-        po, mo = self.pixel_offset.astype(np.int64), self.mask_offset.astype(np.int64)
-        if len(po) != n + 1 or len(mo) != n + 1:
-            raise A2LCError(f"{bad} image index sizes disagree")
-        if po[0] != 0 or not np.array_equal(np.diff(po), self.heights * self.widths):
-            raise A2LCError(f"{bad} images/pixel_offset does not match the image sizes")
-        if mo[0] != 0 or (np.diff(mo) < 0).any():
-            raise A2LCError(f"{bad} images/mask_offset is not an increasing index")
-        names = ("segment", "label0", "gt") if self.has_gt else ("segment", "label0")
-        for name in names:
-            d = self.f.get(f"pixels/{name}")
-            if d is None or d.shape[0] != po[-1]:
-                got = "missing" if d is None else f"{d.shape[0]} pixels"
-                raise A2LCError(f"{bad} pixels/{name} is {got}, expected {po[-1]}")
-        for name in ("image", "area", "bbox", "label0", *(("gt_label",) if self.has_gt else ())):
-            d = self.f.get(f"masks/{name}")
-            if d is not None and d.shape[0] != mo[-1]:
-                raise A2LCError(f"{bad} masks/{name} has {d.shape[0]} rows, expected {mo[-1]}")
 
     # context manager
     def __enter__(self) -> "Dataset":
@@ -489,29 +452,9 @@ class Dataset:
         if name not in self._masks:
             arr = read_array(self.f, f"masks/{name}", path=self.path)
             if len(arr) != self.n_masks:
-                raise A2LCError(f"{self.path}: damaged dataset file: masks/{name} has {len(arr)} rows, expected {self.n_masks}")
-            self._check_column(name, arr)
-            self._masks[name] = arr
+                raise integrity.damaged(self.path, f"masks/{name} has {len(arr)} rows, expected {self.n_masks}")
+            self._masks[name] = arr  # its values were checked on open (integrity.check_contents)
         return self._masks[name]
-
-    def _check_column(self, name: str, arr: np.ndarray) -> None:
-        """Value ranges of a mask-table column (checked once, when it is first read)."""
-        bad = f"{self.path}: damaged dataset file: masks/{name}"
-        if not arr.size:
-            return
-        if name in ("label0", "gt_label"):
-            check_labels(arr, self.num_classes, f"{self.path}: masks/{name}")
-        elif name == "image":
-            expect = np.repeat(np.arange(self.n_images), np.diff(self.mask_offset.astype(np.int64)))
-            if not np.array_equal(arr, expect):
-                raise A2LCError(f"{bad} does not match images/mask_offset")
-        elif name == "area" and arr.min() < 1:
-            raise A2LCError(f"{bad} has a mask of {int(arr.min())} pixels")
-        elif name == "bbox":
-            img = np.repeat(np.arange(self.n_images), np.diff(self.mask_offset.astype(np.int64)))
-            x0, y0, x1, y1 = (arr[:, k].astype(np.int64) for k in range(4))
-            if ((x0 < 0) | (y0 < 0) | (x1 <= x0) | (y1 <= y0) | (x1 > self.widths[img]) | (y1 > self.heights[img])).any():
-                raise A2LCError(f"{bad} has a box outside its image")
 
     @property
     def mask_image(self) -> np.ndarray:
@@ -557,14 +500,9 @@ class Dataset:
             raise A2LCError(f"{self.path}: has no pixels/{name}") from None
         except (OSError, ValueError) as e:
             raise A2LCError(f"{self.path}: cannot read pixels/{name} of image {i}: {_short(e)}") from None
-        if flat.size and name == "segment":  # -1 or a mask of this image
-            lo, hi = int(self.mask_offset[i]), int(self.mask_offset[i + 1])
-            inside = flat[flat >= 0]
-            if (flat < -1).any() or (inside.size and (inside.min() < lo or inside.max() >= hi)):
-                raise A2LCError(f"{self.path}: damaged dataset file: pixels/segment of image {i} refers to "
-                                f"masks outside {lo}..{hi - 1}")
-        elif flat.size:
-            check_labels(flat, self.num_classes, f"{self.path}: pixels/{name} of image {i}")
+        lo, hi = int(self.mask_offset[i]), int(self.mask_offset[i + 1])
+        integrity.check_pixels(self.path, name, flat, i, mask_lo=lo, mask_hi=hi, num_classes=self.num_classes,
+                               area=self.mask_area[lo:hi] if name == "segment" else None)
         return flat.reshape(self.shape(i))
 
     def segment(self, i: int) -> np.ndarray:
@@ -589,7 +527,7 @@ class Dataset:
         sig = read_array(self.f, "images/signature", path=self.path)
         signed = read_array(self.f, "images/signed", path=self.path).astype(bool)
         if sig.shape != (self.n_images, *_SIG) or signed.shape != (self.n_images,):
-            raise A2LCError(f"{self.path}: damaged dataset file: images/signature has shape {sig.shape}")
+            raise integrity.damaged(self.path, f"images/signature has shape {sig.shape}")
         return sig, signed
 
     def masks_of(self, i: int) -> slice:
@@ -602,10 +540,4 @@ def open_dataset(ws_root: Path) -> Dataset:
     return Dataset(Path(ws_root) / "dataset.h5")
 
 
-def check_labels(labels: np.ndarray, num_classes: int, where: str) -> None:
-    """Labels must be class indices (0..num_classes-1) or void (255); A2LCError naming ``where`` otherwise."""
-    if labels.size:
-        wrong = (labels >= num_classes) & (labels != VOID)
-        if wrong.any():
-            raise A2LCError(f"{where}: label {int(labels[wrong][0])} is not a class (0..{num_classes - 1}, 255 = void; "
-                            "file damaged or from another dataset)")
+check_labels = integrity.check_labels  # (labels, num_classes, path, what)

@@ -13,9 +13,23 @@ class A2LCError(Exception):
     exit_code = 2
 
     def __init__(self, message: str, *, exit_code: int | None = None):
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(_LONG_NUMBER.sub(_shorten_number, " ".join(str(message).split())))
         if exit_code is not None:
             self.exit_code = exit_code
+
+
+import re as _re
+
+_LONG_NUMBER = _re.compile(r"\d{41,}")  # a value a user typed, echoed back: 5,000 digits make no message
+
+
+def _shorten_number(m: "_re.Match[str]") -> str:
+    return f"{m[0][:6]}…({len(m[0])} digits)"
+
+
+def shorten_numbers(message: str) -> str:
+    """``message`` with every run of more than 40 digits shortened to ``999999…(5000 digits)``."""
+    return _LONG_NUMBER.sub(_shorten_number, message)
 
 
 class WorkspaceLocked(A2LCError):

@@ -180,6 +180,11 @@ def predict_confidence(model: LCMNet, features: np.ndarray, *, batch: int = 6553
     return np.concatenate(preds), np.concatenate(logc)
 
 
+def _log_tau(tau: float) -> float:
+    """log τ for Eq. 4 in log space; τ = 0 (allowed by the config: every confidence passes) is −inf."""
+    return math.log(tau) if tau > 0 else -math.inf
+
+
 def select_corrections(
     pred: np.ndarray,
     log_conf: np.ndarray,
@@ -195,7 +200,7 @@ def select_corrections(
     pred, current: (M,) predicted and current labels; log_conf: (M,) float64 log max-prob;
     eligible: (M,) masks never queried.
     """
-    j1 = log_conf >= math.log(tau)  # Eq. 4, in log space (float64)
+    j1 = log_conf >= _log_tau(tau)  # Eq. 4, in log space (float64)
     j2 = ~np.isin(pred, tail)  # Eq. 5
     j3 = current != rarest  # Eq. 6
     j4 = pred != current
@@ -324,7 +329,7 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
         return {
             "round": r, "eligible": int(eligible.sum()), "corrected": int(len(ids)), "tau": tau,
             "tail": [ds.classes.names[c] for c in tail], "rarest": ds.classes.names[rarest],
-            "confident": int((logc[eligible] >= math.log(tau)).sum()),
+            "confident": int((logc[eligible] >= _log_tau(tau)).sum()),
         }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .dataset_file import Dataset, check_labels
+from . import integrity
 from .errors import A2LCError
 from .state import read_corrections, read_query
 
@@ -99,7 +100,7 @@ def mask_state(ws: Any, ds: Dataset, r: int, *, include_lcm_of_last: bool = True
         st.queried[q.selected] = True
         ids, labels = q.answers.effective()
         _check_ids(ids, ds, qp)
-        check_labels(q.answers.label, ds.num_classes, str(qp))
+        check_labels(q.answers.label, ds.num_classes, qp, "answers/label")
         st.label[ids] = labels
         st.source[ids] = HUMAN
         st.round[ids] = k
@@ -112,7 +113,7 @@ def mask_state(ws: Any, ds: Dataset, r: int, *, include_lcm_of_last: bool = True
         if c.attrs.get("inputs", {}).get("query") != q.attrs.get("uid"):
             continue
         _check_ids(c.mask, ds, lp)
-        check_labels(c.label, ds.num_classes, str(lp))
+        check_labels(c.label, ds.num_classes, lp, "corrected/label")
         st.label[c.mask] = c.label
         st.source[c.mask] = LCM
         st.round[c.mask] = k
@@ -122,5 +123,4 @@ def mask_state(ws: Any, ds: Dataset, r: int, *, include_lcm_of_last: bool = True
 
 
 def _check_ids(ids: np.ndarray, ds: Dataset, path: Path) -> None:
-    if ids.size and (ids.min() < 0 or ids.max() >= ds.n_masks):
-        raise A2LCError(f"{path}: refers to mask ids outside 0..{ds.n_masks - 1} (from another dataset?)")
+    integrity.check_ids(ids, ds.n_masks, path, "its mask ids")

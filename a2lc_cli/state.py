@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from . import integrity
 from .errors import A2LCError
 from .store import (  # noqa: F401 - the generic artifact I/O moved to store.py; names kept here
     LAYOUT, STR, SCHEMA_VERSION, _short, _stamp, artifact_attrs, artifact_uid, check_layout, file_image, memory_h5, open_artifact,
@@ -120,7 +121,7 @@ def read_query(path: Path) -> Query:
         stored = f["answers"].attrs.get("checksum")
         stored = stored.decode() if isinstance(stored, bytes) else stored
         if stored != a.checksum():
-            raise A2LCError(f"{path}: the answers' checksum does not match (file damaged)")
+            raise integrity.damaged(path, "the answers' checksum does not match")
         return Query(
             selected=read_array(f, "selected/mask", path=path).astype(np.int64),
             selected_score=read_array(f, "selected/score", path=path).astype(np.float32),
@@ -237,6 +238,8 @@ def read_acquisition(path: Path) -> Acquisition:
     with open_artifact(path, "acquire", hint="a2lc acquire") as f:
         arrays = {name: read_array(f, name, path=path) for name in Acquisition._ARRAYS if name in f}
         attrs = artifact_attrs(f)
+    if "embedding" in arrays:  # the one array not checked on open (M×E floats)
+        integrity.check_embedding(arrays["embedding"], len(arrays["score"]), path)
     kl = attrs.get("kl")
     return Acquisition(**arrays, kl=None if kl is None else float(kl), attrs=attrs)
 

@@ -19,8 +19,9 @@ def saved_metric(ws: Workspace, r: int, metric: str) -> dict | None:
         return None
 
 
-def workspace_status(ws: Workspace) -> dict[str, Any]:
-    """A JSON-able summary of the workspace (used by ``a2lc status``)."""
+def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
+    """A JSON-able summary of the workspace (used by ``a2lc status``). ``verify``: also read every
+    per-pixel map of ``dataset.h5`` through its checks (:func:`a2lc_cli.integrity.verify_pixels`)."""
     cfg = ws.config()
     out: dict[str, Any] = {"workspace": str(ws.root), "config": cfg.model_dump(mode="json"), "dataset": None}
     if ws.dataset_path.exists():
@@ -30,6 +31,12 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
             with Dataset(ws.dataset_path) as ds:
                 out["dataset"] = {"images": ds.n_images, "masks": ds.n_masks, "classes": ds.num_classes,
                                   "has_gt": ds.has_gt, "uid": ds.uid}
+                if verify:
+                    from . import ui
+                    from .integrity import verify_pixels
+
+                    out["dataset"]["verified_pixels"] = verify_pixels(
+                        ds, lambda it: ui.progress(it, f"verifying {ui.esc(ws.dataset_path.name)}"))
         except A2LCError as e:
             out["dataset"] = {"error": str(e)}
     from .rounds import STALE, WAITING, answers_block, stage_state
@@ -53,6 +60,10 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
             if stages[stage.name] == WAITING and waiting_round is None:
                 waiting_round = r
         entry: dict[str, Any] = {"round": r, "stages": stages}
+        damage = _round_damage(ws, r, out["dataset"])
+        if damage is not None:
+            stage, entry["error"] = damage
+            stages[stage] = "damaged"
         q = ws.artifact(r, "query.h5")
         if q.exists():
             try:
@@ -63,7 +74,7 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
                 entry["answers"] = int(len(set(qq.answers.mask.tolist())))
             except A2LCError as e:
                 stages["query"] = "damaged"
-                entry["error"] = str(e)
+                entry.setdefault("error", str(e))
         for metric, key in (("data-miou", "data_miou"), ("model-miou", "model_miou")):
             m = saved_metric(ws, r, metric)
             if m is not None:
@@ -85,6 +96,20 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
         if nxt and nxt[0] >= 1 and nxt[1].name == "acquire":
             out["next"] = answers_block(ws, cfg, nxt[0]) or out["next"]
     return out
+
+
+def _round_damage(ws: Workspace, r: int, dataset: dict | None) -> tuple[str, str] | None:
+    """(stage, error) of round r's first damaged HDF5 artifact (a2lc_cli.integrity), else None."""
+    from .integrity import ROUND_FILES, artifact_damage
+
+    size = dataset if dataset and "error" not in dataset else {}
+    for name, kind in ROUND_FILES:
+        p = ws.artifact(r, name)
+        if p.exists():
+            err = artifact_damage(p, kind, n_masks=size.get("masks"), num_classes=size.get("classes"))
+            if err is not None:
+                return {"acquire": "acquire", "query": "query", "lcm": "lcm-correct"}[kind], err
+    return None
 
 
 def lcm_round(ws: Workspace, r: int) -> dict[str, Any] | None:

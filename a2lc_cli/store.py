@@ -35,7 +35,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import __version__
+from . import __version__, integrity
 from .errors import A2LCError
 from .workspace import write_bytes_atomic
 
@@ -98,24 +98,16 @@ def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
         f = h5py.File(path, "r")
     except OSError as e:
         raise A2LCError(f"{path}: {_open_failure(e)}") from None
-    try:
-        found = f.attrs.get("kind")
-        if isinstance(found, bytes):
-            found = found.decode()
-        if found is None:
-            raise A2LCError(f"{path}: an HDF5 file but not an a2lc {kind} file (no 'kind' attribute; written by another tool?)")
-        if found != kind:
-            raise A2LCError(f"{path}: not an a2lc {kind} file (kind={found!r})")
-        version = f.attrs.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise A2LCError(f"{path}: schema version {version!r} is not supported (this a2lc reads {SCHEMA_VERSION})")
+    try:  # one validation path for every reader (a2lc_cli/integrity.py)
+        integrity.check_stamp(f, kind, path)
         check_layout(f, kind, path)
+        integrity.check_contents(f, kind, path)
     except A2LCError:
         f.close()
         raise
     except Exception as e:  # h5py raises assorted errors on damaged attribute heaps
         f.close()
-        raise A2LCError(f"{path}: damaged HDF5 file: {_short(e)}") from None
+        raise integrity.damaged(path, f"unreadable HDF5 structure ({_short(e)})") from None
     return f
 
 

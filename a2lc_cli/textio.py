@@ -66,3 +66,34 @@ def check_name(name: str, *, where: str) -> str:
             label = unicodedata.name(ch, "control character").lower()
             raise A2LCError(f"{where}: {s!r} contains an invisible character U+{ord(ch):04X} ({label}); remove it")
     return s
+
+
+def json_failure(e: BaseException) -> str:
+    """Why ``json.loads`` failed, in words and on one line (never Python's own text cut short):
+    a syntax error with its line, nesting too deep, or an integer with more digits than Python
+    converts (``sys.get_int_max_str_digits()``, 4300 by default)."""
+    import json
+    import re
+    import sys
+
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON (line {e.lineno}: {e.msg})"
+    if isinstance(e, RecursionError):
+        return "JSON nested too deeply"
+    text = " ".join(str(e).split())
+    if isinstance(e, ValueError) and "integer string conversion" in text:
+        m = re.search(r"has (\d+) digits", text)
+        digits = f"{m.group(1)} digits" if m else "too many digits"
+        return f"a number with {digits} (more than {sys.get_int_max_str_digits()}) is too large"
+    return text
+
+
+def loads_json(text: str | bytes, *, where: str, parse_constant: object = None) -> object:
+    """``json.loads`` for text a user gives a2lc (config files, ``config set`` values, answers files);
+    any failure is an A2LCError ``<where>: <json_failure>``."""
+    import json
+
+    try:
+        return json.loads(text, parse_constant=parse_constant) if parse_constant else json.loads(text)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise A2LCError(f"{where}: {json_failure(e)}") from None

@@ -297,7 +297,7 @@ def test_only_regular_files_and_folders_are_accepted(stages, tmp_path, what, cli
     ("method.rounds", "1e9", "≤ 1000"), ("lcm.tau", "[]", "at least 1 item"), ("lcm.tau", "[-1]", "0 ≤ value ≤ 1"),
     ("lcm.tau", "[2]", "0 ≤ value ≤ 1"), ("lcm.tau", "[NaN]", "finite"), ("lcm.hidden", "[-5]", "1 ≤ value ≤ 65536"),
     ("lcm.hidden", "[0]", "1 ≤ value"), ("seed", "-1", "0 ≤ value ≤ 4294967295"), ("seed", str(2**64), "got 18446744073709551616"),
-    ("lcm.lr", "inf", "finite"), ("train.threads", "100000", "≤ 1024"), ("train.batch_size", "1e12", "≤ 4096"),
+    ("lcm.lr", "inf", "valid number (got 'inf')"), ("lcm.lr", "Infinity", "finite"), ("train.threads", "100000", "≤ 1024"), ("train.batch_size", "1e12", "≤ 4096"),
     ("source.height", "99999999", "16 ≤ value ≤ 65536"), ("seed", "9" * 5000, "too large"),
 ])
 def test_config_bounds(tmp_path, cli, key, value, needle):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Optional
 
 import typer
 
 from .. import ui
+from ..config import set_option
 from ._common import JSON, round_option, stage_round
 
 
@@ -31,8 +33,8 @@ def lcm_train(
 
     ws, cfg, r = stage_round(ctx, r, LCM_TRAIN)
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("min_steps", min_steps)):
-        if value is not None:
-            setattr(cfg.lcm, key, value)
+        if value is not None:  # through the config's one parser: a bad value is one line naming the key
+            cfg = set_option(cfg, f"lcm.{key}", json.dumps(value))
     with ws.lock():
         res = run_lcm_train(ws, cfg, r)
     if json_out:
@@ -55,9 +57,9 @@ def lcm_correct(
 
     ws, cfg, r = stage_round(ctx, r, LCM_CORRECT)
     if tau is not None:
-        cfg.lcm.tau = [tau] * max(r, len(cfg.tau_schedule()))
+        cfg = set_option(cfg, "lcm.tau", json.dumps([tau] * max(r, len(cfg.tau_schedule()))))
     if alpha is not None:
-        cfg.lcm.alpha = alpha
+        cfg = set_option(cfg, "lcm.alpha", json.dumps(alpha))
     with ws.lock():
         res = run_lcm_correct(ws, cfg, r)
     if json_out:

@@ -126,10 +126,11 @@ def _damage(st: dict) -> Optional[str]:
     return next((r["error"] for r in st.get("rounds", []) if r.get("error")), None)
 
 
-def status(ctx: typer.Context, json_out: bool = JSON) -> None:
+def status(ctx: typer.Context, json_out: bool = JSON, verify: bool = typer.Option(
+        False, "--verify", help="Also read every per-pixel map of dataset.h5 through its checks (slower).")) -> None:
     """What exists for each round and what to run next (exit status 2 when an artifact is damaged)."""
     ws = workspace(ctx)
-    st = workspace_status(ws)
+    st = workspace_status(ws, verify=verify)
     if json_out:
         damage = _damage(st)
         if damage is not None:  # one JSON object on stdout, the damage named in it, and exit status 2

@@ -54,6 +54,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import A2LCError
+from ..textio import json_failure
 from .render import ViewCache
 from .session import AnnotationSession, RequestError
 
@@ -147,10 +148,8 @@ def parse_json_body(ctype: str, body: bytes) -> dict[str, Any]:
         data = json.loads(body.decode("utf-8"), parse_constant=no_constants)
     except UnicodeDecodeError:
         raise RequestError(400, "body is not valid JSON (not UTF-8)") from None
-    except RecursionError:
-        raise RequestError(400, "body is not valid JSON (nested too deeply)") from None
-    except ValueError as e:  # JSONDecodeError, int digit limit, NaN/Infinity
-        raise RequestError(400, f"body is not valid JSON ({' '.join(str(e).split())[:120]})") from None
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, nesting, int digit limit, NaN/Infinity
+        raise RequestError(400, f"body is not valid JSON ({json_failure(e)})") from None
     if not isinstance(data, dict):
         raise RequestError(400, "body must be a JSON object")
     return data
