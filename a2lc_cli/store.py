@@ -15,8 +15,8 @@ Every a2lc artifact carries the same header (the "stamp"), in HDF5 root attribut
 - :func:`read_header`: kind, uid and recorded inputs of either kind of file;
 - :func:`artifact_uid`: the identity of any artifact, as downstream artifacts record it.
 
-The schema of each artifact (its datasets and their reader/writer) lives in :mod:`a2lc_cli.state`
-(dataset, query, lcm) and :mod:`a2lc_cli.acquire` (acquire); docs/state.md describes them.
+The schema of each artifact (its datasets and their reader/writer) lives in :mod:`a2lc_cli.dataset_file`
+(dataset) and :mod:`a2lc_cli.state` (query, lcm, acquire); docs/state.md describes them.
 """
 
 from __future__ import annotations

@@ -112,3 +112,61 @@ def test_a_wrong_choice_of_an_option_with_two_names_names_the_long_one(ws_with_f
     code, _, err = cli("-w", ws.root, "evaluate", "-m", "nope")
     assert code == 2
     assert err.strip().startswith("error: unknown --metric 'nope' (choose from data-miou, model-miou, lcm-accuracy")
+
+
+# --------------------------------------------------------------------------- docs/developing.md's worked example
+def _run_denoise(ws, cfg, r, **_):
+    """The worked example's run function: the round's labels, unchanged, in ``rNNN/denoise.h5``."""
+    from a2lc_cli.dataset_file import Dataset
+    from a2lc_cli.round_state import mask_state
+    from a2lc_cli.stages import current_inputs, stage
+    from a2lc_cli.store import write_artifact
+
+    denoise = stage("denoise")
+    with Dataset(ws.dataset_path) as ds:
+        label = mask_state(ws, ds, r).label.copy()
+    with write_artifact(ws.path(denoise, r), "denoise", inputs=current_inputs(ws, denoise, r), meta={}) as f:
+        f.create_dataset("label", data=label)
+
+
+def test_a_stage_declared_once_is_ordered_required_run_and_checked_for_staleness(ws_with_fakes, monkeypatch):
+    """docs/developing.md: one module plus one declaration; order, prerequisites, staleness, `status` and
+    `round`'s runner come from the declaration alone."""
+    from a2lc_cli import stages
+    from a2lc_cli.errors import A2LCError
+    from a2lc_cli.rounds import call_runner, check_order
+    from a2lc_cli.stages import Input, Stage
+    from a2lc_cli.status import workspace_status
+
+    denoise = Stage("denoise", "denoise.h5", "denoise", "a2lc denoise --r {r}", "test_stages:_run_denoise", inputs=(
+        Input("query", "query"), Input("lcm", "lcm-correct", required=False), Input("dataset", "pseudolabel"),
+    ))
+    monkeypatch.setattr(stages, "STAGES", (PSEUDOLABEL, ACQUIRE, QUERY, LCM_TRAIN, LCM_CORRECT, denoise, TRAIN))
+    monkeypatch.setitem(stages.BY_NAME, "denoise", denoise)
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+
+    assert [s.name for s in stages_of_round(1, cfg)] == ["acquire", "query", "lcm-train", "lcm-correct", "denoise", "train"]
+    assert required_before(denoise, 1, cfg) == [ACQUIRE, QUERY]  # lcm.h5 is optional (no LCM under ALC)
+    with pytest.raises(A2LCError, match=r"round 1 has no acquire\.h5 yet; run `a2lc acquire --r 1` first"):
+        check_order(ws, cfg, 1, denoise)
+
+    run_acquire(ws, cfg, 1, device="cpu", model=model, source=source)
+    run_query(ws, cfg, 1)
+    assert stage_state(ws, cfg, 1, denoise) == MISSING
+    assert "denoise" in workspace_status(ws)["rounds"][1]["stages"]
+    call_runner(denoise, ws, cfg, 1, device="cpu", force=False, state=MISSING)  # as `a2lc round` calls it
+    assert stage_state(ws, cfg, 1, denoise) == DONE
+    assert set(read_header_inputs(ws, denoise)) == {"query", "dataset", "lcm"}
+
+    q = read_query(ws.path(QUERY, 1))
+    write_query(ws.path(QUERY, 1), q, inputs=q.attrs["inputs"], meta={})  # a new query.h5 (new uid)
+    assert stage_state(ws, cfg, 1, denoise) == STALE
+    assert workspace_status(ws)["rounds"][1]["stages"]["denoise"] == STALE
+
+
+def read_header_inputs(ws, stage):
+    from a2lc_cli.store import read_header
+
+    return read_header(ws.path(stage, 1), stage.kind)["inputs"]
