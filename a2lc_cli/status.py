@@ -75,8 +75,10 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
     out["rounds"] = rounds
     out["lcm"] = lcm_summary(rounds)
     if waiting_round is not None and (stale_round is None or waiting_round <= stale_round):
-        out["next"] = (f"people's answers for round {waiting_round}: a2lc query --r {waiting_round} --serve "
-                       f"(or --export DIR, then --answers FILE)")
+        # answers for a stale acquisition cannot be completed (query refuses it): say how to get out first
+        out["next"] = answers_block(ws, cfg, waiting_round) or (
+            f"people's answers for round {waiting_round}: a2lc query --r {waiting_round} --serve "
+            f"(or --export DIR, then --answers FILE)")
     elif stale_round is not None and (nxt is None or nxt[0] >= stale_round):
         # never a command known to fail: a round whose redo would meet people's answers says what to do first
         out["next"] = answers_block(ws, cfg, stale_round) or f"a2lc round --r {stale_round}"

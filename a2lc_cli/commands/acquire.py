@@ -48,11 +48,11 @@ def acquire(
     cfg = ws.ensure_config()
     if r >= 1:
         check_order(ws, cfg, r, ACQUIRE)
-        from ..rounds import people_answers
+        from ..rounds import answers_block, people_answers
 
         if people_answers(ws, r):  # a new acquisition would strand them: query.h5 never drops people's answers
             q = ws.artifact(r, "query.h5")
-            raise A2LCError(f"{q} holds {ui.plural(people_answers(ws, r), 'answer')} of people for round {r}'s "
+            raise A2LCError(answers_block(ws, cfg, r) or f"{q} holds {ui.plural(people_answers(ws, r), 'answer')} of people for round {r}'s "
                             f"current acquisition; a new one would leave them behind. To recompute it anyway, keep "
                             f"them (`a2lc export-answers --r {r} --out FILE`) and move {q} aside first")
     # under torchrun rank 0 holds the workspace lock; the other ranks write only their shard files
