@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shlex
 import shutil
 import time
@@ -401,3 +402,93 @@ def test_one_label_changed_is_singular(ws, cli, tmp_path):
     _fill(bundle / "answers.csv", {B: "c2"}, annotator="ann")
     out = ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv")
     assert "; 1 label changed;" in " ".join(out.split())
+
+
+# --------------------------------------------------------------------------- break-test B: a stale round under people's answers
+def _snapshot(ws):
+    return {p.relative_to(ws.root): p.read_bytes() for p in sorted(ws.root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("answered", [{E: "c0"}, {E: "c0", B: "c2", D: "void"}], ids=["waiting", "complete"])
+def test_a_stale_round_under_peoples_answers_has_one_way_out_that_works(ws, cli, tmp_path, answered):
+    """θ_0 retrained while people's answers sit in round 1's query.h5: status, and every command of the round,
+    name the same way out (no circle), nothing runs on the stale round, and following status's hint works."""
+    _answered_round_1(ws, cli, tmp_path, answered)
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+    assert st["rounds"][1]["stages"]["acquire"] == "stale"
+    hint = st["next"]
+    assert "export-answers --r 1" in hint and "mv " in hint and "a2lc acquire --r 1" in hint
+    before = _snapshot(ws)
+    for command in (("acquire",), ("query",), ("query", "--annotator", "human", "--export", tmp_path / "x"),
+                    ("query", "--answers", tmp_path / "bundle" / "answers.csv"), ("lcm-train", "--epochs", "1"),
+                    ("lcm-correct",), ("train",), ("round",)):
+        code, _, err = cli("-w", ws.root, command[0], "--r", "1", *command[1:])
+        assert code == 2, command
+        assert " ".join(err.split()) == f"error: {hint}", command  # one message, the one status gives
+    assert _snapshot(ws) == before  # refused before anything was written
+    # follow the hint, command by command (the page's --serve is exercised through --export: both only need query.h5)
+    commands = [shlex.split(c) for c in re.findall(r"`([^`]+)`", hint) if c.startswith(("a2lc ", "mv "))]
+    assert [c[:2] for c in commands] == [["a2lc", "export-answers"], ["mv", str(ws.artifact(1, "query.h5"))],
+                                        ["a2lc", "acquire"], ["a2lc", "query"]]
+    for c in commands:
+        if c[0] == "mv":
+            shutil.move(c[1], c[2])
+        elif "--serve" in c:
+            ok(cli, "-w", ws.root, *c[1:c.index("--serve")], "--annotator", "human", "--export", tmp_path / "new")
+        else:
+            ok(cli, "-w", ws.root, *[str(tmp_path / "kept.csv") if a == "FILE" else a for a in c[1:]])
+    with open(tmp_path / "kept.csv", newline="") as f:
+        assert sorted(int(row["mask_id"]) for row in csv.DictReader(f)) == sorted(answered)  # the answers were kept
+    assert (ws.root / "rounds/r001/query.h5.old").exists()
+    st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+    assert st["rounds"][1]["stages"]["acquire"] == "done" and st["rounds"][1]["stages"]["query"] == "waiting"
+    assert st["next"].startswith("people's answers for round 1: a2lc query --r 1 --serve")
+
+
+def test_lcm_and_train_refuse_a_stale_acquisition_and_name_the_round(ws, cli, tmp_path):
+    """Without people's answers the way out is the round itself (which recomputes the acquisition)."""
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3")  # simulated answers
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    before = _snapshot(ws)
+    for command in (("lcm-train", "--epochs", "1"), ("train",)):
+        code, _, err = cli("-w", ws.root, command[0], "--r", "1", *command[1:])
+        assert code == 2 and "acquisition is stale" in err and "`a2lc round --r 1`" in " ".join(err.split()), command
+    assert _snapshot(ws) == before
+    assert json.loads(ok(cli, "-w", ws.root, "status", "--json"))["next"] == "a2lc round --r 1"
+
+
+# --------------------------------------------------------------------------- break-test E: -w must name a workspace
+def test_w_must_name_a_workspace_folder(cli, tmp_path):
+    data = write_folder(tmp_path / "data", {"train": {"a": block_labels(8, 8, [0, 1])}}, ["bg", "fg"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"x")  # hidden files do not make a folder a dataset
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("hello")
+    cases = {
+        data: (f"{data} is not an a2lc workspace (it has no config.json, dataset.h5 or rounds/)",
+               f"--root {data}"),
+        empty: (f"{empty} is an empty folder, not an a2lc workspace yet", f"`a2lc -w {empty} init`"),
+        a_file: (f"{a_file} is a file, not a workspace folder", "-w names the folder"),
+        tmp_path / "typo": (f"workspace {tmp_path / 'typo'} does not exist", "init"),
+    }
+    for target, words in cases.items():
+        listing = sorted(p.name for p in target.iterdir()) if target.is_dir() else None
+        for command in (("status",), ("config", "set", "lcm.alpha=0.3"), ("config", "show"), ("acquire", "--r", "1"),
+                        ("status", "--json")):
+            code, out, err = cli("-w", target, *command)
+            msg = " ".join(err.split())
+            assert code == 2 and msg.startswith("error: ") and len(err.strip().splitlines()) == 1, (target, command, err)
+            for w in words:
+                assert w in msg, (target, command, msg)
+            if command[-1] == "--json":
+                assert json.loads(out)["error"] == msg[len("error: "):]
+            else:
+                assert out == ""
+        # nothing was written: a random folder never becomes a workspace
+        assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else None) == listing
+    # the hint for the empty folder works
+    ok(cli, "-w", empty, "init")
+    assert json.loads(ok(cli, "-w", empty, "status", "--json"))["next"] == "a2lc pseudolabel"
