@@ -492,3 +492,28 @@ def test_w_must_name_a_workspace_folder(cli, tmp_path):
     # the hint for the empty folder works
     ok(cli, "-w", empty, "init")
     assert json.loads(ok(cli, "-w", empty, "status", "--json"))["next"] == "a2lc pseudolabel"
+
+
+# --------------------------------------------------------------------------- break-test F: the widest cells at 80 columns
+def test_status_with_the_widest_cells_fits_80_columns(ws, cli, tmp_path):
+    """`stale` and `waiting` cells and a 100.00 mIoU, printed by the real CLI with COLUMNS=80: nothing cut."""
+    import subprocess
+    import sys
+
+    _answered_round_1(ws, cli, tmp_path, {E: "c0"})  # round 1's query waits for 2 more answers
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    for r in (0, 1):
+        for metric in ("data-miou", "model-miou"):
+            ws.artifact(r, f"metrics-{metric}.json").write_text(json.dumps({"miou": 100.0}))
+    env = {**os.environ, "COLUMNS": "80", "LINES": "50"}
+    res = subprocess.run([sys.executable, "-m", "a2lc_cli", "-w", str(ws.root), "status"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "…" not in res.stdout
+    # every line fits, but the `next:` hint, kept on one line so that it copies whole
+    assert max(len(line) for line in lines if not line.startswith("next: ")) <= 80
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["round"])
+    assert lines[header].split() == ["round", "acquire", "query", "train", "correct", "train", "answers", "mIoU", "mIoU"]
+    row1 = next(line.split() for line in lines[header + 1:] if line.split()[:1] == ["1"])
+    assert row1 == ["1", "stale", "waiting", "·", "·", "·", "1", "100.00", "100.00"]
