@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -449,7 +451,17 @@ def test_annotation_page_reads_images_through_the_check(cams):
     _rename(root, "cam_2", "cam_02")
     with Dataset(ws / "dataset.h5") as ds:
         with pytest.raises(A2LCError, match="train image 0 is 'cam_02' but dataset.h5 was built from 'cam_1'"):
-            _train_images(cfg, ds)(0)
+            _train_images(cfg, ds)  # when the page opens (before the server starts), not at the first image
+
+
+def test_serve_refuses_to_start_after_a_rename(cams):
+    """The real CLI in a subprocess (a page that started would serve until killed): one line, no server."""
+    root, ws = cams
+    _rename(root, "cam_2", "cam_02")
+    res = subprocess.run([sys.executable, "-m", "a2lc_cli", "-q", "-w", str(ws), "query", "--r", "1", "--serve", "--port", "0"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 2 and "annotate at" not in res.stdout
+    assert_one_line_error(res.returncode, res.stderr, "train image 0 is 'cam_02' but dataset.h5 was built from 'cam_1'")
 
 
 def test_value_counts_exact_beyond_float32_bins():
