@@ -206,6 +206,21 @@ def test_file_name_not_utf8_is_refused_at_init(tmp_path, cli):
     assert snapshot(ws) == {}  # nothing written
 
 
+def test_import_dir_reads_only_the_files_it_uses(tmp_path, cli):
+    """A stray non-UTF-8 file and a stray a.png/a.PNG pair in --import-dir are not looked at (docs/datasets.md);
+    the train image's own file is still found through the shared rule."""
+    labels = {"train": {"a": block_labels(16, 16, 2)}}
+    root = write_folder(tmp_path / "data", labels, ["sky", "road"], flat=True)
+    imp = write_pseudolabels(tmp_path / "pseudo", {**labels["train"], "stray": block_labels(16, 16, 2)})
+    shutil.copy(imp / "stray.png", imp / "stray.PNG")
+    try:
+        shutil.copy(os.fsencode(imp / "a.png"), os.path.join(os.fsencode(imp), b"caf\xe9.png"))
+    except OSError:
+        pytest.skip("this file system refuses non-UTF-8 names")
+    out, _ = init_and_pseudolabel(cli, tmp_path / "ws", root, imp)
+    assert json.loads(out)["images"] == 1
+
+
 def test_two_files_one_name_by_extension_case_is_an_error(tmp_path):
     root = write_folder(tmp_path / "data", {"train": {"a": block_labels(8, 8, 2)}}, ["x", "y"], flat=True)
     shutil.copy(root / "labels" / "a.png", root / "labels" / "a.PNG")
