@@ -245,6 +245,14 @@ def test_report_plot_has_whole_round_ticks_and_a_readable_span():
     ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
     assert ticks and all(float(t).is_integer() for t in ticks)
     assert ax.get_ylim()[1] - ax.get_ylim()[0] >= 5
+    # round 0 only, θ_0 not evaluated: the Model mIoU panel says so instead of being an empty frame
+    assert len(ax.lines) == 1 and not ax.texts
+    assert not fig.axes[1].lines
+    assert [t.get_text() for t in fig.axes[1].texts] == [
+        "no Model mIoU\n(not evaluated yet:\na2lc evaluate --metric model-miou --r 0)"]
+    plt.close(fig)
+    fig = miou_figure({"x": {"rounds": [{"round": 0, "data_miou": 61.0, "model_miou": 40.0}]}})
+    assert [len(line.get_xdata()) for line in fig.axes[1].lines] == [1] and not fig.axes[1].texts  # the point
     plt.close(fig)
     many = {"x": {"rounds": [{"round": k, "data_miou": 60.0 + k, "model_miou": 40.0 + k} for k in range(6)]}}
     fig = miou_figure(many)
