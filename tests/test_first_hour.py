@@ -525,3 +525,33 @@ def test_status_with_the_widest_cells_fits_80_columns(ws, cli, tmp_path):
     assert lines[header].split() == ["round", "acquire", "query", "train", "correct", "train", "answers", "mIoU", "mIoU"]
     row1 = next(line.split() for line in lines[header + 1:] if line.split()[:1] == ["1"])
     assert row1 == ["1", "stale", "waiting", "·", "·", "·", "1", "100.00", "100.00"]
+
+
+def test_status_hints_lead_a_peoples_round_through_a_retrained_model(ws, cli, tmp_path):
+    """A bundle went out, nobody answered yet, and θ_0 was retrained: each hint of status, followed as
+    given, works, and the round stays a round for people (never `a2lc round`, whose simulated annotator
+    would answer it)."""
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", "--export", tmp_path / "b0")
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    seen = []
+    for step in range(4):
+        st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+        hint = st["next"]
+        seen.append(hint)
+        assert "a2lc round" not in hint, seen
+        command = shlex.split(hint.split(": ")[-1].split(" (")[0])
+        if command[:2] == ["a2lc", "query"]:  # --serve needs a person at a browser: the bundle is the same selection
+            assert "--serve" in command
+            command = [a for a in command if a != "--serve"] + ["--annotator", "human", "--export", str(tmp_path / "b1")]
+            ok(cli, "-w", ws.root, *command[1:])
+            break
+        ok(cli, "-w", ws.root, *command[1:])
+    assert seen[0] == "a2lc acquire --r 1" and seen[1].startswith("people's answers for round 1 (a new selection)")
+    with open(tmp_path / "b1" / "answers.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(read_query(ws.artifact(1, "query.h5")).selected) >= 1
+    _fill(tmp_path / "b1" / "answers.csv", {m: "c0" for m in read_query(ws.artifact(1, "query.h5")).selected.tolist()},
+          annotator="ann")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", tmp_path / "b1" / "answers.csv")
+    st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+    assert st["rounds"][1]["stages"]["query"] == "done" and st["next"] == "a2lc lcm-train --r 1"
