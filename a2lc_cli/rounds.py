@@ -148,10 +148,9 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
         raise A2LCError(blocked)
     if missing:
         raise A2LCError(f"round {r} has no {missing[0].artifact} yet; run `{missing[0].command.format(r=r)}` first")
-    if stage is not ACQUIRE:
-        if stage is not QUERY and stage_state(ws, cfg, r, ACQUIRE) == STALE:
-            raise A2LCError(f"round {r}'s acquisition is stale (the model of round {r - 1} or an earlier round changed "
-                            f"since {ws.artifact(r, 'acquire.h5')} was computed); rerun the round: `a2lc round --r {r}`")
+    if stage not in (ACQUIRE, QUERY) and stage_state(ws, cfg, r, ACQUIRE) == STALE:
+        raise A2LCError(f"round {r}'s acquisition is stale (the model of round {r - 1} or an earlier round changed "
+                        f"since {ws.artifact(r, 'acquire.h5')} was computed); rerun the round: `a2lc round --r {r}`")
 
 
 def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
@@ -167,9 +166,11 @@ def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
     people = people_answers(ws, r)
     if not people:
         return None
+    # a name of its own per acquisition, so that a second move never overwrites the first one's answers
+    aside = qpath.with_name(f"query.h5.old-{(artifact_uid(ws.artifact(r, 'acquire.h5')) or 'acquire')[:8]}")
     return (f"round {r}'s acquisition must be recomputed (the model of round {r - 1} or an earlier round changed), "
             f"but {qpath} holds {ui.plural(people, 'answer')} of people for the old selection, which a2lc never overwrites. "
-            f"Keep a copy: `a2lc export-answers --r {r} --out FILE`; move it aside: `mv {_sh(qpath)} {_sh(qpath)}.old`; "
+            f"Keep a copy: `a2lc export-answers --r {r} --out FILE`; move it aside: `mv {_sh(qpath)} {_sh(aside)}`; "
             f"then recompute the acquisition: `a2lc acquire --r {r}`, and let people answer the new selection: "
             f"`a2lc query --r {r} --serve` (or `--export DIR`)")
 

@@ -13,6 +13,7 @@ import re
 import shlex
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -448,7 +449,7 @@ def test_a_stale_round_under_peoples_answers_has_one_way_out_that_works(ws, cli,
             ok(cli, "-w", ws.root, *[str(tmp_path / "kept.csv") if a == "FILE" else a for a in c[1:]])
     with open(tmp_path / "kept.csv", newline="") as f:
         assert sorted(int(row["mask_id"]) for row in csv.DictReader(f)) == sorted(answered)  # the answers were kept
-    assert (ws.root / "rounds/r001/query.h5.old").exists()
+    assert [p.name for p in (ws.root / "rounds/r001").glob("query.h5.old-*")] == [Path(commands[1][2]).name]
     st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
     assert st["rounds"][1]["stages"]["acquire"] == "done" and st["rounds"][1]["stages"]["query"] == "waiting"
     assert st["next"].startswith("people's answers for round 1: a2lc query --r 1 --serve")
