@@ -165,11 +165,18 @@ def invoke(argv: list[str] | None = None) -> int:
     except OSError as e:  # a disk error no writer turned into a message (full, read-only, permissions)
         return _fail(str(os_error(e)), 2, as_json=as_json)
     except (*_Abort, KeyboardInterrupt):
-        if as_json:
-            ui.print_json({"error": "interrupted"})
-        ui.err.print("interrupted")
-        return 130
+        return _interrupted(as_json=as_json)
+    if rv == 130:  # typer turns Ctrl-C (and SIGTERM under --serve) inside a command into exit status 130
+        return _interrupted(as_json=as_json)
     return rv if isinstance(rv, int) else 0
+
+
+def _interrupted(*, as_json: bool) -> int:
+    """Ctrl-C: ``interrupted`` on stderr (under ``--json`` also ``{"error": "interrupted"}``), exit status 130."""
+    if as_json:
+        ui.print_json({"error": "interrupted"})
+    ui.err.print("interrupted")
+    return 130
 
 
 def main() -> None:

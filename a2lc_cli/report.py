@@ -85,7 +85,9 @@ def plot_miou(runs: dict[str, dict[str, Any]], path: Path) -> Path:
 
 
 def miou_figure(runs: dict[str, dict[str, Any]]):
-    """The matplotlib figure of :func:`plot_miou`: whole-number round ticks, a readable mIoU span."""
+    """The matplotlib figure of :func:`plot_miou`: whole-number round ticks, a readable mIoU span, and in
+    a panel without any value (e.g. Model mIoU of a workspace that only trained θ_0) a note saying why
+    and the command that computes it, instead of an empty frame."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,6 +115,12 @@ def miou_figure(runs: dict[str, dict[str, Any]]):
         ax.grid(alpha=0.3)
         if ys:
             ax.legend()
+        else:  # never an empty frame: say what is missing and how to get it
+            why = ("no ground truth for the train labels" if key == "data_miou" else
+                   f"not evaluated yet:\na2lc evaluate --metric model-miou --r {last}")
+            ax.text(0.5, 0.5, f"no {title.split(' (')[0]}\n({why})", ha="center", va="center",
+                    transform=ax.transAxes, color="0.35")
+            ax.set_yticks([])
     return fig
 
 

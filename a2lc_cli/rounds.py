@@ -60,7 +60,9 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
     Needs: the dataset; for rounds ≥ 1 the model of round r-1 (the same words as
     ``a2lc round``: "round r needs round r-1 first"), then the earlier stages of round r
     (its required inputs, :func:`a2lc_cli.stages.required_before`: ``train`` needs ``acquire`` and
-    ``query``, not the LCM stages).
+    ``query``, not the LCM stages); and for every stage after ``acquire`` an acquisition that is not
+    stale (:func:`answers_block`'s message when people's answers sit on the stale one; ``query`` itself
+    names ``a2lc acquire`` otherwise).
     """
     from .stages import pseudolabel_command
 
@@ -73,8 +75,14 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
     if any(i.required and i.offset < 0 and not artifact_path(ws, r + i.offset, BY_NAME[i.stage]).exists()
            for i in first.inputs):
         raise A2LCError(round_order_hint(ws, r))
+    blocked = None if stage is ACQUIRE else answers_block(ws, cfg, r)
+    if blocked:  # never build on a stale acquisition; the same way out as acquire's own refusal and status
+        raise A2LCError(blocked)
     if missing:
         raise A2LCError(f"round {r} has no {missing[0].artifact} yet; run `{missing[0].command.format(r=r)}` first")
+    if stage not in (ACQUIRE, QUERY) and stage_state(ws, cfg, r, ACQUIRE) == STALE:
+        raise A2LCError(f"round {r}'s acquisition is stale (the model of round {r - 1} or an earlier round changed "
+                        f"since {ws.artifact(r, 'acquire.h5')} was computed); rerun the round: `a2lc round --r {r}`")
 
 
 def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
@@ -90,9 +98,22 @@ def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
     people = people_answers(ws, r)
     if not people:
         return None
+    # a name of its own per acquisition, so that a second move never overwrites the first one's answers
+    from .store import artifact_uid
+
+    aside = qpath.with_name(f"query.h5.old-{(artifact_uid(ws.path(ACQUIRE, r)) or 'acquire')[:8]}")
     return (f"round {r}'s acquisition must be recomputed (the model of round {r - 1} or an earlier round changed), "
-            f"but {qpath} holds {ui.plural(people, 'answer')} of people for the old selection, which a2lc never overwrites: "
-            f"keep a copy (`a2lc export-answers --r {r} --out FILE`), move {qpath} aside, then run `a2lc round --r {r}`")
+            f"but {qpath} holds {ui.plural(people, 'answer')} of people for the old selection, which a2lc never overwrites. "
+            f"Keep a copy: `a2lc export-answers --r {r} --out FILE`; move it aside: `mv {_sh(qpath)} {_sh(aside)}`; "
+            f"then recompute the acquisition: `a2lc acquire --r {r}`, and let people answer the new selection: "
+            f"`a2lc query --r {r} --serve` (or `--export DIR`)")
+
+
+def _sh(path) -> str:
+    """``path`` quoted for a shell command line in a hint (only when it needs quoting)."""
+    import shlex
+
+    return shlex.quote(str(path))
 
 
 def people_answers(ws: Workspace, r: int) -> int:

@@ -86,11 +86,17 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
     out["rounds"] = rounds
     out["lcm"] = lcm_summary(rounds)
     if waiting_round is not None and (stale_round is None or waiting_round <= stale_round):
-        out["next"] = (f"people's answers for round {waiting_round}: a2lc query --r {waiting_round} --serve "
-                       f"(or --export DIR, then --answers FILE)")
+        # answers for a stale acquisition cannot be completed (query refuses it): say how to get out first
+        stale_acquisition = rounds[listed.index(waiting_round)]["stages"].get("acquire") == STALE
+        out["next"] = answers_block(ws, cfg, waiting_round) or (
+            f"a2lc acquire --r {waiting_round}" if stale_acquisition else  # query refuses a stale acquisition
+            f"people's answers for round {waiting_round}: a2lc query --r {waiting_round} --serve "
+            f"(or --export DIR, then --answers FILE)")
     elif stale_round is not None and (nxt is None or nxt[0] >= stale_round):
         # never a command known to fail: a round whose redo would meet people's answers says what to do first
-        out["next"] = answers_block(ws, cfg, stale_round) or f"a2lc round --r {stale_round}"
+        out["next"] = (answers_block(ws, cfg, stale_round)
+                       or people_round_step(ws, stale_round, rounds[listed.index(stale_round)]["stages"])
+                       or f"a2lc round --r {stale_round}")
     else:
         out["next"] = stage_command(cfg, *nxt) if nxt else None
         if nxt and nxt[0] >= 1 and nxt[1].name == "acquire":
@@ -109,6 +115,29 @@ def _round_damage(ws: Workspace, r: int, dataset: dict | None) -> tuple[str, str
             err = artifact_damage(p, kind, n_masks=size.get("masks"), num_classes=size.get("classes"))
             if err is not None:
                 return {"acquire": "acquire", "query": "query", "lcm": "lcm-correct"}[kind], err
+    return None
+
+
+def people_round_step(ws: Workspace, r: int, stages: dict[str, str]) -> str | None:
+    """The next step of a stale round whose selection was made for people (``query.h5`` recorded
+    ``annotator: human``) and holds none of their answers yet: recompute a stale acquisition, then
+    select again for people. ``a2lc round`` would let the simulated annotator answer instead (or
+    fail without ground truth). None for any other round."""
+    from .rounds import STALE
+    from .state import read_query
+
+    q = ws.artifact(r, "query.h5")
+    try:
+        annotator = read_query(q).attrs.get("meta", {}).get("annotator") if q.exists() else None
+    except A2LCError:
+        return None
+    if annotator != "human":
+        return None
+    if stages.get("acquire") == STALE:
+        return f"a2lc acquire --r {r}"
+    if stages.get("query") == STALE:
+        return (f"people's answers for round {r} (a new selection): a2lc query --r {r} --serve "
+                f"(or --export DIR, then --answers FILE)")
     return None
 
 

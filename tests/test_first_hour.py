@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shlex
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -244,6 +246,14 @@ def test_report_plot_has_whole_round_ticks_and_a_readable_span():
     ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
     assert ticks and all(float(t).is_integer() for t in ticks)
     assert ax.get_ylim()[1] - ax.get_ylim()[0] >= 5
+    # round 0 only, θ_0 not evaluated: the Model mIoU panel says so instead of being an empty frame
+    assert len(ax.lines) == 1 and not ax.texts
+    assert not fig.axes[1].lines
+    assert [t.get_text() for t in fig.axes[1].texts] == [
+        "no Model mIoU\n(not evaluated yet:\na2lc evaluate --metric model-miou --r 0)"]
+    plt.close(fig)
+    fig = miou_figure({"x": {"rounds": [{"round": 0, "data_miou": 61.0, "model_miou": 40.0}]}})
+    assert [len(line.get_xdata()) for line in fig.axes[1].lines] == [1] and not fig.axes[1].texts  # the point
     plt.close(fig)
     many = {"x": {"rounds": [{"round": k, "data_miou": 60.0 + k, "model_miou": 40.0 + k} for k in range(6)]}}
     fig = miou_figure(many)
@@ -401,3 +411,148 @@ def test_one_label_changed_is_singular(ws, cli, tmp_path):
     _fill(bundle / "answers.csv", {B: "c2"}, annotator="ann")
     out = ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv")
     assert "; 1 label changed;" in " ".join(out.split())
+
+
+# --------------------------------------------------------------------------- break-test B: a stale round under people's answers
+def _snapshot(ws):
+    return {p.relative_to(ws.root): p.read_bytes() for p in sorted(ws.root.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("answered", [{E: "c0"}, {E: "c0", B: "c2", D: "void"}], ids=["waiting", "complete"])
+def test_a_stale_round_under_peoples_answers_has_one_way_out_that_works(ws, cli, tmp_path, answered):
+    """θ_0 retrained while people's answers sit in round 1's query.h5: status, and every command of the round,
+    name the same way out (no circle), nothing runs on the stale round, and following status's hint works."""
+    _answered_round_1(ws, cli, tmp_path, answered)
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+    assert st["rounds"][1]["stages"]["acquire"] == "stale"
+    hint = st["next"]
+    assert "export-answers --r 1" in hint and "mv " in hint and "a2lc acquire --r 1" in hint
+    before = _snapshot(ws)
+    for command in (("acquire",), ("query",), ("query", "--annotator", "human", "--export", tmp_path / "x"),
+                    ("query", "--answers", tmp_path / "bundle" / "answers.csv"), ("lcm-train", "--epochs", "1"),
+                    ("lcm-correct",), ("train",), ("round",)):
+        code, _, err = cli("-w", ws.root, command[0], "--r", "1", *command[1:])
+        assert code == 2, command
+        assert " ".join(err.split()) == f"error: {hint}", command  # one message, the one status gives
+    assert _snapshot(ws) == before  # refused before anything was written
+    # follow the hint, command by command (the page's --serve is exercised through --export: both only need query.h5)
+    commands = [shlex.split(c) for c in re.findall(r"`([^`]+)`", hint) if c.startswith(("a2lc ", "mv "))]
+    assert [c[:2] for c in commands] == [["a2lc", "export-answers"], ["mv", str(ws.artifact(1, "query.h5"))],
+                                        ["a2lc", "acquire"], ["a2lc", "query"]]
+    for c in commands:
+        if c[0] == "mv":
+            shutil.move(c[1], c[2])
+        elif "--serve" in c:
+            ok(cli, "-w", ws.root, *c[1:c.index("--serve")], "--annotator", "human", "--export", tmp_path / "new")
+        else:
+            ok(cli, "-w", ws.root, *[str(tmp_path / "kept.csv") if a == "FILE" else a for a in c[1:]])
+    with open(tmp_path / "kept.csv", newline="") as f:
+        assert sorted(int(row["mask_id"]) for row in csv.DictReader(f)) == sorted(answered)  # the answers were kept
+    assert [p.name for p in (ws.root / "rounds/r001").glob("query.h5.old-*")] == [Path(commands[1][2]).name]
+    st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+    assert st["rounds"][1]["stages"]["acquire"] == "done" and st["rounds"][1]["stages"]["query"] == "waiting"
+    assert st["next"].startswith("people's answers for round 1: a2lc query --r 1 --serve")
+
+
+def test_lcm_and_train_refuse_a_stale_acquisition_and_name_the_round(ws, cli, tmp_path):
+    """Without people's answers the way out is the round itself (which recomputes the acquisition)."""
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3")  # simulated answers
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    before = _snapshot(ws)
+    for command in (("lcm-train", "--epochs", "1"), ("train",)):
+        code, _, err = cli("-w", ws.root, command[0], "--r", "1", *command[1:])
+        assert code == 2 and "acquisition is stale" in err and "`a2lc round --r 1`" in " ".join(err.split()), command
+    assert _snapshot(ws) == before
+    assert json.loads(ok(cli, "-w", ws.root, "status", "--json"))["next"] == "a2lc round --r 1"
+
+
+# --------------------------------------------------------------------------- break-test E: -w must name a workspace
+def test_w_must_name_a_workspace_folder(cli, tmp_path):
+    data = write_folder(tmp_path / "data", {"train": {"a": block_labels(8, 8, [0, 1])}}, ["bg", "fg"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"x")  # hidden files do not make a folder a dataset
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("hello")
+    cases = {
+        data: (f"{data} is not an a2lc workspace (it has no config.json, dataset.h5 or rounds/)",
+               f"--root {data}"),
+        empty: (f"{empty} is an empty folder, not an a2lc workspace yet", f"`a2lc -w {empty} init`"),
+        a_file: (f"{a_file} is a file, not a workspace folder", "-w names the folder"),
+        tmp_path / "typo": (f"workspace {tmp_path / 'typo'} does not exist", "init"),
+    }
+    for target, words in cases.items():
+        listing = sorted(p.name for p in target.iterdir()) if target.is_dir() else None
+        for command in (("status",), ("config", "set", "lcm.alpha=0.3"), ("config", "show"), ("acquire", "--r", "1"),
+                        ("status", "--json")):
+            code, out, err = cli("-w", target, *command)
+            msg = " ".join(err.split())
+            assert code == 2 and msg.startswith("error: ") and len(err.strip().splitlines()) == 1, (target, command, err)
+            for w in words:
+                assert w in msg, (target, command, msg)
+            if command[-1] == "--json":
+                assert json.loads(out)["error"] == msg[len("error: "):]
+            else:
+                assert out == ""
+        # nothing was written: a random folder never becomes a workspace
+        assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else None) == listing
+    # the hint for the empty folder works
+    ok(cli, "-w", empty, "init")
+    assert json.loads(ok(cli, "-w", empty, "status", "--json"))["next"] == "a2lc pseudolabel"
+
+
+# --------------------------------------------------------------------------- break-test F: the widest cells at 80 columns
+def test_status_with_the_widest_cells_fits_80_columns(ws, cli, tmp_path):
+    """`stale` and `waiting` cells and a 100.00 mIoU, printed by the real CLI with COLUMNS=80: nothing cut."""
+    import subprocess
+    import sys
+
+    _answered_round_1(ws, cli, tmp_path, {E: "c0"})  # round 1's query waits for 2 more answers
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    for r in (0, 1):
+        for metric in ("data-miou", "model-miou"):
+            ws.artifact(r, f"metrics-{metric}.json").write_text(json.dumps({"miou": 100.0}))
+    env = {**os.environ, "COLUMNS": "80", "LINES": "50"}
+    res = subprocess.run([sys.executable, "-m", "a2lc_cli", "-w", str(ws.root), "status"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "…" not in res.stdout
+    # every line fits, but the `next:` hint, kept on one line so that it copies whole
+    assert max(len(line) for line in lines if not line.startswith("next: ")) <= 80
+    header = next(i for i, line in enumerate(lines) if line.split()[:1] == ["round"])
+    assert lines[header].split() == ["round", "acquire", "query", "train", "correct", "train", "answers", "mIoU", "mIoU"]
+    row1 = next(line.split() for line in lines[header + 1:] if line.split()[:1] == ["1"])
+    assert row1 == ["1", "stale", "waiting", "·", "·", "·", "1", "100.00", "100.00"]
+
+
+def test_status_hints_lead_a_peoples_round_through_a_retrained_model(ws, cli, tmp_path):
+    """A bundle went out, nobody answered yet, and θ_0 was retrained: each hint of status, followed as
+    given, works, and the round stays a round for people (never `a2lc round`, whose simulated annotator
+    would answer it)."""
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", "--export", tmp_path / "b0")
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    seen = []
+    for step in range(4):
+        st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+        hint = st["next"]
+        seen.append(hint)
+        assert "a2lc round" not in hint, seen
+        command = shlex.split(hint.split(": ")[-1].split(" (")[0])
+        if command[:2] == ["a2lc", "query"]:  # --serve needs a person at a browser: the bundle is the same selection
+            assert "--serve" in command
+            command = [a for a in command if a != "--serve"] + ["--annotator", "human", "--export", str(tmp_path / "b1")]
+            ok(cli, "-w", ws.root, *command[1:])
+            break
+        ok(cli, "-w", ws.root, *command[1:])
+    assert seen[0] == "a2lc acquire --r 1" and seen[1].startswith("people's answers for round 1 (a new selection)")
+    with open(tmp_path / "b1" / "answers.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == len(read_query(ws.artifact(1, "query.h5")).selected) >= 1
+    _fill(tmp_path / "b1" / "answers.csv", {m: "c0" for m in read_query(ws.artifact(1, "query.h5")).selected.tolist()},
+          annotator="ann")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", tmp_path / "b1" / "answers.csv")
+    st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+    assert st["rounds"][1]["stages"]["query"] == "done" and st["next"] == "a2lc lcm-train --r 1"

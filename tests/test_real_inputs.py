@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -202,6 +204,21 @@ def test_file_name_not_utf8_is_refused_at_init(tmp_path, cli):
     code, _, err = cli("-w", ws, "init", "--source", "folder", "--root", root)
     assert_one_line_error(code, err, "caf\\xe9.png", "not valid UTF-8")
     assert snapshot(ws) == {}  # nothing written
+
+
+def test_import_dir_reads_only_the_files_it_uses(tmp_path, cli):
+    """A stray non-UTF-8 file and a stray a.png/a.PNG pair in --import-dir are not looked at (docs/datasets.md);
+    the train image's own file is still found through the shared rule."""
+    labels = {"train": {"a": block_labels(16, 16, 2)}}
+    root = write_folder(tmp_path / "data", labels, ["sky", "road"], flat=True)
+    imp = write_pseudolabels(tmp_path / "pseudo", {**labels["train"], "stray": block_labels(16, 16, 2)})
+    shutil.copy(imp / "stray.png", imp / "stray.PNG")
+    try:
+        shutil.copy(os.fsencode(imp / "a.png"), os.path.join(os.fsencode(imp), b"caf\xe9.png"))
+    except OSError:
+        pytest.skip("this file system refuses non-UTF-8 names")
+    out, _ = init_and_pseudolabel(cli, tmp_path / "ws", root, imp)
+    assert json.loads(out)["images"] == 1
 
 
 def test_two_files_one_name_by_extension_case_is_an_error(tmp_path):
@@ -449,7 +466,17 @@ def test_annotation_page_reads_images_through_the_check(cams):
     _rename(root, "cam_2", "cam_02")
     with Dataset(ws / "dataset.h5") as ds:
         with pytest.raises(A2LCError, match="train image 0 is 'cam_02' but dataset.h5 was built from 'cam_1'"):
-            _train_images(cfg, ds)(0)
+            _train_images(cfg, ds)  # when the page opens (before the server starts), not at the first image
+
+
+def test_serve_refuses_to_start_after_a_rename(cams):
+    """The real CLI in a subprocess (a page that started would serve until killed): one line, no server."""
+    root, ws = cams
+    _rename(root, "cam_2", "cam_02")
+    res = subprocess.run([sys.executable, "-m", "a2lc_cli", "-q", "-w", str(ws), "query", "--r", "1", "--serve", "--port", "0"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 2 and "annotate at" not in res.stdout
+    assert_one_line_error(res.returncode, res.stderr, "train image 0 is 'cam_02' but dataset.h5 was built from 'cam_1'")
 
 
 def test_value_counts_exact_beyond_float32_bins():

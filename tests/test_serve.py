@@ -24,6 +24,7 @@ from a2lc_cli.errors import A2LCError
 from a2lc_cli.serve import make_server
 from a2lc_cli.state import read_query
 
+from fixtures import write_folder
 from support import LookupModel, install_fakes, touch_model, write_workspace
 from test_query import A, B, D, E, _case
 
@@ -36,6 +37,17 @@ def ws(tmp_path, monkeypatch, cli):
     touch_model(ws, 0)
     assert cli("-w", ws.root, "acquire", "--r", "1")[0] == 0
     return ws
+
+
+def _with_real_source(ws, tmp_path) -> None:
+    """Point the crafted workspace at a folder source with the same train names (img0, img1), so a
+    subprocess — which has none of the in-process fakes — passes the page's check of image names."""
+    _, _, gts, _ = _case()
+    root = write_folder(tmp_path / "data", {"train": {f"img{i}": gt for i, gt in enumerate(gts)}}, ["c0", "c1", "c2"],
+                        flat=True)
+    cfg = ws.config()
+    cfg.source.kind, cfg.source.root, cfg.source.preset = "folder", str(root), None
+    ws.save_config(cfg)
 
 
 def _selected(ws, cli, budget=3):
@@ -297,6 +309,7 @@ def test_restart_resumes_at_the_first_unanswered_mask(ws, cli, serve):
 def test_serve_command_selects_holds_the_lock_and_stops_cleanly(ws, cli, tmp_path):
     """The real CLI in a subprocess: selection as `--annotator human` would make it, the URL
     printed, other writers refused with the holder's command, readers working, SIGTERM stops it."""
+    _with_real_source(ws, tmp_path)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "a2lc_cli", "-w", str(ws.root), "query", "--r", "1", "--budget", "3",
@@ -332,3 +345,34 @@ def test_serve_command_selects_holds_the_lock_and_stops_cleanly(ws, cli, tmp_pat
         proc.stderr.close()
     assert not (ws.root / ".lock").exists()
     assert _log(ws)[1] == {E: 1}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_sigterm_stops_serve_as_ctrl_c_does_before_the_page_is_up(ws, tmp_path, sig):
+    """Caught while the selection is being written (a deterministic stall at its rename): both signals
+    give `interrupted` (and under --json the error object), exit 130, no query.h5 and no lock (SIGTERM
+    used to kill the process silently before the page was up)."""
+    _with_real_source(ws, tmp_path)
+    trace = tmp_path / "trace"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "A2LC_STALL_AT": "rename.query.h5",
+           "A2LC_STALL_SECONDS": "120", "A2LC_TRACE": str(trace)}
+    proc = subprocess.Popen([sys.executable, "-m", "a2lc_cli", "-w", str(ws.root), "query", "--r", "1", "--budget", "3",
+                             "--serve", "--port", "0", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        for _ in range(1200):  # until the stall (the trace line is written before it sleeps)
+            if trace.exists() and "rename.query.h5" in trace.read_text() or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(sig)
+        assert proc.wait(60) == 130
+        out, err = proc.stdout.read(), proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert err.strip() == "interrupted" and json.loads(out) == {"error": "interrupted"}
+    assert not ws.artifact(1, "query.h5").exists() and not (ws.root / ".lock").exists()

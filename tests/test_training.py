@@ -234,9 +234,9 @@ def test_resume_continues_from_the_checkpoint_to_the_same_model(tmp_path):
 
 
 def test_cli_train_errors_are_one_line(tmp_path, cli):
-    (tmp_path / "empty").mkdir()  # a folder that does not exist is refused before anything else
+    (tmp_path / "empty").mkdir()  # an empty folder is not a workspace yet: the hint says how to start one
     code, out, err = cli("-w", tmp_path / "empty", "train", "--r", "0")
-    assert code == 2 and "a2lc pseudolabel" in err and "Traceback" not in err
+    assert code == 2 and "is an empty folder" in err and "pseudolabel`" in err and "Traceback" not in err
     code, _, err = cli("-w", tmp_path / "empty", "train", "--model", "resnet9")
     assert code == 2 and "unknown model 'resnet9'" in err
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from enum import Enum
+from pathlib import Path
 from typing import Any, get_args
 
 import typer
@@ -23,9 +25,8 @@ def workspace(ctx: typer.Context, *, must_exist: bool = True) -> Workspace:
     """
     obj = ctx.find_root().obj
     assert isinstance(obj, Workspace)
-    if must_exist and not obj.root.is_dir():
-        raise A2LCError(f"workspace {obj.root.absolute()} does not exist: check -w, or start one there with "
-                        f"`a2lc init` or `a2lc pseudolabel` (with -w {obj.root})")
+    if must_exist:
+        require_workspace(obj.root)
     obj.check_entries()  # only regular files and folders (a FIFO would hang a reader)
     return obj
 
@@ -41,6 +42,39 @@ def choices(name: str, values: Any) -> type[Enum]:
 def chosen(choice: Enum | None) -> str | None:
     """The string of a choice option (None stays None)."""
     return None if choice is None else str(choice.value)
+
+
+WORKSPACE_ENTRIES = ("config.json", "dataset.h5", "rounds")  # what a2lc writes first into a workspace
+
+
+def require_workspace(root: Path) -> None:
+    """Refuse ``-w`` unless it names an a2lc workspace: a folder holding ``config.json``,
+    ``dataset.h5`` or ``rounds/``. One line each for a path that does not exist, a file, an
+    empty folder (start a workspace there) and a folder of something else, such as a dataset
+    root (start the workspace elsewhere): no command but ``init``/``pseudolabel``/``demo``
+    describes, or writes into, a folder that is not a workspace.
+    """
+    where = root.absolute()
+    if not root.exists() and not root.is_symlink():
+        raise A2LCError(f"workspace {where} does not exist: check -w, or start one there with "
+                        f"`a2lc -w {root} init` (or `a2lc -w {root} pseudolabel`)")
+    if not root.is_dir() and not root.is_file():
+        return  # a FIFO, a device, a broken or looping link: Workspace.check_entries names it
+    if root.is_file():
+        raise A2LCError(f"{where} is a file, not a workspace folder: -w names the folder of an a2lc workspace "
+                        f"(start one with `a2lc -w NEW_DIR init`)")
+    if any((root / name).exists() for name in WORKSPACE_ENTRIES):
+        return
+    try:
+        empty = not any(not e.name.startswith(".") for e in os.scandir(root))
+    except OSError as e:
+        raise A2LCError(f"cannot read the workspace folder {where}: {e.strerror or e}") from None
+    if empty:
+        raise A2LCError(f"{where} is an empty folder, not an a2lc workspace yet: start one there with "
+                        f"`a2lc -w {root} init` (or `a2lc -w {root} pseudolabel`)")
+    raise A2LCError(f"{where} is not an a2lc workspace (it has no config.json, dataset.h5 or rounds/): create one "
+                    f"with `a2lc -w NEW_DIR init` (for a dataset in this folder: `a2lc -w NEW_DIR init "
+                    f"--source folder|cityscapes|voc --root {root}`)")
 
 
 def round_option(help: str = "Round number (0 = pseudo-labels).", default=None):

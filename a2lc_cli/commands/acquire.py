@@ -43,13 +43,14 @@ def acquire(
         ui.set_quiet(True)
     ws, cfg, r = stage_round(ctx, r, ACQUIRE)
     if r >= 1:
-        from ..rounds import people_answers
+        from ..rounds import answers_block, people_answers
 
         if people_answers(ws, r):  # a new acquisition would strand them: query.h5 never drops people's answers
             q = ws.path("query", r)
-            raise A2LCError(f"{q} holds {ui.plural(people_answers(ws, r), 'answer')} of people for round {r}'s "
-                            f"current acquisition; a new one would leave them behind. To recompute it anyway, keep "
-                            f"them (`a2lc export-answers --r {r} --out FILE`) and move {q} aside first")
+            raise A2LCError(answers_block(ws, cfg, r) or (  # stale: the way out status names too
+                f"{q} holds {ui.plural(people_answers(ws, r), 'answer')} of people for round {r}'s current "
+                f"acquisition; a new one would leave them behind. To recompute it anyway, keep them "
+                f"(`a2lc export-answers --r {r} --out FILE`) and move {q} aside first"))
     # under torchrun rank 0 holds the workspace lock; the other ranks write only their shard files
     with ws.lock() if rank == 0 else contextlib.nullcontext():
         res = run_acquire(ws, cfg, r, fn=chosen(fn), device=device, batch_size=batch_size, workers=workers,

@@ -52,9 +52,10 @@ def query(
     if serve and (annotator == "gt" or answers is not None or export is not None):
         raise A2LCError("--serve is the human annotator's page; it does not go with --annotator gt, --answers or --export")
     if serve:
-        from ..serve import check_bind
+        from ..serve import check_bind, sigterm_as_ctrl_c
 
         check_bind(host, allow_remote=allow_remote, lease_s=lease)
+        sigterm_as_ctrl_c()  # before the selection and the server start, not only once serving
     with ws.lock():
         res = run_query(ws, cfg, r, budget=parse_budget(budget), annotator="human" if answers or serve or export else annotator,
                         unit=unit, export_dir=export, answers_file=answers, replace=replace, force=force)

@@ -167,6 +167,10 @@ def status(ctx: typer.Context, json_out: bool = JSON, verify: bool = typer.Optio
                                 "answers", "data\nmIoU", "model\nmIoU"], rows)
         for col in t.columns:
             col.no_wrap = True
+        # a header rule instead of a box: the widest cells (stale, waiting, damaged, 100.00) fit 80 columns
+        from rich import box
+
+        t.box, t.show_edge, t.pad_edge = box.SIMPLE_HEAD, False, False
         ui.out.print(t)
         ui.out.print(f"[dim]{STATUS_LEGEND}[/]")
     from ..status import lcm_line

@@ -35,15 +35,17 @@ def train(
     from ..stages import TRAIN
     from ..training import init_distributed, main_rank_lock, shutdown_distributed, train_round
 
+    from ..models import model_spec
+
+    if model is not None:
+        model_spec(model)  # the command's own options first: an unknown --model is named before the workspace
     ws = workspace(ctx)
     cfg = ws.config()
     for key, value in (("model", model), ("iterations", iterations), ("batch_size", batch_size), ("lr", lr),
                        ("crop", crop), ("pretrained", pretrained), ("checkpoint_every", checkpoint_every)):
         if value is not None:
             cfg = set_option(cfg, f"train.{key}", json.dumps(value))
-    from ..models import model_spec
-
-    model_spec(cfg.train.model)  # the command's own options first: an unknown --model is named before the workspace
+    model_spec(cfg.train.model)  # the config's model (an edited config.json)
     ws, cfg, r = stage_round(ctx, r, TRAIN, cfg=cfg)
     model_path = ws.path(TRAIN, r)
     if resume and not ws.artifact(r, "model.ckpt").exists() and model_path.exists() \

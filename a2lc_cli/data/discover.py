@@ -16,6 +16,7 @@ import labeler) may use, so that every kind of file is found the same way:
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from pathlib import Path
 
 from ..errors import A2LCError
@@ -45,7 +46,8 @@ def check_storable(path: Path, rel: str) -> None:
         ) from None
 
 
-def find_files(folder: Path, suffixes: tuple[str, ...], *, depth: int | None = None, what: str = "file") -> dict[str, Path]:
+def find_files(folder: Path, suffixes: tuple[str, ...], *, depth: int | None = None, what: str = "file",
+               only: Collection[str] | None = None) -> dict[str, Path]:
     """``key`` → path of every file under ``folder`` whose name ends with one of ``suffixes``.
 
     key: the path relative to ``folder`` (``/``-separated) without the matched suffix.
@@ -54,6 +56,9 @@ def find_files(folder: Path, suffixes: tuple[str, ...], *, depth: int | None = N
     matched files (1 = directly in ``folder``), ``None`` = any depth. Hidden and OS
     metadata files and folders are skipped. Two files with one key (``a.png`` and
     ``a.PNG``, ``a.jpg`` and ``a.png``) and names that are not valid UTF-8 are errors.
+    only: the keys that will be used (the import labeler's train image names); files with
+    any other key are skipped before any check, so an unused file is never refused (a name
+    that is not valid UTF-8 can never be one of them).
     Returns an empty dict when ``folder`` is not a directory; keys are sorted.
     """
     folder = Path(folder)
@@ -88,8 +93,10 @@ def find_files(folder: Path, suffixes: tuple[str, ...], *, depth: int | None = N
                 continue
             path = Path(e.path)
             rel = "/".join((*parts, e.name))
-            check_storable(path, rel)
             key = rel[: -len(suffix)]
+            if only is not None and key not in only:
+                continue
+            check_storable(path, rel)
             if key in out:
                 raise A2LCError(f"{shown(path)}: two {what}s are named {key!r} ({out[key].name} and {path.name})")
             out[key] = path

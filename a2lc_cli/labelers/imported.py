@@ -71,13 +71,15 @@ class ImportLabeler(Labeler):
         self.import_dir = Path(pl.import_dir).expanduser() if pl.import_dir else None
         self.mask_dir = Path(pl.mask_dir).expanduser() if pl.mask_dir else None
         self.names = source.names("train")
+        self._name_set = frozenset(self.names)
         self._found: dict[Path, dict[str, Path]] = {}
 
     def _find(self, folder: Path, index: int) -> Path:
         """``<folder>/<name>.png`` of train image ``index``, found by the shared discovery rule
-        (extension case-insensitive, hidden/OS files skipped); the expected path when absent."""
-        if folder not in self._found:
-            self._found[folder] = find_files(folder, (".png",), what="PNG")
+        (extension case-insensitive, hidden/OS files skipped, files of no train image not looked at);
+        the expected path when absent."""
+        if folder not in self._found:  # only the train images' files: others (val, stray files) are never read
+            self._found[folder] = find_files(folder, (".png",), what="PNG", only=self._name_set)
         name = self.names[index]
         return self._found[folder].get(name, folder / f"{name}.png")
 

@@ -23,7 +23,8 @@ from .render import ViewCache
 from .server import AnnotationServer, is_loopback, new_token
 from .session import DEFAULT_LEASE_S, AnnotationSession, RequestError
 
-__all__ = ["AnnotationServer", "AnnotationSession", "RequestError", "ViewCache", "check_bind", "make_server", "serve_query"]
+__all__ = ["AnnotationServer", "AnnotationSession", "RequestError", "ViewCache", "check_bind", "make_server", "serve_query",
+           "sigterm_as_ctrl_c"]
 
 
 def check_bind(host: str, *, allow_remote: bool, lease_s: float = DEFAULT_LEASE_S) -> None:
@@ -36,19 +37,13 @@ def check_bind(host: str, *, allow_remote: bool, lease_s: float = DEFAULT_LEASE_
 
 
 def _train_images(cfg: Config, ds: Dataset) -> Callable[[int], Any]:
-    """read_image(i) for the train split of the workspace's source, opened on first use and
-    checked against ``dataset.h5`` (:class:`a2lc_cli.fingerprint.TrainImages`)."""
-    opened: list[Any] = []
+    """read_image(i) for the train split of the workspace's source, checked against ``dataset.h5``
+    (:class:`a2lc_cli.fingerprint.TrainImages`). Opened now, so a renamed, added or removed image
+    stops ``--serve`` before the server starts (each image's size and content are checked as it is read)."""
+    from .. import data
+    from ..fingerprint import TrainImages
 
-    def read(i: int) -> Any:
-        if not opened:
-            from .. import data
-            from ..fingerprint import TrainImages
-
-            opened.append(TrainImages.of(data.open_source(cfg), ds))
-        return opened[0](i)
-
-    return read
+    return TrainImages.of(data.open_source(cfg), ds)
 
 
 def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", port: int = 0,
@@ -66,9 +61,9 @@ def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", 
         token = token or new_token()
     session = AnnotationSession(ws, r, lease_s=lease_s, on_answer=on_answer)
     ds = Dataset(ws.dataset_path)
-    if read_image is None:
-        read_image = _train_images(cfg, ds)
     try:
+        if read_image is None:
+            read_image = _train_images(cfg, ds)
         server = AnnotationServer(session, ViewCache(ds, read_image), host=host, port=port, token=token)
     except BaseException:
         ds.close()
@@ -76,14 +71,23 @@ def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", 
     return server, ds
 
 
+def sigterm_as_ctrl_c() -> Any:
+    """From now on SIGTERM does what Ctrl-C does (KeyboardInterrupt in the main thread), so ``kill``,
+    ``timeout`` or a service manager stop ``--serve`` as Ctrl-C does, in every phase: the summary
+    when serving, ``interrupted`` (exit 130, nothing half-written) before. Returns the previous
+    handler (None outside the main thread, where signals cannot be handled)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+    return signal.signal(signal.SIGTERM, stop)
+
+
 def serve_until_stopped(server: AnnotationServer) -> None:
     """Serve until Ctrl-C or SIGTERM, then stop gracefully (requests in flight finish, so an
     answer being saved is saved; answers already acknowledged are on disk)."""
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        def stop(*_: Any) -> None:
-            raise KeyboardInterrupt
-        previous = signal.signal(signal.SIGTERM, stop)
+    previous = sigterm_as_ctrl_c()
     worker = threading.Thread(target=server.serve_forever, name="a2lc-serve", daemon=True)
     worker.start()
     try:
