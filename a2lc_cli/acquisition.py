@@ -384,9 +384,9 @@ def _fused_reduce(probs, segment, labels, n_masks, *, counted, embedding, need_e
         idx_t = torch.where(s >= 0, s, k)
         idx = idx_t.numpy().astype(np.int64, copy=False)
         lab_n = lab.numpy().astype(np.int64, copy=False)
-        pred = np.empty(n, np.int64)
+        pred = np.empty(n, np.uint8)  # C ≤ 255: labels are uint8 with 255 = void
         acil = np.empty(n, np.float32)
-        norm = np.empty(n, np.float64)
+        norm = np.empty(n, np.float32)
         for lo in range(0, n, step):
             hi = min(n, lo + step)
             pass1(rows[lo:hi], idx[lo:hi], lab_n[lo:hi], counted_k, bool(logits), pred[lo:hi], acil[lo:hi],
