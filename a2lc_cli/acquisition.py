@@ -384,6 +384,9 @@ def _fused_reduce(probs, segment, labels, n_masks, *, counted, embedding, need_e
         idx_t = torch.where(s >= 0, s, k)
         idx = idx_t.numpy().astype(np.int64, copy=False)
         lab_n = lab.numpy().astype(np.int64, copy=False)
+        # the compiled loops do not check bounds: refuse what would index outside the arrays
+        if n and (int(s.max()) >= k or int(lab_n.min()) < 0 or bool(((lab_n >= c) & (lab_n != VOID)).any())):
+            raise ValueError(f"segment ids must lie in [-1, {k}) and labels in [0, {c}) or {VOID}")
         pred = np.empty(n, np.uint8)  # C ≤ 255: labels are uint8 with 255 = void
         acil = np.empty(n, np.float32)
         norm = np.empty(n, np.float32)

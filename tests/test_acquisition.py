@@ -277,3 +277,16 @@ def test_unknown_kernel_is_refused():
     probs, seg, labels, k, counted, _ = _random_batch(0)
     with pytest.raises(ValueError, match="kernel"):
         reduce_batch(probs, seg, labels, k, kernel="cuda-graph")
+
+
+def test_fused_kernel_refuses_out_of_range_ids_and_labels():
+    # the compiled loops do not check bounds, so the arguments are checked before them
+    probs, seg, labels, k, counted, _ = _random_batch(0)
+    bad_seg = seg.clone()
+    bad_seg[0, 0, 0] = k
+    with pytest.raises(ValueError, match="segment ids"):
+        reduce_batch(probs, bad_seg, labels, k, kernel="fused")
+    bad_lab = labels.clone()
+    bad_lab[0, 0, 0] = probs.shape[1]
+    with pytest.raises(ValueError, match="labels"):
+        reduce_batch(probs, seg, bad_lab, k, kernel="fused")
