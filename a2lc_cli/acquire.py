@@ -183,7 +183,7 @@ def run_acquire(
                         logits, seg, labels, m1 - m0, counted=counted_all[m0:m1], embedding=emb,
                         need_entropy=fn == "entropy", need_margin=fn == "margin", logits=True,
                     )
-                    del logits, emb
+                    del logits, emb, x, seg, labels  # free before the next forward: its activations set the peak
                     # flat offset of each mask's image inside the batch, to store image-relative pixels
                     img_of_mask = ds.mask_image[m0:m1] - i0
                     stats.put(m0, bs, img_of_mask.astype(np.int64) * (h * w))

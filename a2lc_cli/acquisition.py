@@ -22,6 +22,7 @@ once all counts are known: a_ABC(m) = Σ_c w_c S[m,c], a_SIM(m) = Σ_c S[m,c].
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -116,6 +117,7 @@ def reduce_batch(
     need_margin: bool = False,
     chunk: int | None = None,
     logits: bool = False,
+    kernel: str | None = None,
 ) -> BatchStats:
     """Reduce per-pixel model outputs to per-mask statistics with scatter operations.
 
@@ -144,7 +146,20 @@ def reduce_batch(
     cos(f(x), f(m′)) = p(x)·f̂(m′)/|p(x)| for the sums of Eq. 11–12 and the
     representative pixel, on (chunk, C) rows of pixels. Pixels no mask covers go to a
     spare bin k.
+
+    kernel: "fused" (the default on the CPU when numba is installed): the same two passes
+    as compiled loops over the pixels (:func:`_fused_reduce`), each pixel's C values read
+    once per pass with the softmax, argmax, a_CIL, |p| and the per-mask sums done on them
+    in registers (2.5× faster at 1024×2048, docs/performance.md); "torch": the torch ops
+    above (always used on CUDA). Both agree to float rounding (tests/test_acquisition.py).
     """
+    if kernel is None:
+        kernel = "fused" if probs.device.type == "cpu" and _fused_kernels() is not None else "torch"
+    if kernel == "fused":
+        return _fused_reduce(probs, segment, labels, n_masks, counted=counted, embedding=embedding,
+                             need_entropy=need_entropy, need_margin=need_margin, chunk=chunk, logits=logits)
+    if kernel != "torch":
+        raise ValueError(f"unknown kernel {kernel!r} (fused or torch)")
     planes, seg_img, lab_img, emb_img = _image_planes(probs, segment, labels, embedding)
     dev = probs.device
     c = planes[0].shape[0]
@@ -234,6 +249,168 @@ def reduce_batch(
         sim_by_class=sim_by_class.view(kk, c)[:k], cil=cil_sum[:k],
         entropy=None if ent is None else ent[:k], margin=None if mar is None else mar[:k],
         rep_pixel=rep[:k], counts=counts, embedding=emb,
+    )
+
+
+# --------------------------------------------------------------------------- the fused CPU kernel
+@functools.cache
+def _fused_kernels():
+    """The compiled pass-1 and pass-2 loops of :func:`_fused_reduce` (numba), or None without numba.
+
+    Compiled on first use (≈ 2–4 s) and cached on disk by numba (``cache=True``) for later processes.
+    """
+    try:
+        import numba
+    except ImportError:
+        return None
+
+    @numba.njit(cache=True, nogil=True)
+    def pass1(rows, idx, lab, counted, softmax, pred, acil, norm, psum, hist, area, counts, ent, mar):
+        """Per pixel x (a row of C values): softmax in place (when asked), argmax (first maximal class),
+        a_CIL = 1 − p(ŷ′), |p|, Σ p by (mask, argmax class), counts; entropy and margin sums when
+        ``ent`` / ``mar`` have entries."""
+        n, c = rows.shape
+        do_ent, do_mar = ent.shape[0] > 0, mar.shape[0] > 0
+        for x in range(n):
+            if softmax:
+                mx = rows[x, 0]
+                for j in range(1, c):
+                    if rows[x, j] > mx:
+                        mx = rows[x, j]
+                s = np.float32(0.0)
+                for j in range(c):
+                    e = np.exp(rows[x, j] - mx)
+                    rows[x, j] = e
+                    s += e
+                inv = np.float32(1.0) / s
+                for j in range(c):
+                    rows[x, j] = rows[x, j] * inv
+            m = idx[x]
+            best = rows[x, 0]
+            pr = 0
+            ss = 0.0
+            for j in range(c):
+                v = rows[x, j]
+                ss += v * v
+                if v > best:
+                    best = v
+                    pr = j
+            lb = lab[x]
+            valid = lb != 255
+            eff = lb if valid else pr
+            pred[x] = pr
+            acil[x] = 1.0 - rows[x, eff]
+            norm[x] = np.sqrt(ss)
+            key = m * c + pr
+            for j in range(c):
+                psum[key, j] += rows[x, j]
+            hist[key] += 1
+            area[m] += 1
+            if valid and counted[m]:
+                counts[lb] += 1
+            if do_ent:
+                h = 0.0
+                for j in range(c):
+                    v = max(rows[x, j], np.float32(1e-12))
+                    h -= rows[x, j] * np.log(v)
+                ent[m] += h
+            if do_mar:
+                second = -np.inf if c > 1 else 0.0
+                for j in range(c):
+                    if j != pr and rows[x, j] > second:
+                        second = rows[x, j]
+                mar[m] += 1.0 - (best - second)
+
+    @numba.njit(cache=True, nogil=True)
+    def pass2(rows, idx, lab, pred, acil, norm, f_hat, dom, sim, cil, best, rep, base):
+        """Per pixel: cos(f(x), f(m′)) = p·f̂(m′)/|p|; S[m, ŷ′] += cos·a_CIL; Σ a_CIL; the first pixel
+        of m′ with the largest cosine (pixels outside m′ rank at −2)."""
+        n, c = rows.shape
+        for x in range(n):
+            m = idx[x]
+            d = 0.0
+            for j in range(c):
+                d += rows[x, j] * f_hat[m, j]
+            cs = d / max(norm[x], 1e-12)
+            lb = lab[x]
+            pr = pred[x]
+            eff = pr if lb == 255 else lb
+            a = acil[x]
+            sim[m * c + eff] += cs * a
+            cil[m] += a
+            key = cs if pr == dom[m] else -2.0
+            if key > best[m]:
+                best[m] = key
+                rep[m] = base + x
+
+    return pass1, pass2
+
+
+def _fused_reduce(probs, segment, labels, n_masks, *, counted, embedding, need_entropy, need_margin, chunk,
+                  logits) -> BatchStats:
+    """:func:`reduce_batch` on the CPU with the compiled loops of :func:`_fused_kernels`.
+
+    Per image, pass 1 runs over blocks of ``chunk`` pixels (each block's rows stay in cache
+    between the softmax and the sums); then D_θ(m) and f̂(m′) of the image's masks, then
+    pass 2. Sums are accumulated in float64, sequentially per pixel (deterministic).
+    """
+    pass1, pass2 = _fused_kernels()
+    planes, seg_img, lab_img, emb_img = _image_planes(probs, segment, labels, embedding)
+    c = planes[0].shape[0]
+    k = n_masks
+    kk = k + 1
+    area = np.zeros(kk, np.int64)
+    hist = np.zeros(kk * c, np.int64)
+    psum = np.zeros((kk * c, c), np.float64)  # psum[m·C + j] = Σ p over the pixels of mask m whose argmax is j
+    sim = np.zeros(kk * c, np.float64)
+    cil = np.zeros(kk, np.float64)
+    ent = np.zeros(kk if need_entropy else 0, np.float64)
+    mar = np.zeros(kk if need_margin else 0, np.float64)
+    counts = np.zeros(c, np.int64)
+    counted_k = np.zeros(kk, np.bool_)
+    if counted is None:
+        counted_k[:k] = True
+    else:
+        counted_k[:k] = counted.detach().cpu().numpy().astype(np.bool_)
+    n_total = sum(int(p.shape[1]) for p in planes)
+    rep = np.full(kk, n_total, np.int64)
+    best = np.full(kk, -3.0)
+    emb_sum = None
+    base = 0
+    for p, s, lab, e in zip(planes, seg_img, lab_img, emb_img):
+        n = p.shape[1]
+        step = chunk or PIXEL_CHUNK
+        rows = p.detach().t().numpy()  # (n, C) view: contiguous rows for channels-last memory
+        idx_t = torch.where(s >= 0, s, k)
+        idx = idx_t.numpy().astype(np.int64, copy=False)
+        lab_n = lab.numpy().astype(np.int64, copy=False)
+        # the compiled loops do not check bounds: refuse what would index outside the arrays
+        if n and (int(s.max()) >= k or int(lab_n.min()) < 0 or bool(((lab_n >= c) & (lab_n != VOID)).any())):
+            raise ValueError(f"segment ids must lie in [-1, {k}) and labels in [0, {c}) or {VOID}")
+        pred = np.empty(n, np.uint8)  # C ≤ 255: labels are uint8 with 255 = void
+        acil = np.empty(n, np.float32)
+        norm = np.empty(n, np.float32)
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            pass1(rows[lo:hi], idx[lo:hi], lab_n[lo:hi], counted_k, bool(logits), pred[lo:hi], acil[lo:hi],
+                  norm[lo:hi], psum, hist, area, counts, ent, mar)
+        dom = hist.reshape(kk, c).argmax(1)
+        f = psum.reshape(kk, c, c)[np.arange(kk), dom]
+        f_hat = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+        pass2(rows, idx, lab_n, pred, acil, norm, f_hat, dom, sim, cil, best, rep, base)
+        if e is not None:
+            emb_sum = _embedding_sums(e, idx_t, kk, emb_sum, (n,) if probs.dim() == 2 else probs.shape[-2:])
+        base += n
+    area_k = torch.from_numpy(area[:k])
+    denom = np.maximum(area[:k], 1)[:, None]
+    mean_prob = torch.from_numpy((psum.reshape(kk, c, c).sum(1)[:k] / denom).astype(np.float32))
+    emb = None if emb_sum is None else emb_sum[:, :k].t() / area_k.clamp(min=1).unsqueeze(1)
+    t = torch.from_numpy
+    return BatchStats(
+        area=area_k, dominant=t(hist.reshape(kk, c)[:k].argmax(1)), mean_prob=mean_prob,
+        sim_by_class=t(sim.reshape(kk, c)[:k]), cil=t(cil[:k]),
+        entropy=t(ent[:k]) if need_entropy else None, margin=t(mar[:k]) if need_margin else None,
+        rep_pixel=t(rep[:k]), counts=t(counts), embedding=emb,
     )
 
 

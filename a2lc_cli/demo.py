@@ -9,6 +9,7 @@ to ``report/``. Rerunning the demo continues where it stopped.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -77,10 +78,97 @@ def share_round0(src: Workspace, dst: Workspace) -> None:
             shutil.copy2(f, r0 / f.name)
 
 
+def demo_jobs(methods: tuple[str, ...], device: str | None, jobs: int | None = None) -> int:
+    """How many methods run their rounds at once: one per CPU core on the CPU, one on a GPU.
+
+    The methods share nothing after round 0 and every stage of the default model runs
+    one CPU thread, so on a 2-core machine A²LC and ALC run side by side in two
+    processes (the results are the same as one after the other). ``jobs`` overrides.
+    """
+    if jobs is not None:
+        return max(1, min(int(jobs), len(methods)))
+    if device is not None and not str(device).startswith("cpu"):
+        return 1
+    if device is None:
+        import torch
+
+        if torch.cuda.is_available():
+            return 1
+    return max(1, min(len(methods), os.cpu_count() or 1))
+
+
+def _method_rounds(root: str, method: str, rounds: int, device: str | None, threads: int, queue) -> None:
+    """(child process) Rounds 1..``rounds`` of one method's workspace; each round's metrics, or the
+    error, go to ``queue`` as (method, round, metrics | None, error | None)."""
+    ui.set_quiet(True)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)  # stages that set their own count (the tiny model: 1) still do
+        ws = Workspace(Path(root) / method)
+        cfg = ws.config()
+        for r in range(1, rounds + 1):
+            with ws.lock("a2lc demo"):
+                res = run_round(ws, cfg, r, device=device)
+            queue.put((method, r, res["metrics"], None))
+    except BaseException as e:  # noqa: BLE001 - reported by the parent as a one-line error
+        queue.put((method, -1, None, str(e) if isinstance(e, A2LCError) else f"{type(e).__name__}: {e}"))
+
+
+def _rounds_side_by_side(root: Path, methods: tuple[str, ...], rounds: int, device: str | None,
+                         jobs: int) -> dict[int, dict[str, dict]]:
+    """Run rounds 1..N of every method, ``jobs`` methods at a time, each in its own process."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no torch/OpenMP state inherited from this one
+    queue = ctx.Queue()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    import queue as queue_mod
+
+    pending, running, results = list(methods), {}, {}
+    try:
+        with ui.ProgressBar(f"rounds 1–{rounds}: {', '.join(method_label(m) for m in methods)} side by side",
+                            total=rounds * len(methods)) as bar:
+            while pending or running:
+                while pending and len(running) < jobs:
+                    m = pending.pop(0)
+                    running[m] = ctx.Process(target=_method_rounds, args=(str(root), m, rounds, device, threads, queue))
+                    running[m].start()
+                try:
+                    m, r, metrics, error = queue.get(timeout=2)
+                except queue_mod.Empty:
+                    dead = [x for x, p in running.items() if not p.is_alive()]
+                    if dead:  # killed without a word (e.g. out of memory)
+                        raise A2LCError(f"{method_label(dead[0])}: its process ended with exit code "
+                                        f"{running[dead[0]].exitcode} before round {rounds}") from None
+                    continue
+                if error is not None:
+                    raise A2LCError(f"{method_label(m)}: {error}")
+                results.setdefault(r, {})[m] = metrics
+                bar.advance()
+                if len(results[r]) == len(methods):
+                    ui.info(f"round {r}: " + " | ".join(_metrics_line(x, results[r][x]) for x in methods))
+                if r == rounds:
+                    running.pop(m).join()
+    finally:
+        for p in running.values():  # an error or Ctrl-C: stop the others (their finished rounds are kept)
+            p.terminate()
+            p.join()
+    return results
+
+
+def _metrics_line(method: str, met: dict) -> str:
+    return f"{method_label(method)} data {met.get('data_miou', float('nan')):.2f} / model {met.get('model_miou', float('nan')):.2f}"
+
+
 def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5, budget: int | None = None,
              device: str | None = None, options: dict[str, str] | None = None,
-             methods: tuple[str, ...] = METHODS) -> dict[str, Any]:
-    """Run the methods (default A²LC and ALC) for ``rounds`` rounds; return per-method per-round results and the report path."""
+             methods: tuple[str, ...] = METHODS, jobs: int | None = None) -> dict[str, Any]:
+    """Run the methods (default A²LC and ALC) for ``rounds`` rounds; return per-method per-round results and the report path.
+
+    jobs: methods run at once in separate processes (default :func:`demo_jobs`: one per CPU
+    core on the CPU, 1 on a GPU; 1 runs them one after the other in this process).
+    """
     root = Path(root)
     methods = tuple(methods)
     spaces = {m: Workspace(root / m) for m in methods}
@@ -108,14 +196,16 @@ def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5
         for m in methods:
             cfgs[m].method.budget = b
             spaces[m].save_config(cfgs[m])
-    for r in range(1, rounds + 1):
+    n_jobs = demo_jobs(methods, device, jobs)
+    if n_jobs > 1 and rounds > 0:
+        _rounds_side_by_side(root, methods, rounds, device, n_jobs)
+    for r in range(1, rounds + 1 if n_jobs == 1 else 1):
         line = []
         for m in methods:
             with spaces[m].lock("a2lc demo"):
                 ui.info(f"[bold]round {r}[/]: {method_label(m)}")
                 res = run_round(spaces[m], cfgs[m], r, device=device)
-            met = res["metrics"]
-            line.append(f"{method_label(m)} data {met.get('data_miou', float('nan')):.2f} / model {met.get('model_miou', float('nan')):.2f}")
+            line.append(_metrics_line(m, res["metrics"]))
         ui.info(f"round {r}: " + " | ".join(line))
     runs = {m: collect_run(spaces[m]) for m in methods}
     minutes = (time.perf_counter() - t0) / 60

@@ -28,8 +28,10 @@ Two measurements (SPEC §5 "Speed" and "Scale"):
    ground-truth majority), 19 classes. (a) *Scoring*: per image, the CPU seconds
    (``time.process_time``) of everything acquisition adds after the model's logits —
    softmax, every per-mask reduction incl. the LCM feature (Eq. 1), storing the
-   statistics — against the former per-pixel × class implementation (kept in
-   tests/test_acquisition.py), alternating, min and median of ``--repeats``. (b)
+   statistics — with the default kernel (on the CPU the fused numba loops), the same
+   passes as torch ops (``kernel="torch"``, what CUDA runs) and the former per-pixel ×
+   class implementation (kept in tests/test_acquisition.py), alternating, min and
+   median of ``--repeats``, paired ratios. (b)
    *Pass*: one ``a2lc acquire`` at its default batch in a fresh process: peak RSS,
    CPU seconds per image, and a plain inference pass's CPU seconds per image.
    Goals (issue 20): scoring ≤ 0.4 CPU-s per image, peak RSS ≤ 1.5 GB; on CUDA
@@ -165,7 +167,7 @@ def paper_scoring(args: argparse.Namespace, device: torch.device, ws: Workspace,
     model, _ = load_model(ws.artifact(0, "model.pt"), device)
     source = open_source(cfg)
     bf16 = device.type == "cuda"
-    rows = {"current": [], "current_softmax": [], "former": []}
+    rows = {"current": [], "current_softmax": [], "torch": [], "former": []}
     with Dataset(ws.dataset_path) as ds:
         state = mask_state(ws.root, ds, 0)
         counted = torch.as_tensor(~state.queried, device=device)
@@ -194,6 +196,14 @@ def paper_scoring(args: argparse.Namespace, device: torch.device, ws: Workspace,
                 _sync(device)
                 rows["current_softmax"].append(time.process_time() - t1)
 
+            def torch_ops() -> None:  # the same two passes as torch ops (what CUDA runs; the CPU default before numba)
+                work = logits.clone()
+                t0 = time.process_time()
+                b = reduce_batch(work, seg, labels, m1 - m0, counted=counted[m0:m1], logits=True, kernel="torch")
+                stats.put(m0, b, base)
+                _sync(device)
+                rows["torch"].append(time.process_time() - t0)
+
             def former() -> None:
                 t0 = time.process_time()
                 c = logits.shape[1]
@@ -206,6 +216,8 @@ def paper_scoring(args: argparse.Namespace, device: torch.device, ws: Workspace,
 
             for _ in range(args.repeats):
                 current()
+                if device.type == "cpu":
+                    torch_ops()
                 if not args.skip_former:
                     former()
             del logits
@@ -214,6 +226,12 @@ def paper_scoring(args: argparse.Namespace, device: torch.device, ws: Workspace,
            "current_cpu_s_min": round(min(cur), 3), "current_cpu_s_median": round(statistics.median(cur), 3),
            "softmax_cpu_s_median": round(statistics.median(rows["current_softmax"]), 3),
            "x_authors": round(AUTHORS_S_PER_IMAGE / statistics.median(cur), 1), "runs_current": [round(v, 3) for v in cur]}
+    tor = rows["torch"]
+    if tor:
+        out.update({"torch_cpu_s_min": round(min(tor), 3), "torch_cpu_s_median": round(statistics.median(tor), 3),
+                    "ratio_torch_over_current_median": round(statistics.median([o / c for o, c in zip(tor, cur)]), 2),
+                    "ratio_torch_over_current_min": round(min(o / c for o, c in zip(tor, cur)), 2),
+                    "runs_torch": [round(v, 3) for v in tor]})
     if old:
         out.update({"former_cpu_s_min": round(min(old), 3), "former_cpu_s_median": round(statistics.median(old), 3),
                     "ratio_former_over_current_median": round(statistics.median([o / c for o, c in zip(old, cur)]), 2),
@@ -290,6 +308,10 @@ def memory_child(args: argparse.Namespace) -> None:
     # the built-in source keeps up to 1,024 rendered images in memory (≈150 MB), a property of the
     # generator, not of the pass: turn it off so that the numbers are the pass's own
     SyntheticSource.CACHE = 0
+    if args.kernel == "torch":  # acquisition.reduce_batch then takes the torch ops on the CPU too
+        import a2lc_cli.acquisition as acquisition
+
+        acquisition._fused_kernels = lambda: None
     with Dataset(ws.dataset_path) as ds:
         n_masks = ds.n_masks
     base_rss = _reset_peak_rss()
@@ -351,6 +373,7 @@ def memory(args: argparse.Namespace, device: torch.device, work: Path) -> list[d
                "--model", args.model, "--work", str(work / f"mem-{device.type}-{n}{'-paper' if args.paper_size else ''}")]
         cmd += ["--batch-size", str(args.batch_size)] if args.batch_size else []
         cmd += ["--paper-size"] if args.paper_size else []
+        cmd += ["--kernel", args.kernel]
         if args.height and args.width:
             cmd += ["--height", str(args.height), "--width", str(args.width)]
         prep = subprocess.run(cmd + ["--prepare-only"], capture_output=True, text=True, check=False)
@@ -383,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--memory-images", type=int, nargs="*", default=[100, 300, 1000, 3000])
     ap.add_argument("--work", default=None, help="folder for the benchmark workspaces (default: a temp folder)")
+    ap.add_argument("--kernel", choices=("default", "torch"), default="default",
+                    help="reduction kernel of the acquire passes (torch: the torch ops even where the fused CPU kernel exists)")
     ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--prepare-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -435,8 +460,13 @@ def paper_main(args: argparse.Namespace, devices: list[torch.device], out_dir: P
             ws, cfg = make_paper_workspace(work / f"mem-{device.type}-{args.images}-paper", images=args.images, model=args.model)
             score = paper_scoring(args, device, ws, cfg)
             mem = memory(args, device, work)
-            rows = [["current: softmax + per-mask scoring + LCM feature", score["current_cpu_s_min"], score["current_cpu_s_median"]],
+            rows = [["current: softmax + per-mask scoring + LCM feature (fused CPU kernel)", score["current_cpu_s_min"], score["current_cpu_s_median"]],
                     ["  (a separate softmax over the same logits)", "", score["softmax_cpu_s_median"]]]
+            if "torch_cpu_s_median" in score:
+                rows += [["the same passes as torch ops (kernel='torch', what CUDA runs)", score["torch_cpu_s_min"],
+                          score["torch_cpu_s_median"]],
+                         ["torch ops / current (paired: min, median)", score["ratio_torch_over_current_min"],
+                          score["ratio_torch_over_current_median"]]]
             if "former_cpu_s_median" in score:
                 rows += [["former per-pixel × class implementation", score["former_cpu_s_min"], score["former_cpu_s_median"]],
                          ["former / current (paired, median)", "", score["ratio_former_over_current_median"]]]
@@ -457,7 +487,7 @@ def paper_main(args: argparse.Namespace, devices: list[torch.device], out_dir: P
             path.write_text(json.dumps({
                 "date": dt.datetime.now().isoformat(timespec="seconds"), "host": platform.node(),
                 "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                "device": _device_name(device), "model": args.model, "command": " ".join(sys.argv),
+                "device": _device_name(device), "model": args.model, "kernel": args.kernel, "command": " ".join(sys.argv),
                 "scoring": score, "pass": mem}, indent=1) + "\n")
             print(f"saved {path.relative_to(ROOT)}")
     return 0

@@ -199,14 +199,15 @@ def _random_batch(seed, *, b=3, c=6, h=14, w=18, masks_per_image=9, ties=False):
     return probs, seg, labels, b * masks_per_image, counted, emb
 
 
+@pytest.mark.parametrize("kernel", ["torch", "fused"])
 @pytest.mark.parametrize("seed,ties,chunk,channels_last", [
     (0, False, None, False), (1, False, 37, True), (2, True, None, True), (3, True, 64, False), (5, True, 29, True)])
-def test_reduce_batch_equals_the_former_per_pixel_implementation(seed, ties, chunk, channels_last):
+def test_reduce_batch_equals_the_former_per_pixel_implementation(seed, ties, chunk, channels_last, kernel):
     probs, seg, labels, k, counted, emb = _random_batch(seed, ties=ties)
     b, c, h, w = probs.shape
     x = probs.contiguous(memory_format=torch.channels_last) if channels_last else probs
     new = reduce_batch(x, seg, labels, k, counted=counted, embedding=emb, need_entropy=True, need_margin=True,
-                       chunk=chunk)
+                       chunk=chunk, kernel=kernel)
     up = torch.nn.functional.interpolate(emb, size=(h, w), mode="bilinear", align_corners=False)
     ref = _reference_reduce_batch(
         probs.permute(0, 2, 3, 1).reshape(-1, c), seg.reshape(-1), labels.reshape(-1), k, counted=counted,
@@ -234,15 +235,58 @@ def test_reduce_batch_pixel_rows_and_image_planes_agree():
     np.testing.assert_allclose(cl.sim_by_class.numpy(), a.sim_by_class.numpy(), rtol=1e-6, atol=1e-7)
 
 
-def test_reduce_batch_from_logits_applies_the_softmax_in_place():
+@pytest.mark.parametrize("kernel", ["torch", "fused"])
+def test_reduce_batch_from_logits_applies_the_softmax_in_place(kernel):
     probs, seg, labels, k, counted, _ = _random_batch(6, c=7)
     logits = torch.log(probs) + torch.randn(probs.shape[0], 1, *probs.shape[2:])  # shift per pixel: same softmax
     for layout in (torch.contiguous_format, torch.channels_last):
         x = logits.clone(memory_format=layout)
-        a = reduce_batch(x, seg, labels, k, counted=counted, logits=True, chunk=50)
+        a = reduce_batch(x, seg, labels, k, counted=counted, logits=True, chunk=50, kernel=kernel)
         np.testing.assert_allclose(x.numpy(), probs.numpy(), rtol=1e-5, atol=1e-6)  # overwritten with the softmax
-        b = reduce_batch(probs, seg, labels, k, counted=counted)
+        b = reduce_batch(probs, seg, labels, k, counted=counted, kernel="torch")
         for name in ("area", "dominant", "counts"):
             np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy())
         for name in ("mean_prob", "sim_by_class", "cil"):
             np.testing.assert_allclose(getattr(a, name).numpy(), getattr(b, name).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_and_torch_kernels_agree_on_a_larger_image():
+    # 20 classes, 40 masks, 96×160 pixels over several blocks; logits given, as acquire passes them
+    g = torch.Generator().manual_seed(11)
+    c, h, w, k = 20, 96, 160, 40
+    logits = (4 * torch.randn(1, c, h // 8, w // 8, generator=g))
+    logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear").contiguous(
+        memory_format=torch.channels_last)
+    seg = torch.randint(0, k, (1, h // 16, w // 16), generator=g).repeat_interleave(16, 1).repeat_interleave(16, 2)
+    seg[:, :8] = -1
+    labels = torch.randint(0, c, (1, h, w), generator=g)
+    labels[torch.rand(1, h, w, generator=g) < 0.25] = 255
+    counted = torch.rand(k, generator=g) < 0.8
+    out = {kern: reduce_batch(logits.clone(memory_format=torch.channels_last), seg, labels, k, counted=counted,
+                              logits=True, chunk=1000, kernel=kern, need_margin=True) for kern in ("torch", "fused")}
+    a, b = out["torch"], out["fused"]
+    for name in ("area", "dominant", "counts", "rep_pixel"):
+        np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy(), err_msg=name)
+    for name in ("mean_prob", "sim_by_class", "cil", "margin"):
+        np.testing.assert_allclose(getattr(a, name).double().numpy(), getattr(b, name).double().numpy(),
+                                   rtol=1e-5, atol=1e-4, err_msg=name)
+    assert (a.area > 0).sum() > 30 and float(b.sim_by_class.sum()) > 1.0
+
+
+def test_unknown_kernel_is_refused():
+    probs, seg, labels, k, counted, _ = _random_batch(0)
+    with pytest.raises(ValueError, match="kernel"):
+        reduce_batch(probs, seg, labels, k, kernel="cuda-graph")
+
+
+def test_fused_kernel_refuses_out_of_range_ids_and_labels():
+    # the compiled loops do not check bounds, so the arguments are checked before them
+    probs, seg, labels, k, counted, _ = _random_batch(0)
+    bad_seg = seg.clone()
+    bad_seg[0, 0, 0] = k
+    with pytest.raises(ValueError, match="segment ids"):
+        reduce_batch(probs, bad_seg, labels, k, kernel="fused")
+    bad_lab = labels.clone()
+    bad_lab[0, 0, 0] = probs.shape[1]
+    with pytest.raises(ValueError, match="labels"):
+        reduce_batch(probs, seg, bad_lab, k, kernel="fused")

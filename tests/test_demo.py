@@ -66,3 +66,28 @@ def test_demo_refuses_unknown_or_repeated_methods(tmp_path, cli):
         code, _, err = cli("-w", tmp_path / "d", "demo", "--methods", bad)
         assert code != 0 and err.startswith("error:") and "--methods" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_methods_side_by_side_give_the_same_rounds_as_one_after_the_other(tmp_path):
+    # jobs=2 runs A²LC and ALC in two processes; jobs=1 one after the other in this one
+    import numpy as np
+    import torch
+
+    from a2lc_cli.demo import demo_jobs, run_demo
+
+    opts = {k: v for k, v in (item.split("=", 1) for item in TINY[1::2])}
+    res = {j: run_demo(tmp_path / f"j{j}", rounds=1, budget=5, device="cpu", options=opts, jobs=j) for j in (1, 2)}
+    for m in ("a2lc", "alc"):
+        one, two = (res[j]["runs"][m]["rounds"] for j in (1, 2))
+        assert [r["round"] for r in one] == [r["round"] for r in two] == [0, 1]
+        # the same selection, answers and labels: Data mIoU and the budget exactly
+        assert [(r["data_miou"], r["budget_used"]) for r in one] == [(r["data_miou"], r["budget_used"]) for r in two]
+        a, b = (read_query(tmp_path / f"j{j}/{m}/rounds/r001/query.h5") for j in (1, 2))
+        np.testing.assert_array_equal(a.selected, b.selected)
+        np.testing.assert_array_equal(a.answers.unit, b.answers.unit)
+        # θ_1 to the float rounding of oneDNN's CPU kernels in another process (not bitwise)
+        assert abs(one[1]["model_miou"] - two[1]["model_miou"]) < 0.5
+        wa, wb = (torch.load(tmp_path / f"j{j}/{m}/rounds/r001/model.pt", weights_only=True)["state_dict"] for j in (1, 2))
+        assert all(torch.allclose(wa[k].float(), wb[k].float(), rtol=1e-2, atol=1e-2) for k in wa)
+    assert demo_jobs(("a2lc", "alc"), "cuda") == 1 and demo_jobs(("a2lc", "alc"), "cpu", jobs=1) == 1
+    assert demo_jobs(("a2lc", "alc", "a2lc+"), "cpu", jobs=8) == 3

@@ -82,20 +82,27 @@ def test_default_sizes_and_config_overrides():
 
 
 def test_same_seed_same_data_and_images_are_independent():
-    a = SyntheticSource(preset="city", seed=3)
+    SyntheticSource.clear_cache()
     b = SyntheticSource(preset="city", seed=3)
     # b renders in another order: image 5 must not depend on what was drawn before it
     for i in (9, 2, 5):
         b.image("train", i)
-    for split, i in (("train", 5), ("val", 1)):
-        np.testing.assert_array_equal(a.image(split, i), b.image(split, i))
-        np.testing.assert_array_equal(a.label(split, i), b.label(split, i))
-        np.testing.assert_array_equal(a.scene(split, i).z, b.scene(split, i).z)
+    seen = {(split, i): (b.image(split, i), b.label(split, i), b.scene(split, i).z) for split, i in (("train", 5), ("val", 1))}
+    SyntheticSource.clear_cache()  # sources of equal parameters share renders: a must render afresh
+    a = SyntheticSource(preset="city", seed=3)
+    assert not a._cache
+    for (split, i), (image, label, z) in seen.items():
+        np.testing.assert_array_equal(a.image(split, i), image)
+        np.testing.assert_array_equal(a.label(split, i), label)
+        np.testing.assert_array_equal(a.scene(split, i).z, z)
+    # another source of the same parameters is served from the shared renders
+    assert SyntheticSource(preset="city", seed=3).scene("train", 5) is a.scene("train", 5)
     assert not np.array_equal(a.image("train", 5), a.image("train", 6))
     assert not np.array_equal(a.image("train", 5), a.image("val", 5))
     other = SyntheticSource(preset="city", seed=4)
     assert not np.array_equal(a.image("train", 5), other.image("train", 5))
     # a fresh source with a tiny cache still re-renders the same pixels
+    SyntheticSource.clear_cache()
     c = SyntheticSource(preset="city", seed=3)
     c.CACHE = 1
     first = c.image("train", 5)

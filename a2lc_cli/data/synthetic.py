@@ -773,6 +773,9 @@ class SyntheticSource(Source):
     """The built-in benchmark (SPEC §4): seeded scenes rendered on demand, with a small cache."""
 
     CACHE = 1024  # images (≈150 kB each with ground truth and scene); the default sets fit
+    # one cache per (preset, seed, size), shared by the sources of a process: every stage opens its own
+    # source, and re-rendering the set per stage cost ≈ 12% of `a2lc demo` (docs/performance.md)
+    _CACHES: dict[tuple, OrderedDict] = {}
 
     def __init__(self, *, preset: str = "city", seed: int = 0, n_train: int | None = None, n_val: int | None = None,
                  height: int | None = None, width: int | None = None):
@@ -786,7 +789,13 @@ class SyntheticSource(Source):
         self.height = height or self.spec.height
         self.width = width or self.spec.width
         self._table = _style_table(self.spec)
-        self._cache: OrderedDict[tuple[str, int], tuple[Scene, np.ndarray, np.ndarray]] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, int], tuple[Scene, np.ndarray, np.ndarray]] = \
+            SyntheticSource._CACHES.setdefault((preset, self.seed, self.height, self.width), OrderedDict())
+
+    @classmethod
+    def clear_cache(cls) -> None:
+        """Forget every rendered image (of every source of this process)."""
+        cls._CACHES.clear()
 
     @classmethod
     def from_config(cls, cfg: Config) -> "SyntheticSource":
