@@ -185,6 +185,10 @@ class LCMConfig(_Strict):
     # propensity model of "was queried" (selection bias; docs/lcm-calibrated.md), with this L2 penalty
     reweight: Literal["propensity", "none"] = "propensity"
     reweight_l2: float = Field(default=1.0, ge=0, le=1e6)
+    # calibrated selection with reweight=propensity: never correct a never-queried mask whose estimated
+    # density ratio p_never/p_answered exceeds this (no answered mask is like it), and give the answered
+    # masks beyond it no weight. 9 = propensity trimming at e ∈ [0.1, 0.9] for equal groups. None: no limit
+    max_density_ratio: float | None = Field(default=9.0, gt=0, le=1e12)
 
 
 class ThreadsConfig(_Strict):

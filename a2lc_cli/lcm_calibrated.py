@@ -23,7 +23,7 @@ from .config import Config, resolve_lcm
 from .errors import A2LCError
 from .lcm_calibration import SOURCE_NAMES, ClassThresholds, calibrate_thresholds, precision_summary, select_calibrated
 from .lcm_crossfit import train_crossfit
-from .lcm_shift import propensity_weights, shift_covariates
+from .lcm_shift import overlap_weights, shift_covariates
 from .state import Dataset, artifact_uid, mask_state, read_query, write_corrections
 from .workspace import Workspace, atomic_path
 
@@ -138,20 +138,24 @@ def answered_situations(a: dict[str, np.ndarray], require_model_agreement: bool)
 
 
 def shift_weights(cfg: Config, a: dict[str, np.ndarray], never: dict[str, np.ndarray], area: np.ndarray,
-                  num_classes: int) -> np.ndarray | None:
-    """(N,) importance weights of the answered masks toward the never-queried situations (0 off the
-    answered situations), or None with ``lcm.reweight = none``. ``never``: pred, log_confidence, label,
-    prob of the never-queried situations; area: (M,) every mask's pixels."""
+                  num_classes: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Importance weights of the answered masks toward the never-queried situations inside the overlap
+    ((N,), 0 off the answered situations and outside the overlap; None with ``lcm.reweight = none``), and
+    (N_u,) bool: which never-queried situations are inside the overlap (all with ``none``).
+
+    ``never``: pred, log_confidence, label, prob, area of the never-queried situations; area: (M,) every
+    mask's pixels. See :func:`a2lc_cli.lcm_shift.overlap_weights`."""
+    n_u = len(never["pred"])
     if cfg.lcm.reweight == "none":
-        return None
+        return None, np.ones(n_u, bool)
     sit = answered_situations(a, cfg.lcm.require_model_agreement)
     z_a = shift_covariates(a["log_confidence"][sit], a["pred"][sit], a["previous"][sit], a["prob"][sit],
                            area[a["mask"][sit]], num_classes)
     z_u = shift_covariates(never["log_confidence"], never["pred"], never["label"], never["prob"],
                            never["area"], num_classes)
     w = np.zeros(len(sit))
-    w[sit] = propensity_weights(z_a, z_u, l2=cfg.lcm.reweight_l2)
-    return w
+    w[sit], inside = overlap_weights(z_a, z_u, l2=cfg.lcm.reweight_l2, max_ratio=cfg.lcm.max_density_ratio)
+    return w, inside
 
 
 def thresholds_from_checkpoint(cfg: Config, ckpt: dict[str, Any], path, num_classes: int,
@@ -174,18 +178,19 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     pred, logc = predict_confidence(model, feats)
     eligible = ~state.queried
     path = ws.artifact(r, "lcm.pt")
-    weight = None
+    weight, outside = None, np.zeros(len(pred), bool)
     if cfg.lcm.reweight != "none":  # the never-queried situations the thresholds will be applied to
         never = eligible & (pred != state.label)
         if cfg.lcm.require_model_agreement:
             never &= pred == model_pred
         prob = read_acquisition(ws.artifact(r, "acquire.h5"))["mean_prob"]
         area = np.asarray(ds.mask_area, np.float64)
-        weight = shift_weights(cfg, calibration_arrays(ckpt, path),
-                               {"pred": pred[never], "log_confidence": logc[never], "label": state.label[never],
-                                "prob": prob[never], "area": area[never]}, area, ds.num_classes)
+        weight, inside = shift_weights(cfg, calibration_arrays(ckpt, path),
+                                       {"pred": pred[never], "log_confidence": logc[never], "label": state.label[never],
+                                        "prob": prob[never], "area": area[never]}, area, ds.num_classes)
+        outside[np.flatnonzero(never)[~inside]] = True  # no answered mask is like them: never corrected
     th = thresholds_from_checkpoint(cfg, ckpt, path, ds.num_classes, weight)
-    chosen = select_calibrated(pred, logc, state.label, eligible, th.log_threshold,
+    chosen = select_calibrated(pred, logc, state.label, eligible & ~outside, th.log_threshold,
                                model_pred if cfg.lcm.require_model_agreement else None)
     ids = np.flatnonzero(chosen).astype(np.int64)
     per_class = np.bincount(pred[ids], minlength=ds.num_classes)[: ds.num_classes]
@@ -196,6 +201,7 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
             "confidence": lc.confidence, "folds": lc.folds, "min_class_evidence": lc.min_class_evidence,
             "min_class_answers": lc.min_class_answers, "require_model_agreement": lc.require_model_agreement,
             "reweight": lc.reweight, "evidence_features": lc.evidence_features,
+            "max_density_ratio": lc.max_density_ratio, "outside_overlap": int(outside.sum()),
             "effective_evidence": float(th.effective_evidence.sum()),
             "answers": int(th.answers.sum()),
             "pooled_threshold": None if pooled is None else float(np.exp(min(pooled.log_threshold, 0.0))),

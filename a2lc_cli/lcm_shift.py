@@ -93,25 +93,49 @@ def fit_logistic(z: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations: i
     return coef, float(beta[0] - (coef[keep] * mean[keep]).sum())
 
 
-def propensity_weights(z_answered: np.ndarray, z_never: np.ndarray, *, l2: float = 1.0) -> np.ndarray:
-    """(N_a,) importance weights of the answered situations toward the never-queried ones, mean 1.
+def density_ratios(z_answered: np.ndarray, z_never: np.ndarray, *, l2: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Estimated density ratios r(z) = p_never(z) / p_answered(z) at the answered (N_a,) and the
+    never-queried (N_u,) situations.
 
-    w_i ∝ (1 − e(z_i)) / e(z_i), e = P(answered | z) fitted by :func:`fit_logistic` on both groups
-    (z_answered: (N_a, D), z_never: (N_u, D)). No never-queried situation: all weights 0 (there is
-    nothing to correct, so no evidence is needed). No answered situation: an empty array.
+    r = (1 − e(z)) / e(z) · N_a / N_u, e = P(answered | z) fitted by :func:`fit_logistic` on both groups
+    (z_answered: (N_a, D), z_never: (N_u, D)); r ≈ 1 where the two groups are alike. Either group
+    empty: empty ratios for it and zeros for the other (nothing to compare).
     """
     z_answered = np.asarray(z_answered, np.float64)
     z_never = np.asarray(z_never, np.float64)
-    if len(z_answered) == 0:
-        return np.zeros(0)
-    if len(z_never) == 0:
-        return np.zeros(len(z_answered))
+    if len(z_answered) == 0 or len(z_never) == 0:
+        return np.zeros(len(z_answered)), np.zeros(len(z_never))
     z = np.r_[z_answered, z_never]
     y = np.r_[np.ones(len(z_answered)), np.zeros(len(z_never))]
     coef, intercept = fit_logistic(z, y, l2=l2)
-    log_odds = -(z_answered @ coef + intercept)  # log((1 − e) / e)
-    w = np.exp(log_odds - log_odds.max())
-    return w / w.mean()
+    scale = np.log(len(z_answered) / len(z_never))
+    # log r = −(β₀ + zβ) + log(N_a/N_u); clipped so that sums of squares stay finite (e^300 is far past any use)
+    log_r = lambda x: np.clip(-(x @ coef + intercept) + scale, -300.0, 300.0)  # noqa: E731
+    return np.exp(log_r(z_answered)), np.exp(log_r(z_never))
+
+
+def overlap_weights(z_answered: np.ndarray, z_never: np.ndarray, *, l2: float = 1.0,
+                    max_ratio: float | None = 9.0) -> tuple[np.ndarray, np.ndarray]:
+    """Importance weights of the answered situations toward the never-queried ones inside the overlap,
+    and which never-queried situations are inside: ((N_a,) weights, (N_u,) bool).
+
+    The overlap is r(z) ≤ ``max_ratio`` (:func:`density_ratios`; None = everywhere): a never-queried
+    situation with a larger ratio has (almost) no answered situation like it, so the answers say nothing
+    about it and it is not corrected. The weights r(z)·[r(z) ≤ max_ratio] then target the never-queried
+    situations inside the overlap (p_never·1_overlap ∝ r·1_overlap·p_answered). 9 is the usual
+    propensity-trimming rule e ∈ [0.1, 0.9] (Crump et al. 2009) for equal groups, written as a ratio.
+    """
+    r_a, r_u = density_ratios(z_answered, z_never, l2=l2)
+    if max_ratio is None:
+        return r_a, np.ones(len(r_u), bool)
+    return np.where(r_a <= max_ratio, r_a, 0.0), r_u <= max_ratio
+
+
+def propensity_weights(z_answered: np.ndarray, z_never: np.ndarray, *, l2: float = 1.0) -> np.ndarray:
+    """(N_a,) importance weights of the answered situations toward all never-queried ones, mean 1
+    (:func:`density_ratios` normalised; no trimming). No never-queried situation: all 0; none answered: empty."""
+    r_a, _ = density_ratios(z_answered, z_never, l2=l2)
+    return r_a / r_a.mean() if r_a.sum() > 0 else r_a
 
 
 def effective_size(w: np.ndarray) -> float:

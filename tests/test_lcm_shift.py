@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 
 from a2lc_cli.lcm_calibration import calibrate_thresholds, lowest_threshold, wilson_lower_bound
-from a2lc_cli.lcm_shift import effective_size, fit_logistic, propensity_weights, shift_covariates
+from a2lc_cli.lcm_shift import (
+    density_ratios,
+    effective_size,
+    fit_logistic,
+    overlap_weights,
+    propensity_weights,
+    shift_covariates,
+)
 
 Z2 = 1.96 ** 2  # hand computations use z = 1.96 (the code: 1.959964), hence atol 2e-4
 
@@ -32,6 +39,27 @@ def test_propensity_weights_hand_computed():
     # Kish's n_eff: (10·0.2 + 10·1.8)² / (10·0.04 + 10·3.24) = 400 / 32.8 = 12.195
     assert effective_size(w) == pytest.approx(400 / 32.8, rel=1e-6)
     assert effective_size(np.ones(7)) == 7 and effective_size(np.zeros(3)) == 0
+
+
+def test_density_ratios_and_overlap_hand_computed():
+    """The cells above: r = odds · N_a/N_u = 1·20/100 = 0.2 at z=0 and 9·20/100 = 1.8 at z=1, at the
+    answered and at the never-queried situations alike. With max_ratio 1 the z=1 cell is outside the
+    overlap: its never-queried situations are not corrected and its answered ones get weight 0."""
+    z_a = np.r_[np.zeros(10), np.ones(10)][:, None]
+    z_u = np.r_[np.zeros(10), np.ones(90)][:, None]
+    r_a, r_u = density_ratios(z_a, z_u, l2=0.0)
+    np.testing.assert_allclose(r_a, np.r_[np.full(10, 0.2), np.full(10, 1.8)], rtol=1e-6)
+    np.testing.assert_allclose(r_u, np.r_[np.full(10, 0.2), np.full(90, 1.8)], rtol=1e-6)
+    w, inside = overlap_weights(z_a, z_u, l2=0.0, max_ratio=1.0)
+    np.testing.assert_allclose(w, np.r_[np.full(10, 0.2), np.zeros(10)], rtol=1e-6)
+    np.testing.assert_array_equal(inside, np.arange(100) < 10)
+    w9, inside9 = overlap_weights(z_a, z_u, l2=0.0, max_ratio=9.0)  # the default: both cells inside
+    np.testing.assert_allclose(w9, r_a)
+    assert inside9.all()
+    assert overlap_weights(z_a, z_u, l2=0.0, max_ratio=None)[1].all()
+    # a never-queried cell with no answered situation at all is outside (its ratio grows without bound)
+    z_u2 = np.r_[z_u, np.full((50, 1), 5.0)]
+    assert not overlap_weights(z_a, z_u2, l2=0.0)[1][-50:].any()
 
 
 def test_propensity_weights_edge_cases():
