@@ -179,6 +179,18 @@ class LCMConfig(_Strict):
     # recipe need not be the authors'). `epochs` and `min_steps` apply as in the paper mode
     calibrated_batch_size: int = Field(default=64, gt=0, le=65536)
     calibrated_lr: float = Field(default=1e-3, gt=0, le=100)
+    # calibrated selection only: ψ's features of an answered mask as that round's acquisition saw them
+    # (query-time: from θ_{k−1}, before the answer reached the model, like a never-queried mask's) or
+    # from this round's acquisition (current: θ_{r−1} has already been trained on earlier answers)
+    evidence_features: Literal["query-time", "current"] = "query-time"
+    # calibrated selection only: weight the answered situations toward the never-queried ones by a
+    # propensity model of "was queried" (selection bias; docs/lcm-calibrated.md), with this L2 penalty
+    reweight: Literal["propensity", "none"] = "propensity"
+    reweight_l2: float = Field(default=1.0, ge=0, le=1e6)
+    # calibrated selection with reweight=propensity: never correct a never-queried mask whose estimated
+    # density ratio p_never/p_answered exceeds this (no answered mask is like it), and give the answered
+    # masks beyond it no weight. 9 = propensity trimming at e ∈ [0.1, 0.9] for equal groups. None: no limit
+    max_density_ratio: float | None = Field(default=9.0, gt=0, le=1e12)
 
 
 class ThreadsConfig(_Strict):

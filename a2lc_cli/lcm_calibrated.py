@@ -23,20 +23,22 @@ from .config import Config, resolve_lcm
 from .errors import A2LCError
 from .lcm_calibration import SOURCE_NAMES, ClassThresholds, calibrate_thresholds, precision_summary, select_calibrated
 from .lcm_crossfit import train_crossfit
+from .lcm_shift import overlap_weights, shift_covariates
 from .state import Dataset, artifact_uid, mask_state, read_query, write_corrections
 from .workspace import Workspace, atomic_path
 
-CALIBRATION_KEYS = ("mask", "answer", "previous", "pred", "log_confidence", "fold", "model_pred")
+CALIBRATION_KEYS = ("mask", "answer", "previous", "pred", "log_confidence", "fold", "model_pred", "prob")
 
 
-def answered_masks(ws: Workspace, cfg: Config, ds: Dataset, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mask ids, answers, labels just before the answer), (N,) each, of the non-void answers ψ_r learns from.
+def answered_masks(ws: Workspace, cfg: Config, ds: Dataset, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mask ids, answers, labels just before the answer, round of the answer), (N,) each, of the non-void
+    answers ψ_r learns from.
 
     ``lcm.train_on`` (resolved against the preset) picks round r only or rounds 1..r. The label before the
     answer of a mask queried in round k is its label after round k − 1 (pseudo-label or earlier correction).
     """
     rounds = range(1, r + 1) if resolve_lcm(cfg)["train_on"] == "all" else [r]
-    ids_all, labels_all, prev_all = [], [], []
+    ids_all, labels_all, prev_all, round_all = [], [], [], []
     for k in rounds:
         ids, labels = read_query(ws.artifact(k, "query.h5")).answers.effective()
         keep = labels != 255
@@ -44,7 +46,32 @@ def answered_masks(ws: Workspace, cfg: Config, ds: Dataset, r: int) -> tuple[np.
         ids_all.append(ids[keep].astype(np.int64))
         labels_all.append(labels[keep].astype(np.int64))
         prev_all.append(before[ids[keep]].astype(np.int64))
-    return np.concatenate(ids_all), np.concatenate(labels_all), np.concatenate(prev_all)
+        round_all.append(np.full(int(keep.sum()), k, np.int64))
+    return np.concatenate(ids_all), np.concatenate(labels_all), np.concatenate(prev_all), np.concatenate(round_all)
+
+
+def query_time_view(ws: Workspace, ids: np.ndarray, rounds: np.ndarray, current: dict[str, Any],
+                    r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features (N,F), mean softmax (N,C), dominant class (N,)) of each answered mask as its round's
+    acquisition saw it: computed by θ_{k−1}, before the answer of round k could reach the model.
+
+    The current round's acquisition (``current``, round r) serves round r's answers; earlier rounds'
+    ``acquire.h5`` the others. A2LCError when one is missing or has other feature shapes.
+    """
+    feats = mask_features(current)
+    out_f = np.empty((len(ids), feats.shape[1]), np.float32)
+    out_p = np.empty((len(ids), current["mean_prob"].shape[1]), np.float32)
+    out_d = np.empty(len(ids), np.int64)
+    for k in np.unique(rounds):
+        acq = current if k == r else read_acquisition(ws.artifact(int(k), "acquire.h5"))
+        f = mask_features(acq)
+        if f.shape[1:] != feats.shape[1:] or acq["mean_prob"].shape[1:] != current["mean_prob"].shape[1:]:
+            raise A2LCError(f"round {k}'s acquisition has other feature shapes than round {r}'s "
+                            "(method.feature changed?); set lcm.evidence_features=current or rerun the rounds")
+        sel = rounds == k
+        out_f[sel], out_p[sel] = f[ids[sel]], acq["mean_prob"][ids[sel]]
+        out_d[sel] = np.asarray(acq["dominant"], np.int64)[ids[sel]]
+    return out_f, out_p, out_d
 
 
 def run_lcm_train_calibrated(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None) -> dict[str, Any]:
@@ -57,19 +84,23 @@ def run_lcm_train_calibrated(ws: Workspace, cfg: Config, r: int, *, seed: int | 
     lc = cfg.lcm
     t0 = time.perf_counter()
     with Dataset(ws.dataset_path) as ds:
-        ids, labels, previous = answered_masks(ws, cfg, ds, r)
+        ids, labels, previous, rounds = answered_masks(ws, cfg, ds, r)
         if len(labels) < lc.folds:
             raise A2LCError(f"the calibrated LCM selection needs at least lcm.folds = {lc.folds} non-void answers "
                             f"(rounds so far have {len(labels)}); lower lcm.folds or use lcm.selection=paper")
-        cf = train_crossfit(feats[ids], labels, ds.num_classes, folds=lc.folds, epochs=lc.epochs,
+        if lc.evidence_features == "query-time":  # what acquisition saw before the answer reached θ
+            x, prob, model_pred = query_time_view(ws, ids, rounds, acq, r)
+        else:  # this round's acquisition: θ_{r−1} has been trained on the earlier rounds' answers
+            x, prob, model_pred = feats[ids], acq["mean_prob"][ids], np.asarray(acq["dominant"], np.int64)[ids]
+        cf = train_crossfit(x, labels, ds.num_classes, folds=lc.folds, epochs=lc.epochs,
                             batch_size=lc.calibrated_batch_size, lr=lc.calibrated_lr, hidden=tuple(lc.hidden),
                             seed=cfg.seed * 1009 + r if seed is None else seed, min_steps=lc.min_steps)
         class_names = list(ds.classes.names)
         counts = np.bincount(labels, minlength=ds.num_classes)[: ds.num_classes]
     seconds = time.perf_counter() - t0
     calibration = {"mask": ids, "answer": labels, "previous": previous, "pred": cf.pred,
-                   "log_confidence": cf.log_confidence, "fold": cf.fold,
-                   "model_pred": np.asarray(acq["dominant"], np.int64)[ids]}
+                   "log_confidence": cf.log_confidence, "fold": cf.fold, "model_pred": model_pred,
+                   "prob": np.asarray(prob, np.float32), "round": rounds}
     ckpt = {
         "kind": "lcm", "selection": "calibrated", "state_dict": cf.model.state_dict(), "in_dim": int(feats.shape[1]),
         "num_classes": len(class_names), "hidden": list(lc.hidden), "answer_counts": counts.tolist(),
@@ -100,14 +131,42 @@ def calibration_arrays(ckpt: dict[str, Any], path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def thresholds_from_checkpoint(cfg: Config, ckpt: dict[str, Any], path, num_classes: int) -> ClassThresholds:
-    """Per-class thresholds of the config's target from a calibrated checkpoint's scores."""
+def answered_situations(a: dict[str, np.ndarray], require_model_agreement: bool) -> np.ndarray:
+    """(N,) bool: the answered masks that are situations of a correction (as :func:`calibrate_thresholds`)."""
+    out = a["pred"] != a["previous"]
+    return out & (a["pred"] == a["model_pred"]) if require_model_agreement else out
+
+
+def shift_weights(cfg: Config, a: dict[str, np.ndarray], never: dict[str, np.ndarray], area: np.ndarray,
+                  num_classes: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Importance weights of the answered masks toward the never-queried situations inside the overlap
+    ((N,), 0 off the answered situations and outside the overlap; None with ``lcm.reweight = none``), and
+    (N_u,) bool: which never-queried situations are inside the overlap (all with ``none``).
+
+    ``never``: pred, log_confidence, label, prob, area of the never-queried situations; area: (M,) every
+    mask's pixels. See :func:`a2lc_cli.lcm_shift.overlap_weights`."""
+    n_u = len(never["pred"])
+    if cfg.lcm.reweight == "none":
+        return None, np.ones(n_u, bool)
+    sit = answered_situations(a, cfg.lcm.require_model_agreement)
+    z_a = shift_covariates(a["log_confidence"][sit], a["pred"][sit], a["previous"][sit], a["prob"][sit],
+                           area[a["mask"][sit]], num_classes)
+    z_u = shift_covariates(never["log_confidence"], never["pred"], never["label"], never["prob"],
+                           never["area"], num_classes)
+    w = np.zeros(len(sit))
+    w[sit], inside = overlap_weights(z_a, z_u, l2=cfg.lcm.reweight_l2, max_ratio=cfg.lcm.max_density_ratio)
+    return w, inside
+
+
+def thresholds_from_checkpoint(cfg: Config, ckpt: dict[str, Any], path, num_classes: int,
+                               weight: np.ndarray | None = None) -> ClassThresholds:
+    """Per-class thresholds of the config's target from a calibrated checkpoint's scores (weight: (N,) or None)."""
     a = calibration_arrays(ckpt, path)
     lc = cfg.lcm
     return calibrate_thresholds(a["pred"], a["log_confidence"], a["answer"], a["previous"], num_classes,
                                 target_precision=lc.target_precision, confidence=lc.confidence,
                                 min_class_evidence=lc.min_class_evidence, min_class_answers=lc.min_class_answers,
-                                model_pred=a["model_pred"] if lc.require_model_agreement else None)
+                                model_pred=a["model_pred"] if lc.require_model_agreement else None, weight=weight)
 
 
 def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, ckpt: dict[str, Any], feats: np.ndarray,
@@ -115,11 +174,23 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     """Relabel the never-queried masks that reach their predicted class's threshold; write ``lcm.h5``."""
     from .lcm import predict_confidence
 
-    th = thresholds_from_checkpoint(cfg, ckpt, ws.artifact(r, "lcm.pt"), ds.num_classes)
     state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
     pred, logc = predict_confidence(model, feats)
     eligible = ~state.queried
-    chosen = select_calibrated(pred, logc, state.label, eligible, th.log_threshold,
+    path = ws.artifact(r, "lcm.pt")
+    weight, outside = None, np.zeros(len(pred), bool)
+    if cfg.lcm.reweight != "none":  # the never-queried situations the thresholds will be applied to
+        never = eligible & (pred != state.label)
+        if cfg.lcm.require_model_agreement:
+            never &= pred == model_pred
+        prob = read_acquisition(ws.artifact(r, "acquire.h5"))["mean_prob"]
+        area = np.asarray(ds.mask_area, np.float64)
+        weight, inside = shift_weights(cfg, calibration_arrays(ckpt, path),
+                                       {"pred": pred[never], "log_confidence": logc[never], "label": state.label[never],
+                                        "prob": prob[never], "area": area[never]}, area, ds.num_classes)
+        outside[np.flatnonzero(never)[~inside]] = True  # no answered mask is like them: never corrected
+    th = thresholds_from_checkpoint(cfg, ckpt, path, ds.num_classes, weight)
+    chosen = select_calibrated(pred, logc, state.label, eligible & ~outside, th.log_threshold,
                                model_pred if cfg.lcm.require_model_agreement else None)
     ids = np.flatnonzero(chosen).astype(np.int64)
     per_class = np.bincount(pred[ids], minlength=ds.num_classes)[: ds.num_classes]
@@ -129,6 +200,9 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     meta = {"selection": "calibrated", "round": r, "target_precision": lc.target_precision,
             "confidence": lc.confidence, "folds": lc.folds, "min_class_evidence": lc.min_class_evidence,
             "min_class_answers": lc.min_class_answers, "require_model_agreement": lc.require_model_agreement,
+            "reweight": lc.reweight, "evidence_features": lc.evidence_features,
+            "max_density_ratio": lc.max_density_ratio, "outside_overlap": int(outside.sum()),
+            "effective_evidence": float(th.effective_evidence.sum()),
             "answers": int(th.answers.sum()),
             "pooled_threshold": None if pooled is None else float(np.exp(min(pooled.log_threshold, 0.0))),
             **summary}
@@ -139,7 +213,8 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
         for name, value in (("log_threshold", th.log_threshold), ("threshold", th.threshold()),
                             ("source", th.source), ("evidence", th.evidence), ("answers", th.answers),
                             ("support", th.support), ("hits", th.hits), ("precision", th.precision),
-                            ("bound", th.bound), ("corrected", per_class)):
+                            ("bound", th.bound), ("effective", th.effective),
+                            ("effective_evidence", th.effective_evidence), ("corrected", per_class)):
             c.create_dataset(name, data=value)
     names = ds.classes.names
     return {
@@ -159,7 +234,8 @@ def read_calibration(f) -> dict[str, np.ndarray] | None:
 
 def calibration_by_class(cal: dict[str, np.ndarray], names: list[str]) -> dict[str, dict[str, Any]]:
     """Per class (every class with a threshold or a correction): threshold, its source, evidence, estimated
-    precision and bound at the threshold, corrections made."""
+    precision and bound at the threshold, the effective support behind them (Kish's n_eff of the importance
+    weights; None in files written before the weights), corrections made."""
     out = {}
     for k, name in enumerate(names):
         if not (np.isfinite(cal["log_threshold"][k]) or cal["corrected"][k]):
@@ -168,6 +244,7 @@ def calibration_by_class(cal: dict[str, np.ndarray], names: list[str]) -> dict[s
         out[name] = {"threshold": fnum(cal["threshold"][k]), "source": SOURCE_NAMES[int(cal["source"][k])],
                      "evidence": int(cal["evidence"][k]), "support": int(cal["support"][k]),
                      "estimated_precision": fnum(cal["precision"][k]), "precision_bound": fnum(cal["bound"][k]),
+                     "effective_support": fnum(cal["effective"][k]) if "effective" in cal else None,
                      "corrected": int(cal["corrected"][k])}
     return out
 

@@ -61,16 +61,23 @@ class Threshold:
     log_threshold: float  # select log-confidence ≥ this
     support: int  # situations with confidence ≥ threshold
     hits: int  # of them, ψ's prediction = the answer
-    precision: float  # hits / support
+    precision: float  # hits / support (weighted: Σ w·hit / Σ w)
     bound: float  # Wilson lower bound of precision
+    effective: float  # Kish's effective number of situations (= support without weights)
 
 
-def lowest_threshold(log_conf: np.ndarray, hit: np.ndarray, *, target: float, confidence: float = 0.95) -> Threshold | None:
+def lowest_threshold(log_conf: np.ndarray, hit: np.ndarray, *, target: float, confidence: float = 0.95,
+                     weight: np.ndarray | None = None) -> Threshold | None:
     """The lowest confidence threshold whose precision lower bound reaches ``target`` (None if none does).
 
-    log_conf: (N,) float64 log-confidence of the situations; hit: (N,) bool.
+    log_conf: (N,) float64 log-confidence of the situations; hit: (N,) bool; weight: (N,) non-negative
+    importance weights (None = all 1: the plain hit rate and Wilson bound on the count).
     Candidate thresholds are the distinct observed confidences; the set at a
     threshold t is every situation with log_conf ≥ t (ties are all in or all out).
+    With weights, precision is Σ w·hit / Σ w over the set and the Wilson bound
+    uses Kish's effective size n_eff = (Σw)² / Σw² as n (with w ≡ 1 this is the
+    unweighted rule exactly). ``support`` and ``hits`` stay counts; ``effective``
+    is n_eff.
     """
     log_conf = np.asarray(log_conf, np.float64)
     hit = np.asarray(hit, bool)
@@ -81,12 +88,22 @@ def lowest_threshold(log_conf: np.ndarray, hit: np.ndarray, *, target: float, co
     cum = np.cumsum(h)
     ends = np.flatnonzero(np.r_[lc[1:] != lc[:-1], True])  # last index of each tie group
     n = ends + 1
-    bound = wilson_lower_bound(cum[ends], n, confidence)
+    if weight is None:
+        n_eff = n.astype(np.float64)
+        prec = cum[ends] / n
+    else:
+        w = np.asarray(weight, np.float64)[order]
+        sw, sw2, swh = np.cumsum(w)[ends], np.cumsum(w * w)[ends], np.cumsum(w * h)[ends]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            n_eff = np.where(sw2 > 0, sw * sw / sw2, 0.0)
+            prec = np.where(sw > 0, swh / sw, 0.0)
+    bound = wilson_lower_bound(prec * n_eff, n_eff, confidence)
     ok = np.flatnonzero(bound >= target)
     if not len(ok):
         return None
     i = ok[-1]  # the largest set = the lowest threshold
-    return Threshold(float(lc[ends[i]]), int(n[i]), int(cum[ends[i]]), float(cum[ends[i]] / n[i]), float(bound[i]))
+    return Threshold(float(lc[ends[i]]), int(n[i]), int(cum[ends[i]]), float(prec[i]), float(bound[i]),
+                     float(n_eff[i]))
 
 
 @dataclass
@@ -96,8 +113,10 @@ class ClassThresholds:
     log_threshold: float64, +inf where the class gets no corrections.
     source: int8, NONE / OWN (its own evidence) / POOLED (the group of classes with little evidence).
     evidence: situations whose out-of-fold prediction is the class.
-    support, hits, precision, bound: at the chosen threshold, over the class's own situations (OWN)
-    or the pooled group's (POOLED); 0 / NaN for NONE.
+    support, hits, precision, bound, effective: at the chosen threshold, over the class's own situations
+    (OWN) or the pooled group's (POOLED); 0 / NaN for NONE. With importance weights, precision is the
+    weighted hit rate and effective Kish's n_eff (docs/lcm-calibrated.md); without, effective = support.
+    effective_evidence: n_eff of all the class's situations (= evidence without weights).
     """
 
     log_threshold: np.ndarray
@@ -108,6 +127,8 @@ class ClassThresholds:
     hits: np.ndarray
     precision: np.ndarray
     bound: np.ndarray
+    effective: np.ndarray
+    effective_evidence: np.ndarray
     pooled: Threshold | None
 
     def threshold(self) -> np.ndarray:
@@ -127,6 +148,7 @@ def calibrate_thresholds(
     min_class_evidence: int = 30,
     min_class_answers: int = 5,
     model_pred: np.ndarray | None = None,
+    weight: np.ndarray | None = None,
 ) -> ClassThresholds:
     """Per-class thresholds from cross-fitted scores of the answered masks.
 
@@ -135,7 +157,10 @@ def calibrate_thresholds(
     before its answer (255 = unlabelled). A situation of a correction is pred ≠ previous (and, with
     ``model_pred`` (N,) — the segmentation model's own prediction of the mask — pred = model_pred, as
     :func:`select_calibrated` requires of a correction); a hit is pred = answer.
-    Raises ValueError on arrays of different lengths.
+    weight: (N,) importance weight of each answered mask toward the never-queried masks
+    (:mod:`a2lc_cli.lcm_shift`; only the situations' weights are used), None = unweighted. With weights,
+    a class has its own threshold when the effective size of its situations reaches
+    ``min_class_evidence``. Raises ValueError on arrays of different lengths.
     """
     pred = np.asarray(pred, np.int64)
     answer = np.asarray(answer, np.int64)
@@ -153,20 +178,33 @@ def calibrate_thresholds(
         situation &= pred == model_pred
     sp, sl, sh = pred[situation], log_conf[situation], (pred == answer)[situation]
     evidence = np.bincount(sp, minlength=c)[:c]
+    if weight is None:
+        sw = None
+        eff = evidence.astype(np.float64)
+    else:
+        weight = np.asarray(weight, np.float64)
+        if len(weight) != len(pred):
+            raise ValueError("weight must have one entry per answered mask")
+        sw = weight[situation]
+        s1, s2 = np.bincount(sp, sw, minlength=c)[:c], np.bincount(sp, sw * sw, minlength=c)[:c]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            eff = np.where(s2 > 0, s1 * s1 / s2, 0.0)
     out = ClassThresholds(
         log_threshold=np.full(c, np.inf), source=np.zeros(c, np.int8), evidence=evidence, answers=answers,
         support=np.zeros(c, np.int64), hits=np.zeros(c, np.int64), precision=np.full(c, np.nan),
-        bound=np.full(c, np.nan), pooled=None,
+        bound=np.full(c, np.nan), effective=np.zeros(c), effective_evidence=eff, pooled=None,
     )
     learnt = answers >= min_class_answers
-    own = learnt & (evidence >= min_class_evidence)
+    own = learnt & (eff >= min_class_evidence)
     for k in np.flatnonzero(own):  # one pass per class (≤ C), each vectorised over its situations
         sel = sp == k
-        _assign(out, [k], lowest_threshold(sl[sel], sh[sel], target=target_precision, confidence=confidence), OWN)
+        _assign(out, [k], lowest_threshold(sl[sel], sh[sel], target=target_precision, confidence=confidence,
+                                           weight=None if sw is None else sw[sel]), OWN)
     group = np.flatnonzero(learnt & ~own)
     if len(group):
         sel = np.isin(sp, group)
-        out.pooled = lowest_threshold(sl[sel], sh[sel], target=target_precision, confidence=confidence)
+        out.pooled = lowest_threshold(sl[sel], sh[sel], target=target_precision, confidence=confidence,
+                                      weight=None if sw is None else sw[sel])
         _assign(out, group, out.pooled, POOLED)
     return out
 
@@ -178,7 +216,7 @@ def _assign(out: ClassThresholds, classes, t: Threshold | None, source: int) -> 
     out.log_threshold[idx] = t.log_threshold
     out.source[idx] = source
     out.support[idx], out.hits[idx] = t.support, t.hits
-    out.precision[idx], out.bound[idx] = t.precision, t.bound
+    out.precision[idx], out.bound[idx], out.effective[idx] = t.precision, t.bound, t.effective
 
 
 def select_calibrated(pred: np.ndarray, log_conf: np.ndarray, current: np.ndarray, eligible: np.ndarray,

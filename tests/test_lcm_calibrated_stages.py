@@ -52,6 +52,12 @@ def test_lcm_h5_records_thresholds_and_corrections_obey_them(plus_ws):
         st = mask_state(ws, ds, 2, include_lcm_of_last=False)
     in2 = np.isin(cal["mask"], q2.selected)
     np.testing.assert_array_equal(cal["previous"][in2], before2[cal["mask"][in2]])  # label before the answer
+    # query-time view (lcm.evidence_features): round 1's answers as round 1's acquisition saw them
+    in1 = ~in2
+    acq1 = read_acquisition(ws / "rounds/r001/acquire.h5")
+    np.testing.assert_array_equal(cal["model_pred"][in1], acq1["dominant"][cal["mask"][in1]])
+    np.testing.assert_allclose(cal["prob"][in1], acq1["mean_prob"][cal["mask"][in1]])
+    np.testing.assert_array_equal(cal["round"], np.where(in2, 2, 1))
     c = read_corrections(ws / "rounds/r002/lcm.h5")
     with h5py.File(ws / "rounds/r002/lcm.h5") as f:
         g = {k: v[()] for k, v in f["calibration"].items()}
@@ -67,6 +73,8 @@ def test_lcm_h5_records_thresholds_and_corrections_obey_them(plus_ws):
     assert (g["answers"][with_threshold] >= 2).all()
     meta = c.attrs["meta"]
     assert meta["selection"] == "calibrated" and meta["target_precision"] == 0.3 and meta["corrected"] == len(c.mask)
+    assert meta["reweight"] == "propensity" and meta["max_density_ratio"] == 9.0 and meta["outside_overlap"] >= 0
+    assert (g["effective"][with_threshold] <= g["support"][with_threshold] + 1e-9).all()  # n_eff ≤ the count
 
 
 def test_evaluate_status_and_report_show_the_estimate(plus_ws, cli, tmp_path):
