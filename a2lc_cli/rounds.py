@@ -50,8 +50,26 @@ def round_order_hint(ws: Workspace, r: int) -> str:
     Names the earliest round without a trained model, so the command it suggests works.
     """
     first = next((k for k in range(0, r) if not artifact_path(ws, k, TRAIN).exists()), r - 1)
-    return f"round {r} needs round {r - 1} first: run `a2lc round --r {first}`" + (
-        f" (then each round up to {r - 1})" if first < r - 1 else "")
+    then = f" (then each round up to {r - 1})" if first < r - 1 else ""
+    if first >= 1 and _waits_for_people(ws, first):  # `a2lc round` would let the simulator answer people's masks
+        return (f"round {r} needs round {r - 1} first: round {first} waits for people's answers: "
+                f"`a2lc query --r {first} --serve` (or --export DIR, then --answers FILE), "
+                f"then `a2lc round --r {first}`" + then)
+    return f"round {r} needs round {r - 1} first: run `a2lc round --r {first}`" + then
+
+
+def _waits_for_people(ws: Workspace, r: int) -> bool:
+    """Whether round ``r``'s selection was made for people (``annotator: human``) and lacks answers."""
+    from .query import answers_incomplete
+    from .state import read_query
+
+    q = ws.artifact(r, "query.h5")
+    if not q.exists():
+        return False
+    try:
+        return read_query(q).attrs.get("meta", {}).get("annotator") == "human" and answers_incomplete(q)
+    except A2LCError:
+        return False
 
 
 def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:

@@ -556,3 +556,19 @@ def test_status_hints_lead_a_peoples_round_through_a_retrained_model(ws, cli, tm
     ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", tmp_path / "b1" / "answers.csv")
     st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
     assert st["rounds"][1]["stages"]["query"] == "done" and st["next"] == "a2lc lcm-train --r 1"
+
+
+# --------------------------------------------------------------------------- b19 review: hints that work
+def test_the_order_hint_never_sends_a_round_waiting_for_people_to_the_simulator(ws, cli, tmp_path):
+    """`a2lc round --r 1` on a selection made for people would let the simulated annotator answer the
+    masks people have not answered yet: the order hint names people's step first, as status does."""
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    bundle = tmp_path / "bundle"
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", "--export", bundle)
+    _fill(bundle / "answers.csv", {E: "c0"}, annotator="ann", seconds="2")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv")
+    code, _, err = cli("-w", ws.root, "query", "--r", "3")
+    err = " ".join(err.split())
+    assert code == 2 and "round 3 needs round 2 first: round 1 waits for people's answers" in err, err
+    assert "`a2lc query --r 1 --serve`" in err and "run `a2lc round --r 1`" not in err
+
