@@ -233,6 +233,12 @@ def _dataset(f: h5py.File, path: Path) -> None:
     _unique(image_names, "images/name", path)
     if n and (image_names == "").any():
         raise damaged(path, f"images/name: image {_first(image_names == '')} has an empty name")
+    for col, values in (("images/name", image_names),
+                        ("images/path", _strings(_read(f, "images/path", path), "images/path", path)
+                         if "images/path" in f else ())):
+        for i, v in enumerate(values):  # export writes files named after these: never outside its folder
+            if (col == "images/name" and v.startswith("/")) or ".." in v.split("/"):  # a path may be absolute
+                raise damaged(path, f"{col}: image {i} has the name {ascii(v)[:80]}, which leaves its folder")
     for name in ("images_total", "images_done"):
         v = read_attr(f, name, "int", path, required=False)
         if v is not None and v != n:

@@ -15,7 +15,7 @@ import numpy as np
 from .errors import A2LCError
 from .state import Dataset, read_query
 from .status import lcm_line, lcm_round, lcm_summary, saved_metric
-from .workspace import Workspace, write_text_atomic
+from .workspace import Workspace, write_bytes_atomic, write_text_atomic
 
 
 def method_label(name: str) -> str:
@@ -72,14 +72,23 @@ def collect_run(ws: Workspace) -> dict[str, Any]:
             "pseudo_frequency": freq.tolist(), "queried_by_class": queried.tolist()}
 
 
+def save_png(fig: Any, path: Path) -> None:
+    """Render ``fig`` as PNG in memory, then write it atomically: a full or read-only disk is one
+    error naming ``path`` and leaves no empty or half-written image behind (issue 15)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_bytes_atomic(Path(path), buf.getvalue())
+
+
 def plot_miou(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     """Data and Model mIoU per round, one line per method (PNG at ``path``)."""
     import matplotlib.pyplot as plt
 
     fig = miou_figure(runs)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_png(fig, path)
     plt.close(fig)
     return path
 
@@ -146,8 +155,7 @@ def plot_queried_classes(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.set_title("Class of queried masks (classes sorted by pseudo-label frequency)")
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    save_png(fig, path)
     plt.close(fig)
     return path
 

@@ -145,6 +145,9 @@ LAYOUT: dict[str, dict[str, tuple[str, tuple[int | None, ...], str | None, bool]
         "class_weight": (_FLOAT, (), None, False), "rarity": (_FLOAT, (), None, False),
     },
 }
+# Largest first axis of a dataset, checked before any data is read: a tiny file can declare a
+# 2**31-row dataset (unwritten chunks cost nothing on disk), which reading would turn into an OOM kill.
+_MAX_ROWS = {"classes/names": 255, "classes/palette": 256}
 _KIND_WORDS = {"OSU": "strings", "iu": "integers", "u": "unsigned integers", "i": "signed integers", "f": "floats",
                "biu": "booleans or integers"}
 
@@ -170,6 +173,8 @@ def check_layout(f: h5py.File, kind: str, path: Path | str) -> None:
         if len(shape) != 1 + len(tail) or any(t is not None and t != n for t, n in zip(tail, shape[1:])):
             want = "(n" + "".join(f", {'k' if t is None else t}" for t in tail) + ")"
             raise A2LCError(f"{path}: {name} has shape {shape}, expected {want} (file damaged or from another tool)")
+        if shape and shape[0] > _MAX_ROWS.get(name, shape[0]):
+            raise A2LCError(f"{path}: {name} has {shape[0]} rows, at most {_MAX_ROWS[name]} possible (file damaged)")
         if group is not None:
             key, extra = (group[:-2], 1) if group.endswith("+1") else (group, 0)
             n = shape[0] - extra

@@ -214,6 +214,22 @@ def test_export_to_a_full_disk_is_a_one_line_error(stages, tmpfs):
     assert not [p for p in fs.path.rglob("*") if ".tmp-" in p.name]
 
 
+def test_report_to_a_full_disk_leaves_no_empty_plot(stages, tmpfs):
+    """The report's plots were written by matplotlib straight to their names: a full disk left an
+    empty miou.png and said 'writing a file'. Now rendered in memory and written atomically."""
+    fs, ws = on_tmpfs(tmpfs, stages["query"], room_kib=512)
+    before = snapshot(ws)
+    fs.fill(0)
+    code, _, err = a2lc(ws, "report")
+    one_line_error(code, err, "no space left on device writing", "miou.png")
+    assert not [p for p in ws.rglob("*") if p.is_file() and (".tmp-" in p.name or p.suffix == ".png")]
+    assert {k: v for k, v in snapshot(ws).items() if "report" not in str(k)} == before
+    fs.unfill()
+    code, _, err = a2lc(ws, "report")
+    assert code == 0, err
+    assert all((ws / "report" / n).stat().st_size > 0 for n in ("miou.png", "queried_classes.png", "report.md"))
+
+
 # --------------------------------------------------------------------------- read-only workspace
 def test_read_only_workspace(stages, tmpfs, tmp_path):
     fs, ws = on_tmpfs(tmpfs, stages["lcm-correct"])

@@ -88,6 +88,16 @@ def _duplicate(name):
     return edit
 
 
+def _name(name, value):
+    """Image 0's name or path made a path that leaves export's folder (export wrote the label map there)."""
+    def edit(f):
+        a = f[name][()].astype(object)
+        a[0] = value
+        del f[name]
+        f.create_dataset(name, data=a, dtype=h5py.string_dtype())
+    return edit
+
+
 def _move_pixel(f):
     """One pixel of image 0's first mask given to its second mask: ids stay in range, areas disagree."""
     seg = f["pixels/segment"][()]
@@ -127,6 +137,9 @@ CASES = [
     ("dataset.h5", _attr("fill_label", 300), ALL_DATASET, "fill_label 300"),
     ("dataset.h5", _duplicate("images/name"), ALL_DATASET, "images/name holds"),
     ("dataset.h5", _duplicate("classes/names"), ALL_DATASET, "classes/names holds"),
+    ("dataset.h5", _name("images/name", "../../../escape"), (STATUS, EXPORT), "images/name: image 0 has the name"),
+    ("dataset.h5", _name("images/name", "/tmp/escape"), (STATUS, EXPORT), "images/name: image 0 has the name"),
+    ("dataset.h5", _name("images/path", "images/../../../escape.png"), (STATUS, EXPORT), "images/path: image 0"),
     ("dataset.h5", _set("classes/palette", 4, 0), (STATUS,), None),  # in range: not damage
     ("dataset.h5", _set("masks/bbox", 0, -1), ALL_DATASET, "masks/bbox: mask 0"),
     ("dataset.h5", _set("masks/bbox", 2, 1), ALL_DATASET, "masks/bbox: mask 0"),  # smaller than the mask
@@ -321,3 +334,22 @@ def test_a_5000_digit_number_in_an_answers_file_is_one_clean_line(built, cli, tm
     msg = one_line_error(code, err)
     assert len(msg) < 300 and "set_int_max_str_digits" not in msg and BIG[:100] not in msg, msg
     assert snapshot(ws) == before
+
+
+@pytest.mark.parametrize("name, n, dtype", [("classes/names", 2**31, h5py.string_dtype()),
+                                            ("classes/palette", 2**31, np.uint8)])
+def test_a_huge_declared_class_table_is_refused_before_it_is_read(tmp_path, name, n, dtype):
+    """A few-KiB file can declare a 2**31-row class table (unwritten chunks cost nothing on disk);
+    reading it got `status` OOM-killed (21 GB). The layout check refuses it without reading."""
+    from a2lc_cli.errors import A2LCError
+    from a2lc_cli.store import check_layout
+
+    path = tmp_path / "dataset.h5"
+    with h5py.File(path, "w") as f:
+        shape = (n,) if name == "classes/names" else (n, 3)
+        f.create_dataset(name, shape=shape, dtype=dtype, chunks=(1024,) + shape[1:])
+        if name == "classes/palette":
+            f.create_dataset("classes/names", data=np.array(["a", "b"], dtype=object), dtype=h5py.string_dtype())
+    assert path.stat().st_size < 1 << 20
+    with h5py.File(path, "r") as f, pytest.raises(A2LCError, match=f"{name} has {n} rows, at most 25[56] possible"):
+        check_layout(f, "dataset", path)
