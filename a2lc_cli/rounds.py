@@ -99,8 +99,18 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
     if missing:
         raise A2LCError(f"round {r} has no {missing[0].artifact} yet; run `{missing[0].command.format(r=r)}` first")
     if stage not in (ACQUIRE, QUERY) and stage_state(ws, cfg, r, ACQUIRE) == STALE:
+        _raise_damage(ws, r)  # unreadable counts as stale for status; a command names the damage instead
         raise A2LCError(f"round {r}'s acquisition is stale (the model of round {r - 1} or an earlier round changed "
                         f"since {ws.artifact(r, 'acquire.h5')} was computed); rerun the round: `a2lc round --r {r}`")
+
+
+def _raise_damage(ws: Workspace, r: int) -> None:
+    """Raise the one-line damage error (a2lc_cli.integrity) of the dataset or round r's ``acquire.h5`` if either
+    fails its checks on open; return quietly when both are sound (the acquisition is then really stale)."""
+    from .store import open_artifact
+
+    for path, kind in ((ws.dataset_path, "dataset"), (artifact_path(ws, r, ACQUIRE), "acquire")):
+        open_artifact(path, kind).close()
 
 
 def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
