@@ -8,7 +8,8 @@ from typing import Any, Callable
 from . import ui
 from .errors import A2LCError
 from .metrics import Unlabeled, data_miou, result_json
-from .state import Dataset, mask_state
+from .round_state import mask_state
+from .state import Dataset
 from .workspace import Workspace, write_json_atomic
 
 METRICS: dict[str, str] = {

@@ -32,7 +32,8 @@ from .state import check_acquisition_fits, mask_features, read_acquisition
 from .config import Config, resolve_lcm, resolve_method
 from .errors import A2LCError
 from .stages import ACQUIRE, LCM_CORRECT, LCM_TRAIN, QUERY, artifact_path, current_inputs, is_current
-from .state import (Dataset, mask_state, open_artifact, read_array, read_corrections, read_query,
+from .round_state import mask_state
+from .state import (Dataset, open_artifact, read_array, read_corrections, read_query,
                     write_corrections)
 from .store import load_torch, save_torch, torch_stamp
 from .workspace import Workspace

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import faults, ui
+from .round_state import mask_state
 from .state import Acquisition, check_acquisition_fits, read_acquisition
 from .acquisition import select_top
 from .annotator import (
@@ -28,7 +29,7 @@ from .annotator import (
 from .config import Config, resolve_method
 from .errors import A2LCError
 from .stages import ACQUIRE, QUERY, artifact_path, current_inputs, is_current
-from .state import Answers, Dataset, Query, mask_state, read_query, write_query
+from .state import Answers, Dataset, Query, read_query, write_query
 from .workspace import Workspace
 
 
