@@ -114,6 +114,31 @@ def test_a_wrong_choice_of_an_option_with_two_names_names_the_long_one(ws_with_f
     assert err.strip().startswith("error: unknown --metric 'nope' (choose from data-miou, model-miou, lcm-accuracy")
 
 
+@pytest.mark.parametrize("args, want", [
+    (("init", "--source", "nope"), "unknown --source 'nope' (choose from synthetic, cityscapes, voc, folder)"),
+    (("init", "--preset", "nope"), "unknown --preset 'nope' (choose from city, voc)"),
+    (("init", "--labeler", "nope"), "unknown --labeler 'nope' (choose from simulate, import, grounded-sam)"),
+    (("init", "--method", "nope"), "unknown --method 'nope' (choose from a2lc, alc, a2lc+)"),
+    (("pseudolabel", "--labeler", "nope"), "unknown --labeler 'nope' (choose from simulate, import, grounded-sam)"),
+    (("pseudolabel", "--precision", "fp16"), "unknown --precision 'fp16' (choose from auto, bf16, fp32)"),
+    (("train", "--model", "resnet9"), "unknown --model 'resnet9' (choose from " + ", ".join(__import__(
+        "a2lc_cli.model_variants", fromlist=["MODELS"]).MODELS) + ")"),
+])
+def test_every_option_with_choices_words_a_wrong_value_alike(tmp_path, cli, args, want):
+    code, _, err = cli("-w", tmp_path / "ws", *args)
+    assert code == 2
+    assert err.strip() == f"error: {want} (see `a2lc {args[0]} --help`)"
+    assert not (tmp_path / "ws").exists()  # refused before anything is written
+
+
+def test_evaluate_checks_its_round_like_the_stage_commands(ws_with_fakes, cli):
+    ws, _, _ = ws_with_fakes  # θ_0 exists, round 1 has not started: the hint of `a2lc query --r 1`
+    code, _, err = cli("-w", ws.root, "evaluate", "--r", "1")
+    assert code == 2 and err.strip() == "error: round 1 has no acquire.h5 yet; run `a2lc acquire --r 1` first"
+    code, _, err = cli("-w", ws.root, "evaluate", "--r", "2")  # no θ_1: the words of `a2lc round`
+    assert code == 2 and "round 2 needs round 1 first" in err
+
+
 # --------------------------------------------------------------------------- docs/developing.md's worked example
 def _run_denoise(ws, cfg, r, **_):
     """The worked example's run function: the round's labels, unchanged, in ``rNNN/denoise.h5``."""
