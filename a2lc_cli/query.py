@@ -115,8 +115,14 @@ def run_query(
     replace: bool = False,
     force: bool = False,
     read_image=None,
+    source: Any = None,
 ) -> dict[str, Any]:
     """Select round ``r``'s masks and obtain answers; returns a summary for printing.
+
+    Dependencies, for tests to pass fakes (as :func:`a2lc_cli.acquire.run_acquire`'s ``model``/``source``):
+    ``source``: the train images' :class:`~a2lc_cli.data.base.Source` for the bundle (default: the
+    config's, checked against the dataset's fingerprint); ``read_image``: ``i -> (H,W,3) uint8``
+    image of train image ``i``, instead of a source.
 
     One pass: keep or (re)select the query (:func:`_existing_query`, :func:`_select`), then
     import people's answers (``answers_file``), or answer from ground truth (annotator ``gt``),
@@ -133,7 +139,7 @@ def run_query(
             from .data import open_source
             from .fingerprint import TrainImages
 
-            read_image = TrainImages.of(open_source(cfg), ds)  # a changed dataset folder stops here, before any write
+            read_image = TrainImages.of(open_source(cfg) if source is None else source, ds)  # a changed dataset folder stops here, before any write
         existing = _existing_query(ws, r, qpath, annotator=annotator, budget=budget, force=force)
         if existing is None:
             query = _select(ds, cfg, acq, budget)

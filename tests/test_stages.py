@@ -100,6 +100,19 @@ def test_workspace_paths_by_stage_and_latest_round(ws_with_fakes):
     assert ws.latest_round("query") is None
 
 
+def test_query_takes_its_image_source_as_an_argument_for_the_bundle(ws_with_fakes, tmp_path):
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    cfg.method.annotator = "human"
+    run_acquire(ws, cfg, 1, device="cpu", model=model, source=source)
+    res = run_query(ws, cfg, 1, export_dir=tmp_path / "bundle", source=source)  # no monkeypatching
+    q = read_query(ws.path(QUERY, 1))
+    assert res["selected"] == 2 and len(q.answers.mask) == 0  # people answer later
+    assert len(list((tmp_path / "bundle" / "masks").glob("*_crop.png"))) == 2
+    assert (tmp_path / "bundle" / "answers.csv").read_text().count("\n") == 3  # header + 2 masks
+
+
 def test_a_wrong_choice_is_one_line_naming_the_choices(ws_with_fakes, cli):
     ws, _, _ = ws_with_fakes
     code, _, err = cli("-w", ws.root, "query", "--r", "1", "--unit", "px")
