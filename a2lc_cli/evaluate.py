@@ -15,7 +15,7 @@ from .workspace import Workspace, write_json_atomic
 METRICS: dict[str, str] = {
     "data-miou": "a2lc_cli.evaluate:evaluate_data_miou",
     "model-miou": "a2lc_cli.training:evaluate_model_miou",
-    "lcm-accuracy": "a2lc_cli.lcm:evaluate_lcm_accuracy",
+    "lcm-accuracy": "a2lc_cli.lcm_stage:evaluate_lcm_accuracy",
     "answer-time": "a2lc_cli.evaluate:evaluate_answer_time",
 }
 
