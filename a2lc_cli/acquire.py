@@ -29,8 +29,9 @@ from .data import open_source
 from .data.stream import iter_train_batches
 from .errors import A2LCError
 from .threads import stage_threads
+from .round_state import mask_state
 from .state import (  # noqa: F401 - acquire.h5's schema lives in state.py; names kept here
-    Acquisition, Dataset, check_acquisition_fits, mask_features, mask_state, read_acquisition, read_array,
+    Acquisition, Dataset, check_acquisition_fits, mask_features, read_acquisition, read_array,
     write_acquisition, write_artifact,
 )
 from .workspace import Workspace

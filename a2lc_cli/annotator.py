@@ -4,31 +4,29 @@
   the majority ground-truth class of the mask's pixels (void pixels do not vote;
   a mostly-void mask is answered void), at pixel level the ground truth at the
   mask's representative pixel, expanded to the whole mask (the ALC baseline).
-- A person answers through a bundle (``export_bundle``: crops, thumbnails,
-  candidate classes, an answers file to fill in) whose answers are imported with
-  full validation (``parse_answers_file``) into the append-only answer log
-  (``merge_answers``).
+- A person answers through a bundle (crops, thumbnails, candidate classes, an
+  answers file to fill in) whose answers are imported with full validation
+  (``parse_answer_rows``) into the append-only answer log (``merge_answers``).
+
+The rules only, arrays and rows in memory in, arrays out: no file is read or written
+here. The files (the bundle, answers files) are :mod:`a2lc_cli.answers_io`; reading a
+dataset's ground truth for the simulated annotator is the query stage's
+(:func:`a2lc_cli.query.pixel_ground_truth`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import re
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .data.base import VOID, ClassInfo
 from .errors import A2LCError
-from .textio import loads_json, read_text, unsafe_char
-from .state import UNITS, Answers, Dataset
+from .textio import unsafe_char
+from .state import UNITS, Answers
 
 ANNOTATORS = ("gt", "human")
 SIMULATED = "simulated-gt"
@@ -55,45 +53,40 @@ def correct_share(segment: np.ndarray, gt: np.ndarray, current: np.ndarray) -> n
     return np.bincount(seg, weights=hit, minlength=k) / np.maximum(area, 1)
 
 
-def answer_with_ground_truth(ds: Dataset, ids: np.ndarray, *, unit: str, rep_pixel: np.ndarray | None = None,
+def answer_with_ground_truth(ids: np.ndarray, *, unit: str, gt_label: np.ndarray | None = None,
+                             rep_gt: np.ndarray | None = None, share: np.ndarray | None = None,
                              current: np.ndarray | None = None, relabel: str = "always") -> np.ndarray:
     """The simulated annotator's answers for masks ``ids`` (B,), as (B,) uint8 (255 = void).
 
-    unit "mask": the majority ground-truth class of each mask, void not voting,
-        mostly-void masks void (stored at pseudolabel time as ``masks/gt_label``).
-    unit "pixel": the ground truth at each mask's representative pixel
-        (``rep_pixel`` (M,) flat index within the mask's image, from acquisition).
-        With ``relabel="at-most-half"`` (the authors' ALC code; config ``method.pixel_relabel``)
-        a mask more than half of whose pixels already carry their ground-truth class keeps its
-        ``current`` label ((M,) labels of all masks before this round); "always" gives every
-        mask the representative pixel's class. Either way the mask costs one unit of budget.
+    unit "mask": ``gt_label`` (M,) the majority ground-truth class of every mask, void not
+        voting, mostly-void masks void (``masks/gt_label`` of the dataset); the answer is ``gt_label[ids]``.
+    unit "pixel" (the ALC baseline): ``rep_gt`` (B,) the ground truth at each mask's representative
+        pixel (:func:`a2lc_cli.query.pixel_ground_truth`), expanded to the whole mask. With
+        ``relabel="at-most-half"`` (the authors' ALC code; config ``method.pixel_relabel``) a mask
+        more than half of whose pixels already carry their ground-truth class (``share`` (B,),
+        :func:`correct_share` of its ``current`` label) keeps its ``current`` label ((M,) labels of
+        all masks before this round); "always" gives every mask the representative pixel's class.
+        Either way the mask costs one unit of budget.
+
+    Raises A2LCError for an unknown unit, ValueError for a missing array.
     """
     ids = np.asarray(ids, np.int64)
-    if not ds.has_gt:
-        raise A2LCError("the simulated annotator (--annotator gt) needs ground truth; use --annotator human")
     if unit == "mask":
-        return ds.mask_column("gt_label")[ids].astype(np.uint8)
+        if gt_label is None:
+            raise ValueError("mask-level answers need the masks' ground-truth labels")
+        return np.asarray(gt_label)[ids].astype(np.uint8)
     if unit != "pixel":
         raise A2LCError(f"unknown query unit {unit!r} (choose from {', '.join(UNITS)})")
-    if rep_pixel is None:
-        raise ValueError("pixel-level answers need the representative pixels of the acquisition")
+    if rep_gt is None:
+        raise ValueError("pixel-level answers need the ground truth at the representative pixels")
     if relabel not in PIXEL_RELABEL:
         raise ValueError(f"unknown pixel relabel rule {relabel!r} (choose from {', '.join(PIXEL_RELABEL)})")
-    if relabel == "at-most-half" and current is None:
-        raise ValueError("the at-most-half rule needs the masks' current labels")
-    out = np.full(ids.shape, VOID, np.uint8)
-    images = ds.mask_image[ids]
-    for i in np.unique(images):  # one read of the GT per image that holds queried masks
-        sel = np.flatnonzero(images == i)
-        gt = ds.gt(int(i)).ravel()
-        out[sel] = gt[rep_pixel[ids[sel]]]
-        if relabel == "at-most-half":
-            span = ds.masks_of(int(i))
-            seg = ds.segment(int(i)).ravel()
-            local = np.where(seg >= 0, seg - span.start, -1)
-            share = correct_share(local, gt, np.asarray(current)[span])
-            keep = share[ids[sel] - span.start] > 0.5
-            out[sel[keep]] = np.asarray(current)[ids[sel[keep]]]
+    out = np.asarray(rep_gt, np.uint8).copy()
+    if relabel == "at-most-half":
+        if current is None or share is None:
+            raise ValueError("the at-most-half rule needs the masks' current labels and correct shares")
+        keep = np.asarray(share) > 0.5
+        out[keep] = np.asarray(current)[ids[keep]]
     return out
 
 
@@ -145,21 +138,20 @@ def merge_answers(log: Answers, new: Answers, *, replace: bool = False) -> Merge
 ANSWER_COLUMNS = ("rank", "mask_id", "image", "current_label", "candidates", "answer", "annotator", "seconds")
 
 
-def parse_answers_file(
-    path: Path, classes: ClassInfo, selected: np.ndarray, *, default_annotator: str = "human"
+def parse_answer_rows(
+    rows: list[tuple[str, Any]], classes: ClassInfo, selected: np.ndarray, *, where: str,
+    default_annotator: str = "human",
 ) -> Answers:
-    """Read a filled-in answers file (CSV or JSON) and validate every row.
+    """Validate answer rows already read into memory (``(where, row dict)`` pairs, e.g. from
+    :func:`a2lc_cli.answers_io.read_answer_rows`) into answer-log rows.
 
     Each row needs ``mask_id`` and ``answer`` (a class name, a class index, or
     ``void``); rows with an empty answer are skipped (not yet answered).
     ``annotator`` and ``seconds`` are optional. Errors (unknown mask ids, masks
     not queried in this round, unknown class names, contradictory duplicates,
-    bad numbers) are collected and reported together in one line.
+    bad numbers) are collected and reported together in one line, prefixed by ``where``
+    (the file's name). Raises A2LCError.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise A2LCError(f"answers file {path} does not exist")
-    rows = _read_rows(path)
     sel = set(np.asarray(selected).tolist())
     errors: list[str] = []
     seen: dict[int, tuple[int, int]] = {}
@@ -187,7 +179,7 @@ def parse_answers_file(
         out_sec.append(sec_f)
     if errors:
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        raise A2LCError(f"{path}: {len(errors)} bad row{'s' if len(errors) > 1 else ''}: " + "; ".join(errors[:5]) + more)
+        raise A2LCError(f"{where}: {len(errors)} bad row{'s' if len(errors) > 1 else ''}: " + "; ".join(errors[:5]) + more)
     a = new_answers(np.array(out_mask, np.int64), np.array(out_label, np.uint8), unit="mask",
                     annotator=default_annotator, seconds=np.array(out_sec, np.float32))
     a.annotator = np.array(out_ann, dtype=object)
@@ -275,164 +267,11 @@ def _parse_label(text: str, classes: ClassInfo) -> int:
     return classes.index(t)
 
 
-def _read_rows(path: Path) -> list[tuple[str, Any]]:
-    """(where, row dict) pairs from a CSV or JSON answers file."""
-    text = read_text(path, what="answers file")
-    if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
-        data = loads_json(text, where=str(path))
-        items = data.get("masks") if isinstance(data, dict) else data
-        if not isinstance(items, list):
-            raise A2LCError(f"{path}: expected a list of answers or an object with a 'masks' list")
-        return [(f"item {j + 1}", it) for j, it in enumerate(items)]
-    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted fields may hold line breaks
-    try:
-        if reader.fieldnames is None or "mask_id" not in reader.fieldnames or "answer" not in reader.fieldnames:
-            raise A2LCError(f"{path}: CSV needs the columns mask_id and answer (found {reader.fieldnames})")
-        return [(f"row {reader.line_num}", row) for row in reader]
-    except csv.Error as e:
-        raise A2LCError(f"{path}: not a valid CSV file (line {reader.line_num}: {e})") from None
-
-
 # --------------------------------------------------------------------------- bundle for people
 def candidate_classes(mean_prob: np.ndarray, classes: ClassInfo, k: int = 3) -> list[list[str]]:
     """The model's top-k classes of each mask, from its mean softmax (B,C)."""
     order = np.argsort(-mean_prob, axis=1, kind="stable")[:, :k]
     return [[classes.names[c] for c in row] for row in order]
-
-
-def export_bundle(
-    out_dir: Path,
-    *,
-    ds: Dataset,
-    read_image: Callable[[int], np.ndarray],
-    r: int,
-    selected: np.ndarray,
-    current_labels: np.ndarray,
-    mean_prob: np.ndarray,
-    answered: dict[int, int] | None = None,
-    progress: Callable[[Iterable, str], Iterable] | None = None,
-    workspace: Path | None = None,
-) -> Path:
-    """Write a self-contained annotation bundle for the queried masks of round ``r``.
-
-    ``workspace``: the workspace folder, named (absolute) in the README's import command so
-    that the command works from any directory.
-
-    For each mask (in rank order): ``masks/<rank>_m<id>_crop.png`` (the mask's
-    neighbourhood, mask outlined, enlarged) and ``masks/<rank>_m<id>_full.png``
-    (a thumbnail of the whole image with the mask outlined and boxed); the model's
-    candidate classes; ``answers.csv`` and ``answers.json`` to fill in; ``index.html``
-    to browse them; ``classes.txt``; ``README.txt``. Returns the bundle directory.
-    """
-    import cv2
-
-    out_dir = Path(out_dir)
-    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-    classes = ds.classes
-    answered = answered or {}
-    cands = candidate_classes(mean_prob[selected], classes)
-    images = ds.mask_image[selected]
-    bbox = ds.mask_column("bbox")[selected]
-    entries: list[dict[str, Any]] = [None] * len(selected)  # type: ignore[list-item]
-    order = np.argsort(images, kind="stable")
-    groups = np.split(order, np.flatnonzero(np.diff(images[order])) + 1) if len(order) else []
-    it: Iterable = groups
-    if progress is not None:
-        it = progress(groups, "writing bundle")
-    for grp in it:
-        i = int(images[grp[0]])
-        img = read_image(i)
-        seg = ds.segment(i)
-        for j in grp.tolist():
-            m = int(selected[j])
-            crop, full = render_mask(img, seg == m, bbox[j], cv2)
-            stem = f"{j + 1:05d}_m{m}"
-            cv2.imwrite(str(out_dir / "masks" / f"{stem}_crop.png"), crop[:, :, ::-1])
-            cv2.imwrite(str(out_dir / "masks" / f"{stem}_full.png"), full[:, :, ::-1])
-            ans = answered.get(m)
-            entries[j] = {
-                "rank": j + 1, "mask_id": m, "image": ds.names[i],
-                "crop": f"masks/{stem}_crop.png", "full": f"masks/{stem}_full.png",
-                "current_label": classes.name(int(current_labels[m])), "candidates": cands[j],
-                "answer": None if ans is None else classes.name(ans), "annotator": "", "seconds": "",
-            }
-    with open(out_dir / "answers.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(ANSWER_COLUMNS)
-        for e in entries:
-            w.writerow([e["rank"], e["mask_id"], e["image"], e["current_label"], " | ".join(e["candidates"]),
-                        e["answer"] or "", "", ""])
-    (out_dir / "answers.json").write_text(json.dumps(
-        {"round": r, "classes": list(classes.names) + ["void"], "masks": entries}, indent=1) + "\n")
-    (out_dir / "classes.txt").write_text("\n".join(list(classes.names) + ["void"]) + "\n")
-    (out_dir / "README.txt").write_text(_README.format(r=r, n=len(selected), command=import_command(r, out_dir, workspace)))
-    (out_dir / "index.html").write_text(_index_html(r, entries))
-    return out_dir
-
-
-def import_command(r: int, bundle: Path, workspace: Path | None) -> str:
-    """``a2lc -w WS query --r R --answers BUNDLE/answers.csv`` with absolute paths (quoted where needed)."""
-    import shlex
-
-    ws = f"-w {shlex.quote(str(Path(workspace).absolute()))} " if workspace is not None else ""
-    return f"a2lc {ws}query --r {r} --answers {shlex.quote(str((Path(bundle) / 'answers.csv').absolute()))}"
-
-
-def render_mask(img: np.ndarray, mask: np.ndarray, box: np.ndarray, cv2) -> tuple[np.ndarray, np.ndarray]:
-    """(crop, thumbnail) RGB uint8 images with the mask outlined."""
-    h, w = mask.shape
-    x0, y0, x1, y1 = (int(v) for v in box)
-    pad = max(8, int(0.25 * max(x1 - x0, y1 - y0)))
-    cx0, cy0, cx1, cy1 = max(0, x0 - pad), max(0, y0 - pad), min(w, x1 + pad), min(h, y1 + pad)
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    crop = np.ascontiguousarray(img[cy0:cy1, cx0:cx1])
-    scale = max(1, int(256 / max(1, max(cy1 - cy0, cx1 - cx0))))
-    crop = cv2.resize(crop, ((cx1 - cx0) * scale, (cy1 - cy0) * scale), interpolation=cv2.INTER_NEAREST)
-    shifted = [((c - [cx0, cy0]) * scale + scale // 2).astype(np.int32) for c in contours]
-    cv2.drawContours(crop, shifted, -1, (255, 0, 255), max(1, scale // 2))
-    full_scale = min(1.0, 640 / max(h, w)) if max(h, w) > 640 else max(1, int(480 / max(h, w)))
-    fw, fh = max(1, int(round(w * full_scale))), max(1, int(round(h * full_scale)))
-    full = cv2.resize(np.ascontiguousarray(img), (fw, fh), interpolation=cv2.INTER_AREA if full_scale < 1 else cv2.INTER_NEAREST)
-    cv2.drawContours(full, [(c * full_scale).astype(np.int32) for c in contours], -1, (255, 0, 255), 1)
-    cv2.rectangle(full, (int(cx0 * full_scale), int(cy0 * full_scale)), (int(cx1 * full_scale), int(cy1 * full_scale)),
-                  (255, 255, 0), 1)
-    return crop, full
-
-
-_README = """a2lc annotation bundle — round {r}, {n} masks
-
-For each row of answers.csv (or each entry of answers.json), look at the images
-masks/<rank>_m<id>_crop.png (the mask, outlined in magenta, enlarged) and
-masks/<rank>_m<id>_full.png (where it is in the image), then write in the
-`answer` column the class that covers most of the outlined region: a name from
-classes.txt (or its index), or `void` if it is mostly nothing nameable.
-`candidates` are the model's guesses, most likely first. Optional columns:
-`annotator` (your name) and `seconds` (time spent). Leave `answer` empty for
-masks you did not look at; they can be answered later.
-
-Import with (from any folder):
-  {command}
-Importing the same file twice changes nothing; an answer that contradicts an
-earlier one is reported and not stored unless you pass --replace.
-index.html shows all masks on one page.
-"""
-
-
-def _index_html(r: int, entries: list[dict[str, Any]]) -> str:
-    import html
-
-    rows = "\n".join(
-        f"<tr><td>{e['rank']}</td><td>{e['mask_id']}</td><td><img src='{e['crop']}'></td>"
-        f"<td><img src='{e['full']}'></td><td>{html.escape(e['image'])}</td>"
-        f"<td>{html.escape(e['current_label'])}</td><td>{html.escape(', '.join(e['candidates']))}</td></tr>"
-        for e in entries
-    )
-    return (
-        "<!doctype html><meta charset='utf-8'><title>a2lc round %d</title>"
-        "<style>body{font-family:sans-serif}td{padding:4px;border-bottom:1px solid #ddd}img{max-height:200px}</style>"
-        "<h1>a2lc — round %d, %d masks</h1><table><tr><th>rank</th><th>mask</th><th>crop</th><th>image</th>"
-        "<th>file</th><th>current label</th><th>model's candidates</th></tr>%s</table>" % (r, r, len(entries), rows)
-    )
 
 
 # --------------------------------------------------------------------------- time per answer
@@ -456,3 +295,16 @@ def summarize_answer_times(answers: Answers) -> dict[str, Any]:
     out = stats(sec[keep])
     out["per_annotator"] = {str(n): stats(sec[keep & (names == n)]) for n in sorted(set(names[keep].tolist()))}
     return out
+
+
+_MOVED = {"parse_answers_file": "parse_answers_file", "_read_rows": "read_answer_rows", "export_bundle": "export_bundle",
+          "import_command": "import_command", "render_mask": "render_mask"}
+
+
+def __getattr__(name: str) -> Any:
+    """Names that moved to :mod:`a2lc_cli.answers_io` (file I/O) stay importable from here."""
+    if name in _MOVED:
+        from . import answers_io
+
+        return getattr(answers_io, _MOVED[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

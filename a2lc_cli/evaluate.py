@@ -8,13 +8,14 @@ from typing import Any, Callable
 from . import ui
 from .errors import A2LCError
 from .metrics import Unlabeled, data_miou, result_json
-from .state import Dataset, mask_state
+from .round_state import mask_state
+from .state import Dataset
 from .workspace import Workspace, write_json_atomic
 
 METRICS: dict[str, str] = {
     "data-miou": "a2lc_cli.evaluate:evaluate_data_miou",
     "model-miou": "a2lc_cli.training:evaluate_model_miou",
-    "lcm-accuracy": "a2lc_cli.lcm:evaluate_lcm_accuracy",
+    "lcm-accuracy": "a2lc_cli.lcm_stage:evaluate_lcm_accuracy",
     "answer-time": "a2lc_cli.evaluate:evaluate_answer_time",
 }
 

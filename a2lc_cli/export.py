@@ -12,7 +12,8 @@ import numpy as np
 from . import ui
 from .data.io import write_label_png
 from .errors import A2LCError, os_error
-from .state import PROVENANCE, Dataset, mask_state, paint_labels, read_array, read_corrections, read_query
+from .round_state import mask_state
+from .state import PROVENANCE, Dataset, paint_labels, read_array, read_corrections, read_query
 from .workspace import Workspace
 
 
@@ -76,7 +77,11 @@ def export_round(ws: Workspace, r: int, out_dir: Path) -> dict[str, Any]:
         state = mask_state(ws, ds, r)
         applied = [k for k, s in state.rounds_applied if s == "query"]
         if r > 0 and (not applied or applied[-1] != r):
-            raise A2LCError(f"round {r} has no answers yet; nothing to export beyond round {applied[-1] if applied else 0}")
+            upto = applied[-1] if applied else 0
+            if ws.path("query", upto + 1).exists():  # there, but stale by the registry's check (mask_state)
+                raise A2LCError(f"round {upto + 1}'s query.h5 is out of date (its acquisition or the dataset changed); "
+                                f"`a2lc status` says what to run; nothing to export beyond round {upto}")
+            raise A2LCError(f"round {r} has no answers yet; nothing to export beyond round {upto}")
         conv = ds.classes.convention
         paths = [p.decode() if isinstance(p, bytes) else str(p) for p in read_array(ds.f, "images/path", path=ds.path)]
         for i in ui.progress(range(ds.n_images), f"export r{r}"):

@@ -13,22 +13,22 @@ from typing import Any
 import numpy as np
 
 from . import faults, ui
+from .round_state import mask_state
 from .state import Acquisition, check_acquisition_fits, read_acquisition
 from .acquisition import select_top
 from .annotator import (
     SIMULATED,
     answer_with_ground_truth,
-    export_bundle,
-    import_command,
+    correct_share,
     split_annotator,
     merge_answers,
     new_answers,
-    parse_answers_file,
 )
+from .answers_io import export_bundle, import_command, parse_answers_file
 from .config import Config, resolve_method
 from .errors import A2LCError
 from .stages import ACQUIRE, QUERY, artifact_path, current_inputs, is_current
-from .state import Answers, Dataset, Query, mask_state, read_query, write_query
+from .state import Answers, Dataset, Query, read_query, write_query
 from .workspace import Workspace
 
 
@@ -115,8 +115,14 @@ def run_query(
     replace: bool = False,
     force: bool = False,
     read_image=None,
+    source: Any = None,
 ) -> dict[str, Any]:
     """Select round ``r``'s masks and obtain answers; returns a summary for printing.
+
+    Dependencies, for tests to pass fakes (as :func:`a2lc_cli.acquire.run_acquire`'s ``model``/``source``):
+    ``source``: the train images' :class:`~a2lc_cli.data.base.Source` for the bundle (default: the
+    config's, checked against the dataset's fingerprint); ``read_image``: ``i -> (H,W,3) uint8``
+    image of train image ``i``, instead of a source.
 
     One pass: keep or (re)select the query (:func:`_existing_query`, :func:`_select`), then
     import people's answers (``answers_file``), or answer from ground truth (annotator ``gt``),
@@ -133,7 +139,7 @@ def run_query(
             from .data import open_source
             from .fingerprint import TrainImages
 
-            read_image = TrainImages.of(open_source(cfg), ds)  # a changed dataset folder stops here, before any write
+            read_image = TrainImages.of(open_source(cfg) if source is None else source, ds)  # a changed dataset folder stops here, before any write
         existing = _existing_query(ws, r, qpath, annotator=annotator, budget=budget, force=force)
         if existing is None:
             query = _select(ds, cfg, acq, budget)
@@ -259,14 +265,45 @@ def _answer_from_ground_truth(ws: Workspace, cfg: Config, r: int, ds: Dataset, a
     if len(todo):
         relabel = cfg.method.pixel_relabel
         current = mask_state(ws, ds, r - 1).label if unit == "pixel" and relabel != "always" else None
-        labels = answer_with_ground_truth(ds, todo, unit=unit, rep_pixel=acq.rep_pixel,
-                                          current=current, relabel=relabel)
+        if not ds.has_gt:
+            raise A2LCError("the simulated annotator (--annotator gt) needs ground truth; use --annotator human")
+        if unit == "pixel":
+            rep_gt, share = pixel_ground_truth(ds, todo, acq.rep_pixel, current)
+            labels = answer_with_ground_truth(todo, unit=unit, rep_gt=rep_gt, share=share, current=current,
+                                              relabel=relabel)
+        else:
+            labels = answer_with_ground_truth(todo, unit=unit, gt_label=ds.mask_column("gt_label"))
         new_rows = new_answers(todo, labels, unit=unit, annotator=SIMULATED)
         query = Query(query.selected, query.selected_score, query.answers.concat(new_rows), query.attrs)
     if len(todo) or new:
         save(query)
     summary["answered_now"] = int(len(todo))
     return query
+
+
+def pixel_ground_truth(ds: Dataset, ids: np.ndarray, rep_pixel: np.ndarray,
+                       current: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the pixel-level simulated annotator needs of the dataset, for masks ``ids`` (B,):
+    (B,) uint8 ground truth at each mask's representative pixel (``rep_pixel`` (M,) flat index in the
+    mask's image, from acquisition) and, given ``current`` (M,) labels, (B,) float share of each mask's
+    pixels whose ground truth is its current label (:func:`a2lc_cli.annotator.correct_share`), else None.
+    One read of the ground truth (and segments) per image that holds queried masks."""
+    if rep_pixel is None:
+        raise ValueError("pixel-level answers need the representative pixels of the acquisition")
+    ids = np.asarray(ids, np.int64)
+    rep_gt = np.zeros(ids.shape, np.uint8)
+    share = None if current is None else np.zeros(ids.shape, np.float64)
+    images = ds.mask_image[ids]
+    for i in np.unique(images):
+        sel = np.flatnonzero(images == i)
+        gt = ds.gt(int(i)).ravel()
+        rep_gt[sel] = gt[np.asarray(rep_pixel)[ids[sel]]]
+        if share is not None:
+            span = ds.masks_of(int(i))
+            seg = ds.segment(int(i)).ravel()
+            local = np.where(seg >= 0, seg - span.start, -1)
+            share[sel] = correct_share(local, gt, np.asarray(current)[span])[ids[sel] - span.start]
+    return rep_gt, share
 
 
 def answered_by(answers: Answers) -> dict[str, int]:

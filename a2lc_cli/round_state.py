@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from .dataset_file import Dataset, check_labels
 from . import integrity
 from .errors import A2LCError
 from .state import read_corrections, read_query
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
 # provenance codes of a mask's current label
 PSEUDO, HUMAN, LCM = 0, 1, 2
@@ -77,25 +80,31 @@ def paint_labels(ds: Dataset, i: int, state: MaskState) -> np.ndarray:
     return lab
 
 
-def mask_state(ws: Any, ds: Dataset, r: int, *, include_lcm_of_last: bool = True) -> MaskState:
+def mask_state(ws: Workspace, ds: Dataset, r: int, *, include_lcm_of_last: bool = True) -> MaskState:
     """The per-mask labels after round ``r``: pseudo-labels, then each round's answers and LCM corrections.
 
-    ws: where the rounds' artifacts are: a :class:`~a2lc_cli.workspace.Workspace` (anything with
-    ``path(stage, round)``), or a workspace folder.
-    Rounds are applied in order 1..r; a round without ``query.h5`` ends the chain
-    (its later rounds cannot have been computed from it). An ``lcm.h5`` whose
-    recorded query uid is not the current ``query.h5`` is stale and skipped.
+    ws: the :class:`~a2lc_cli.workspace.Workspace` holding the rounds' artifacts (TypeError for
+    anything else; :func:`a2lc_cli.state.mask_state` still accepts a folder for older callers).
+    Rounds are applied in order 1..r; a round without a current ``query.h5`` ends the chain
+    (its later rounds cannot have been computed from it). An artifact is folded in only while
+    it is current by the registry's one staleness check (:func:`a2lc_cli.stages.is_current`,
+    the check ``a2lc status`` shows): a ``query.h5`` whose acquisition or dataset changed ends
+    the chain; an ``lcm.h5`` whose query, acquisition or LCM model (``lcm-train`` rerun)
+    changed is skipped until ``a2lc lcm-correct`` makes it again.
     """
-    if isinstance(ws, (str, Path)):  # a workspace folder (callers from before the Workspace was passed)
-        from .workspace import Workspace
+    from .stages import LCM_CORRECT, QUERY, is_current
+    from .workspace import Workspace
 
-        ws = Workspace(ws)
+    if not isinstance(ws, Workspace):
+        raise TypeError(f"mask_state takes a Workspace, not {type(ws).__name__}")
     st = initial_state(ds)
     for k in range(1, r + 1):
         qp = ws.path("query", k)
         if not qp.exists():
             break
         q = read_query(qp)
+        if not is_current(ws, QUERY, k, q.attrs.get("inputs")):
+            break
         _check_ids(q.selected, ds, qp)
         st.queried[q.selected] = True
         ids, labels = q.answers.effective()
@@ -110,7 +119,7 @@ def mask_state(ws: Any, ds: Dataset, r: int, *, include_lcm_of_last: bool = True
         if not lp.exists() or (k == r and not include_lcm_of_last):
             continue
         c = read_corrections(lp)
-        if c.attrs.get("inputs", {}).get("query") != q.attrs.get("uid"):
+        if not is_current(ws, LCM_CORRECT, k, c.attrs.get("inputs")):
             continue
         _check_ids(c.mask, ds, lp)
         check_labels(c.label, ds.num_classes, lp, "corrected/label")

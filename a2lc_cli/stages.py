@@ -108,10 +108,10 @@ ACQUIRE = Stage("acquire", "acquire.h5", "acquire", "a2lc acquire --r {r}", ".ac
 QUERY = Stage("query", "query.h5", "query", "a2lc query --r {r}", ".query:run_stage", inputs=(
     Input("acquire", "acquire"), Input("dataset", "pseudolabel"),
 ), waiting=".query:answers_incomplete")
-LCM_TRAIN = Stage("lcm-train", "lcm.pt", "lcm", "a2lc lcm-train --r {r}", ".lcm:run_lcm_train", inputs=(
+LCM_TRAIN = Stage("lcm-train", "lcm.pt", "lcm", "a2lc lcm-train --r {r}", ".lcm_stage:run_lcm_train", inputs=(
     Input("query", "query"), Input("acquire", "acquire"),
 ), enabled=_lcm_enabled)
-LCM_CORRECT = Stage("lcm-correct", "lcm.h5", "lcm", "a2lc lcm-correct --r {r}", ".lcm:run_lcm_correct", inputs=(
+LCM_CORRECT = Stage("lcm-correct", "lcm.h5", "lcm", "a2lc lcm-correct --r {r}", ".lcm_stage:run_lcm_correct", inputs=(
     Input("query", "query"), Input("acquire", "acquire"), Input("lcm_model", "lcm-train"),
 ), enabled=_lcm_enabled)
 TRAIN = Stage("train", "model.pt", "model", "a2lc train --r {r}", ".training:train_round", inputs=(

@@ -262,5 +262,16 @@ from .dataset_file import (  # noqa: E402,F401
     IN_MEMORY_LIMIT, PIXEL_CHUNK, Dataset, DatasetWriter, ImageProposal, check_labels, open_dataset,
 )
 from .round_state import (  # noqa: E402,F401
-    HUMAN, LCM, PROVENANCE, PSEUDO, MaskState, _check_ids, initial_state, mask_state, paint_labels,
+    HUMAN, LCM, PROVENANCE, PSEUDO, MaskState, _check_ids, initial_state, paint_labels,
 )
+from .round_state import mask_state as _mask_state  # noqa: E402
+
+
+def mask_state(ws: Any, ds: Dataset, r: int, *, include_lcm_of_last: bool = True) -> MaskState:
+    """:func:`a2lc_cli.round_state.mask_state`, also accepting a workspace folder for older callers
+    (lcm_calibrated.py, bench scripts); new code passes a Workspace to the round_state function."""
+    if isinstance(ws, (str, Path)):
+        from .workspace import Workspace
+
+        ws = Workspace(ws)
+    return _mask_state(ws, ds, r, include_lcm_of_last=include_lcm_of_last)

@@ -44,7 +44,8 @@ from .errors import A2LCError
 from .fingerprint import TrainImages
 from .metrics import confusion_matrix, iou_from_confusion, result_json
 from .models import IMAGENET_MEAN, build_model, model_spec, to_input
-from .state import Dataset, mask_state, paint_labels
+from .round_state import mask_state
+from .state import Dataset, paint_labels
 from .stages import inputs_match
 from .store import load_torch, save_torch, torch_stamp
 from .threads import cpu_threads

@@ -11,6 +11,7 @@ import torch
 
 from a2lc_cli.acquisition import adaptive_class_weights
 from a2lc_cli.annotator import answer_with_ground_truth, correct_share
+from a2lc_cli.query import pixel_ground_truth
 from a2lc_cli.config import Config, parse_config
 from a2lc_cli.data.base import VOID
 from a2lc_cli.data.synthetic import ROLE_DECOY, ROLE_PART, SyntheticSource
@@ -258,10 +259,24 @@ def test_alc_annotator_relabels_only_masks_at_most_half_right(tmp_path):
     rep = np.array([5, 2, 4])
     with Dataset(ws.dataset_path) as ds:
         ids = np.array([0, 1, 2])
-        half = answer_with_ground_truth(ds, ids, unit="pixel", rep_pixel=rep, current=current, relabel="at-most-half")
-        always = answer_with_ground_truth(ds, ids, unit="pixel", rep_pixel=rep, current=current, relabel="always")
-        with pytest.raises(ValueError):
-            answer_with_ground_truth(ds, ids, unit="pixel", rep_pixel=rep, relabel="at-most-half")
+        rep_gt, share = pixel_ground_truth(ds, ids, rep, current)  # the stage reads the dataset
+    np.testing.assert_array_equal(rep_gt, [2, 2, 2])
+    np.testing.assert_allclose(share, [0.75, 0.25, 0.5])
+    half = answer_with_ground_truth(ids, unit="pixel", rep_gt=rep_gt, share=share, current=current, relabel="at-most-half")
+    always = answer_with_ground_truth(ids, unit="pixel", rep_gt=rep_gt, relabel="always")
+    with pytest.raises(ValueError):
+        answer_with_ground_truth(ids, unit="pixel", rep_gt=rep_gt, relabel="at-most-half")  # no current labels
     # mask 0 is 75% right: kept; mask 1 is 25% right, mask 2 exactly 50%: relabelled from the pixel
     np.testing.assert_array_equal(half, [1, 2, 2])
     np.testing.assert_array_equal(always, [2, 2, 2])
+
+
+def test_the_annotator_rules_take_arrays_by_hand():
+    """annotator.py reads no files: the answers from arrays alone."""
+    gt_label = np.array([3, VOID, 1, 0], np.uint8)
+    np.testing.assert_array_equal(answer_with_ground_truth(np.array([2, 1]), unit="mask", gt_label=gt_label), [1, VOID])
+    ids = np.array([0, 3])
+    current = np.array([5, 6, 7, 8], np.uint8)
+    got = answer_with_ground_truth(ids, unit="pixel", rep_gt=np.array([4, 4]), share=np.array([0.51, 0.5]),
+                                   current=current, relabel="at-most-half")
+    np.testing.assert_array_equal(got, [5, 4])  # more than half right keeps its label; exactly half is relabelled

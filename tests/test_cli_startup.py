@@ -29,7 +29,7 @@ def _probe(*argv: str) -> dict:
 
 
 def test_help_does_not_import_torch():
-    for argv in (["--help"], ["acquire", "--help"], ["round", "--help"]):
+    for argv in (["--help"], ["acquire", "--help"], ["round", "--help"], ["train", "--help"]):  # --model's choices too
         res = _probe(*argv)
         assert res == {"rc": 0, "torch": False}, argv
 

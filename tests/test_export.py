@@ -13,6 +13,7 @@ from a2lc_cli.annotator import new_answers
 from a2lc_cli.config import Config
 from a2lc_cli.data import open_source
 from a2lc_cli.state import Dataset, Query, mask_state, paint_labels, write_query
+from a2lc_cli.stages import QUERY, current_inputs
 from a2lc_cli.workspace import Workspace
 from fixtures import cityscapes_labels, voc_labels, write_cityscapes, write_pseudolabels, write_voc
 
@@ -21,7 +22,7 @@ def _answer_first_mask(ws: Workspace, label: int) -> int:
     """Round 1 with one human answer: the first mask of image 0 gets ``label``."""
     write_query(ws.artifact(1, "query.h5"), Query(np.array([0]), np.array([1.0], np.float32),
                 new_answers(np.array([0]), np.array([label]), unit="mask", annotator="tester"), {}),
-                inputs={}, meta={})
+                inputs=current_inputs(ws, QUERY, 1), meta={})  # current by the registry's check
     return 0
 
 
@@ -49,7 +50,7 @@ def _roundtrip(tmp_path, cli, kind, root, pseudo_dir, label_dir_name, new_label)
     shutil.copytree(out / label_dir_name, copy / label_dir_name, dirs_exist_ok=True)
     src = _reload(copy, kind)
     with Dataset(ws.dataset_path) as ds:
-        st = mask_state(ws.root, ds, 1)
+        st = mask_state(ws, ds, 1)
         assert ds.names == src.names("train")
         for i in range(ds.n_images):
             np.testing.assert_array_equal(src.label("train", i), paint_labels(ds, i, st))

@@ -103,6 +103,45 @@ def test_stage_by_stage_round_1(tiny_ws, cli, tmp_path):
         assert key in res["metrics"]
 
 
+def test_a_rerun_lcm_train_stops_the_old_corrections_until_status_next_brings_them_back(tiny_ws, cli, tmp_path):
+    """mask_state folds lcm.h5 in only while the registry's staleness check (the one `status` shows) holds."""
+    import shlex
+    import shutil
+
+    from a2lc_cli.round_state import mask_state as ws_mask_state
+    from a2lc_cli.workspace import Workspace
+
+    if not (tiny_ws / "rounds/r001/model.pt").exists():
+        ok(cli, "-q", "-w", tiny_ws, "round", "--r", "1")
+    shutil.copytree(tiny_ws, tmp_path / "ws")  # round 2's test keeps the shared workspace
+    ws = Workspace(tmp_path / "ws")
+    ok(cli, "-q", "-w", ws.root, "config", "set", "lcm.tau=[0.05, 0.05]")  # low enough that ψ_1 relabels masks
+    ok(cli, "-q", "-w", ws.root, "lcm-correct", "--r", "1")
+    old = read_corrections(ws.path("lcm-correct", 1))
+    assert len(old.mask) > 0
+    with Dataset(ws.dataset_path) as ds:
+        assert (ws_mask_state(ws, ds, 1).source[old.mask] == LCM).all()
+        label0 = ds.mask_label0.copy()
+
+        ok(cli, "-q", "-w", ws.root, "lcm-train", "--r", "1")  # ψ_1 again: lcm.h5 is now stale
+        status = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+        assert status["rounds"][1]["stages"]["lcm-correct"] == "stale"
+        st = ws_mask_state(ws, ds, 1)
+        assert (st.source != LCM).all() and (1, "lcm") not in st.rounds_applied
+        np.testing.assert_array_equal(st.label[old.mask], label0[old.mask])  # never queried: pseudo-labels again
+        with pytest.raises(TypeError):
+            ws_mask_state(ws.root, ds, 1)  # a Workspace only
+
+        assert status["next"].startswith("a2lc ")
+        ok(cli, "-q", "-w", ws.root, *shlex.split(status["next"])[1:])  # status's suggestion makes it current
+        status = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+        assert status["rounds"][1]["stages"]["lcm-correct"] == "done"
+        new = read_corrections(ws.path("lcm-correct", 1))
+        st = ws_mask_state(ws, ds, 1)
+    assert (1, "lcm") in st.rounds_applied and (st.source[new.mask] == LCM).all()
+    np.testing.assert_array_equal(st.label[new.mask], new.label)
+
+
 def test_round_2_with_the_round_command(tiny_ws, cli):
     ws = tiny_ws
     if not (ws / "rounds/r001/model.pt").exists():

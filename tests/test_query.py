@@ -187,7 +187,7 @@ def test_next_round_excludes_queried_masks(ws, cli):
     assert code != 0 and "3 masks left" in err
     assert cli("-w", ws.root, "query", "--r", "2", "--budget", "all")[0] == 0
     with Dataset(ws.dataset_path) as ds:
-        st = mask_state(ws.root, ds, 2)
+        st = mask_state(ws, ds, 2)
     assert st.queried.all() and (st.source == 1).all()
 
 

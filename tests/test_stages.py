@@ -100,6 +100,19 @@ def test_workspace_paths_by_stage_and_latest_round(ws_with_fakes):
     assert ws.latest_round("query") is None
 
 
+def test_query_takes_its_image_source_as_an_argument_for_the_bundle(ws_with_fakes, tmp_path):
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    cfg.method.annotator = "human"
+    run_acquire(ws, cfg, 1, device="cpu", model=model, source=source)
+    res = run_query(ws, cfg, 1, export_dir=tmp_path / "bundle", source=source)  # no monkeypatching
+    q = read_query(ws.path(QUERY, 1))
+    assert res["selected"] == 2 and len(q.answers.mask) == 0  # people answer later
+    assert len(list((tmp_path / "bundle" / "masks").glob("*_crop.png"))) == 2
+    assert (tmp_path / "bundle" / "answers.csv").read_text().count("\n") == 3  # header + 2 masks
+
+
 def test_a_wrong_choice_is_one_line_naming_the_choices(ws_with_fakes, cli):
     ws, _, _ = ws_with_fakes
     code, _, err = cli("-w", ws.root, "query", "--r", "1", "--unit", "px")
@@ -112,6 +125,31 @@ def test_a_wrong_choice_of_an_option_with_two_names_names_the_long_one(ws_with_f
     code, _, err = cli("-w", ws.root, "evaluate", "-m", "nope")
     assert code == 2
     assert err.strip().startswith("error: unknown --metric 'nope' (choose from data-miou, model-miou, lcm-accuracy")
+
+
+@pytest.mark.parametrize("args, want", [
+    (("init", "--source", "nope"), "unknown --source 'nope' (choose from synthetic, cityscapes, voc, folder)"),
+    (("init", "--preset", "nope"), "unknown --preset 'nope' (choose from city, voc)"),
+    (("init", "--labeler", "nope"), "unknown --labeler 'nope' (choose from simulate, import, grounded-sam)"),
+    (("init", "--method", "nope"), "unknown --method 'nope' (choose from a2lc, alc, a2lc+)"),
+    (("pseudolabel", "--labeler", "nope"), "unknown --labeler 'nope' (choose from simulate, import, grounded-sam)"),
+    (("pseudolabel", "--precision", "fp16"), "unknown --precision 'fp16' (choose from auto, bf16, fp32)"),
+    (("train", "--model", "resnet9"), "unknown --model 'resnet9' (choose from " + ", ".join(__import__(
+        "a2lc_cli.model_variants", fromlist=["MODELS"]).MODELS) + ")"),
+])
+def test_every_option_with_choices_words_a_wrong_value_alike(tmp_path, cli, args, want):
+    code, _, err = cli("-w", tmp_path / "ws", *args)
+    assert code == 2
+    assert err.strip() == f"error: {want} (see `a2lc {args[0]} --help`)"
+    assert not (tmp_path / "ws").exists()  # refused before anything is written
+
+
+def test_evaluate_checks_its_round_like_the_stage_commands(ws_with_fakes, cli):
+    ws, _, _ = ws_with_fakes  # θ_0 exists, round 1 has not started: the hint of `a2lc query --r 1`
+    code, _, err = cli("-w", ws.root, "evaluate", "--r", "1")
+    assert code == 2 and err.strip() == "error: round 1 has no acquire.h5 yet; run `a2lc acquire --r 1` first"
+    code, _, err = cli("-w", ws.root, "evaluate", "--r", "2")  # no θ_1: the words of `a2lc round`
+    assert code == 2 and "round 2 needs round 1 first" in err
 
 
 # --------------------------------------------------------------------------- docs/developing.md's worked example

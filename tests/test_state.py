@@ -25,6 +25,7 @@ from a2lc_cli.state import (
     write_query,
 )
 from a2lc_cli.annotator import new_answers
+from a2lc_cli.stages import QUERY, current_inputs
 from a2lc_cli.workspace import Workspace
 
 CLASSES = ClassInfo(("a", "b", "c"), default_palette(3), 255)
@@ -138,24 +139,29 @@ def test_round_state_composes_answers_then_lcm_and_paints(tmp_path):
         # round 1: mask 0 answered 1 (human)
         write_query(ws.artifact(1, "query.h5"), Query(np.array([0]), np.array([1.0], np.float32),
                     new_answers(np.array([0]), np.array([1]), unit="mask", annotator="x"), {}),
-                    inputs={}, meta={})
+                    inputs=current_inputs(ws, QUERY, 1), meta={})  # current: mask_state folds it in
         q1 = read_query(ws.artifact(1, "query.h5"))
         # round 1 LCM: mask 1 → 0
         with write_artifact(ws.artifact(1, "lcm.h5"), "lcm", inputs={"query": q1.attrs["uid"]}) as f:
             g = f.create_group("corrected")
             g["mask"], g["label"], g["previous"], g["confidence"] = [1], np.array([0], np.uint8), np.array([1], np.uint8), [0.995]
-        st = mask_state(ws.root, ds, 1)
+        st = mask_state(ws, ds, 1)
         assert st.label.tolist() == [1, 0, 2] and st.source.tolist() == [1, 2, 0]
         assert st.queried.tolist() == [True, False, False]
         assert st.rounds_applied == [(1, "query"), (1, "lcm")]
         np.testing.assert_array_equal(paint_labels(ds, 0, st), [[1, 0], [2, 255]])
-        assert mask_state(ws.root, ds, 1, include_lcm_of_last=False).label.tolist() == [1, 1, 2]
+        assert mask_state(ws, ds, 1, include_lcm_of_last=False).label.tolist() == [1, 1, 2]
         np.testing.assert_array_equal(paint_labels(ds, 0, initial_state(ds)), [[0, 1], [2, 255]])
         # a later query of round 1 makes its old lcm.h5 stale: it is no longer applied
         write_query(ws.artifact(1, "query.h5"), Query(np.array([0]), np.array([1.0], np.float32),
-                    new_answers(np.array([0]), np.array([2]), unit="mask", annotator="x"), {}), inputs={}, meta={})
-        st = mask_state(ws.root, ds, 1)
+                    new_answers(np.array([0]), np.array([2]), unit="mask", annotator="x"), {}),
+                    inputs=current_inputs(ws, QUERY, 1), meta={})
+        st = mask_state(ws, ds, 1)
         assert st.label.tolist() == [2, 1, 2] and st.rounds_applied == [(1, "query")]
+        # a query.h5 the registry calls stale (it records no dataset: `status` says stale) ends the chain
+        write_query(ws.artifact(1, "query.h5"), Query(np.array([0]), np.array([1.0], np.float32),
+                    new_answers(np.array([0]), np.array([2]), unit="mask", annotator="x"), {}), inputs={}, meta={})
+        assert mask_state(ws, ds, 1).rounds_applied == []
 
 
 def test_answer_log_checksum_detects_damage(tmp_path):

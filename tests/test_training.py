@@ -238,7 +238,7 @@ def test_cli_train_errors_are_one_line(tmp_path, cli):
     code, out, err = cli("-w", tmp_path / "empty", "train", "--r", "0")
     assert code == 2 and "is an empty folder" in err and "pseudolabel`" in err and "Traceback" not in err
     code, _, err = cli("-w", tmp_path / "empty", "train", "--model", "resnet9")
-    assert code == 2 and "unknown model 'resnet9'" in err
+    assert code == 2 and "unknown --model 'resnet9' (choose from tiny, " in err
 
 
 def test_streaming_path_with_workers_trains_the_same_model(tmp_path, monkeypatch):

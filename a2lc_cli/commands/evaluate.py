@@ -8,8 +8,7 @@ import typer
 
 from .. import ui
 from ..evaluate import METRICS, run_metric
-from ..errors import A2LCError
-from ._common import JSON, choices, round_option, chosen, workspace
+from ._common import JSON, choices, chosen, round_option, stage_round, workspace
 
 Unlabeled = choices("Unlabeled", ("ignore", "error"))
 Metric = choices("Metric", METRICS)
@@ -28,10 +27,10 @@ def evaluate(
 ) -> None:
     """Score a round: its labels (data-miou), its model (model-miou), or its automatic corrections (lcm-accuracy)."""
     ws = workspace(ctx)
-    if r is not None and r >= 1 and not ws.path("query", r).exists() and not ws.path("train", r - 1).exists():
-        from ..rounds import round_order_hint
+    if r is not None:  # the one round check of the stage commands: round r's labels need its query (and θ_{r-1})
+        from ..stages import QUERY
 
-        raise A2LCError(round_order_hint(ws, r))  # the same words as `a2lc round`: a hint that works
+        ws, _, r = stage_round(ctx, r, QUERY, cfg=ws.config())
     res = run_metric(ws, chosen(metric), r, unlabeled=chosen(unlabeled))
     if json_out:
         ui.print_json(res)

@@ -28,7 +28,7 @@ def lcm_train(
     json_out: bool = JSON,
 ) -> None:
     """Train ψ_r on this round's answered masks (paper Eq. 1–2)."""
-    from ..lcm import run_lcm_train
+    from ..lcm_stage import run_lcm_train
     from ..stages import LCM_TRAIN
 
     ws, cfg, r = stage_round(ctx, r, LCM_TRAIN)
@@ -52,7 +52,7 @@ def lcm_correct(
     json_out: bool = JSON,
 ) -> None:
     """Relabel never-queried masks that ψ_r predicts confidently (paper Eq. 3–6)."""
-    from ..lcm import run_lcm_correct
+    from ..lcm_stage import run_lcm_correct
     from ..stages import LCM_CORRECT
 
     ws, cfg, r = stage_round(ctx, r, LCM_CORRECT)

@@ -9,11 +9,14 @@ from typing import Optional
 import typer
 
 from .. import ui
-from ..config import Config, parse_config, set_option
+from ..config import Config, GroundedSamConfig, parse_config, set_option
 from ..errors import A2LCError
 from ..labelers import LABELERS
 from ..pseudolabel import dist_env, run_pseudolabel
-from ._common import JSON, workspace
+from ._common import JSON, choices, chosen, workspace
+
+LabelerName = choices("LabelerName", LABELERS)
+Precision = choices("Precision", GroundedSamConfig.model_fields["precision"].annotation)
 
 _GS = "Grounded SAM"
 
@@ -24,7 +27,7 @@ def register(app: typer.Typer) -> None:
 
 def pseudolabel(
     ctx: typer.Context,
-    labeler: Optional[str] = typer.Option(None, "--labeler", help="simulate | import | grounded-sam (default: by source)."),
+    labeler: Optional[LabelerName] = typer.Option(None, "--labeler", help="Who makes the pseudo-labels (default: by source)."),
     import_dir: Optional[Path] = typer.Option(None, "--import-dir", help="import: folder of pseudo-label PNGs (<stem>.png)."),
     mask_dir: Optional[Path] = typer.Option(None, "--mask-dir", help="import: folder of mask-id PNGs (<stem>.png, 16-bit)."),
     sam_checkpoint: Optional[Path] = typer.Option(None, "--sam-checkpoint", help="SAM weights, e.g. sam_vit_h_4b8939.pth.", rich_help_panel=_GS),
@@ -41,7 +44,7 @@ def pseudolabel(
     max_boxes: Optional[int] = typer.Option(None, "--max-boxes", min=1, help="Keep at most this many top-scoring boxes per image (default 300).", rich_help_panel=_GS),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass (default 4).", rich_help_panel=_GS),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (auto: the rank's GPU, else CPU).", rich_help_panel=_GS),
-    precision: Optional[str] = typer.Option(None, "--precision", help="auto | bf16 | fp32 (auto: bf16 on CUDA).", rich_help_panel=_GS),
+    precision: Optional[Precision] = typer.Option(None, "--precision", help="auto: bf16 on CUDA.", rich_help_panel=_GS),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted run."),
     checkpoint_every: int = typer.Option(16, "--checkpoint-every", min=1, help="Images between checkpoints of the partial file (an interrupted run resumes from the last one)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even though later rounds exist (they become invalid)."),
@@ -55,8 +58,7 @@ def pseudolabel(
     rank, _ = dist_env()
     if rank > 0:
         ui.set_quiet(True)
-    if labeler is not None and labeler not in LABELERS:
-        raise A2LCError(f"unknown labeler {labeler!r} (choose from {', '.join(LABELERS)})")
+    labeler, precision = chosen(labeler), chosen(precision)
     ws = workspace(ctx, must_exist=False)
     cfg = ws.ensure_config()
     if labeler is not None:

@@ -12,7 +12,15 @@ from .. import ui
 from ..config import Config, describe_method, dump_config, set_option
 from ..errors import A2LCError
 from ..status import workspace_status
-from ._common import JSON, workspace
+from ..config import PRESETS, Preset
+from ..data import SOURCES
+from ..labelers import LABELERS
+from ._common import JSON, choices, chosen, workspace
+
+Source = choices("Source", SOURCES)  # the registries' names: --help lists them, a wrong one is one line
+BenchmarkPreset = choices("BenchmarkPreset", Preset)
+LabelerName = choices("LabelerName", LABELERS)
+Method = choices("Method", PRESETS)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,17 +34,17 @@ def register(app: typer.Typer) -> None:
 
 def init(
     ctx: typer.Context,
-    source: str = typer.Option("synthetic", "--source", help="synthetic | cityscapes | voc | folder"),
+    source: Source = typer.Option("synthetic", "--source", help="Where the images come from."),
     root: Optional[Path] = typer.Option(None, "--root", help="Dataset root (real sources)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in benchmark preset: city (default) | voc."),
+    preset: Optional[BenchmarkPreset] = typer.Option(None, "--preset", help="Built-in benchmark preset (default: city)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the benchmark generator and of training."),
     n_train: Optional[int] = typer.Option(None, "--n-train", help="Synthetic: train images."),
     n_val: Optional[int] = typer.Option(None, "--n-val", help="Synthetic: validation images."),
     height: Optional[int] = typer.Option(None, "--height", help="Synthetic: image height."),
     width: Optional[int] = typer.Option(None, "--width", help="Synthetic: image width."),
     classes_file: Optional[Path] = typer.Option(None, "--classes-file", help="Folder source: class names, one per line."),
-    labeler: Optional[str] = typer.Option(None, "--labeler", help="simulate | import | grounded-sam."),
-    method: str = typer.Option("a2lc", "--method", help="Method preset: a2lc | alc | a2lc+ (A²LC with the calibrated LCM selection)."),
+    labeler: Optional[LabelerName] = typer.Option(None, "--labeler", help="Who makes the round-0 pseudo-labels."),
+    method: Method = typer.Option("a2lc", "--method", help="Method preset (a2lc+: A²LC with the calibrated LCM selection)."),
     budget: Optional[int] = typer.Option(None, "--budget", help="Masks queried per round (default: a share of all masks)."),
     rounds: int = typer.Option(5, "--rounds", help="Rounds of correction."),
     set_: list[str] = typer.Option([], "--set", help="Any config key: --set lcm.alpha=0.3 (repeatable)."),
@@ -45,7 +53,7 @@ def init(
 ) -> None:
     """Create a workspace config (every other command uses the defaults when there is none)."""
     ws = workspace(ctx, must_exist=False)
-    _check_choices(source=source, preset=preset, method=method, labeler=labeler)
+    source, preset, labeler, method = chosen(source), chosen(preset), chosen(labeler), chosen(method)
     if preset is not None and source != "synthetic":
         raise A2LCError(f"--preset chooses the built-in benchmark; it does not go with --source {source}")
     if ws.config_path.exists() and not force:
@@ -103,20 +111,6 @@ def init(
 def _abs(path: Optional[Path]) -> Optional[str]:
     """Paths are stored absolute so the workspace config works from any directory."""
     return str(path.expanduser().absolute()) if path is not None else None
-
-
-def _check_choices(**values: Optional[str]) -> None:
-    """Registry-backed options: an unknown value is a one-line error naming it and the choices."""
-    from typing import get_args
-
-    from ..config import PRESETS, Preset
-    from ..data import SOURCES
-    from ..labelers import LABELERS
-
-    choices = {"source": SOURCES, "preset": get_args(Preset), "method": PRESETS, "labeler": LABELERS}
-    for option, value in values.items():
-        if value is not None and value not in choices[option]:
-            raise A2LCError(f"unknown {option} {value!r} (choose from {', '.join(choices[option])})")
 
 
 def _damage(st: dict) -> Optional[str]:

@@ -9,7 +9,10 @@ import typer
 
 from .. import ui
 from ..config import set_option
-from ._common import JSON, round_option, stage_round, workspace
+from ..model_variants import MODELS
+from ._common import JSON, choices, chosen, round_option, stage_round, workspace
+
+ModelName = choices("ModelName", MODELS)  # the registry of variants (a2lc_cli.model_variants)
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +22,7 @@ def register(app: typer.Typer) -> None:
 def train(
     ctx: typer.Context,
     r: int = round_option("Round whose labels to train on (0 = pseudo-labels).", default=0),
-    model: Optional[str] = typer.Option(None, "--model", help="tiny | deeplabv3plus_r50 | deeplabv3plus_r101 | mobilenet."),
+    model: Optional[ModelName] = typer.Option(None, "--model", help="Model variant (default: the config's)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Training iterations."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Global batch (split over processes)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Base learning rate."),
@@ -35,16 +38,15 @@ def train(
     from ..stages import TRAIN
     from ..training import init_distributed, main_rank_lock, shutdown_distributed, train_round
 
-    from ..models import model_spec
-
-    if model is not None:
-        model_spec(model)  # the command's own options first: an unknown --model is named before the workspace
+    model = chosen(model)  # an Enum: a wrong --model is refused by Typer before the workspace is read
     ws = workspace(ctx)
     cfg = ws.config()
     for key, value in (("model", model), ("iterations", iterations), ("batch_size", batch_size), ("lr", lr),
                        ("crop", crop), ("pretrained", pretrained), ("checkpoint_every", checkpoint_every)):
         if value is not None:
             cfg = set_option(cfg, f"train.{key}", json.dumps(value))
+    from ..model_variants import model_spec
+
     model_spec(cfg.train.model)  # the config's model (an edited config.json)
     ws, cfg, r = stage_round(ctx, r, TRAIN, cfg=cfg)
     model_path = ws.path(TRAIN, r)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..annotator import render_mask
+from ..answers_io import render_mask
 from ..state import Dataset
 
 HIGHLIGHT = np.array([255, 0, 255], np.float32)  # magenta, as in the bundles' outlines

@@ -33,7 +33,8 @@ import numpy as np
 
 from ..annotator import MIXED, NOTE_SEP, merge_answers, new_answers, parse_mask_id, split_annotator, validate_answer
 from ..errors import A2LCError, os_error
-from ..state import Dataset, Query, mask_state, read_query, write_query
+from ..round_state import mask_state
+from ..state import Dataset, Query, read_query, write_query
 from ..workspace import Workspace
 
 DEFAULT_LEASE_S = 120.0
