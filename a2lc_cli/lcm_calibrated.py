@@ -24,8 +24,10 @@ from .errors import A2LCError
 from .lcm_calibration import SOURCE_NAMES, ClassThresholds, calibrate_thresholds, precision_summary, select_calibrated
 from .lcm_crossfit import train_crossfit
 from .lcm_shift import overlap_weights, shift_covariates
-from .state import Dataset, artifact_uid, mask_state, read_query, write_corrections
-from .workspace import Workspace, atomic_path
+from .state import Dataset, mask_state, read_query, write_corrections
+from .stages import LCM_TRAIN, current_inputs
+from .store import save_torch, torch_stamp
+from .workspace import Workspace
 
 CALIBRATION_KEYS = ("mask", "answer", "previous", "pred", "log_confidence", "fold", "model_pred", "prob")
 
@@ -102,15 +104,14 @@ def run_lcm_train_calibrated(ws: Workspace, cfg: Config, r: int, *, seed: int | 
                    "log_confidence": cf.log_confidence, "fold": cf.fold, "model_pred": model_pred,
                    "prob": np.asarray(prob, np.float32), "round": rounds}
     ckpt = {
-        "kind": "lcm", "selection": "calibrated", "state_dict": cf.model.state_dict(), "in_dim": int(feats.shape[1]),
+        **torch_stamp("lcm", current_inputs(ws, LCM_TRAIN, r)), "selection": "calibrated", "state_dict": cf.model.state_dict(), "in_dim": int(feats.shape[1]),
         "num_classes": len(class_names), "hidden": list(lc.hidden), "answer_counts": counts.tolist(),
         "class_names": class_names, "log": cf.log, "options": lc.model_dump(mode="json"), "round": r,
-        "seconds": seconds, "inputs": {"query": artifact_uid(qpath), "acquire": artifact_uid(apath)},
+        "seconds": seconds,
         "calibration": {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in calibration.items()},
     }
     out = ws.artifact(r, "lcm.pt")
-    with atomic_path(out) as tmp:
-        torch.save(ckpt, tmp)
+    save_torch(ckpt, out)  # the shared torch header and atomic writer (store.py)
     return {"round": r, "selection": "calibrated", "samples": cf.log["samples"], "steps": cf.log["steps"],
             "folds": cf.log["folds"], "final_loss": cf.log["loss"][-1], "train_accuracy": cf.log["train_accuracy"],
             "out_of_fold_accuracy": cf.log["out_of_fold_accuracy"], "seconds": round(seconds, 2), "path": str(out)}

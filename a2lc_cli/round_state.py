@@ -13,10 +13,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .dataset_file import Dataset, check_labels
 from . import integrity
-from .errors import A2LCError
-from .state import read_corrections, read_query
+from .dataset_file import Dataset, check_labels
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -92,6 +90,7 @@ def mask_state(ws: Workspace, ds: Dataset, r: int, *, include_lcm_of_last: bool 
     the chain; an ``lcm.h5`` whose query, acquisition or LCM model (``lcm-train`` rerun)
     changed is skipped until ``a2lc lcm-correct`` makes it again.
     """
+    from . import state  # read_query, read_corrections (state.py imports this module: not at the top)
     from .stages import LCM_CORRECT, QUERY, is_current
     from .workspace import Workspace
 
@@ -102,7 +101,7 @@ def mask_state(ws: Workspace, ds: Dataset, r: int, *, include_lcm_of_last: bool 
         qp = ws.path("query", k)
         if not qp.exists():
             break
-        q = read_query(qp)
+        q = state.read_query(qp)
         if not is_current(ws, QUERY, k, q.attrs.get("inputs")):
             break
         _check_ids(q.selected, ds, qp)
@@ -118,7 +117,7 @@ def mask_state(ws: Workspace, ds: Dataset, r: int, *, include_lcm_of_last: bool 
         lp = ws.path("lcm-correct", k)
         if not lp.exists() or (k == r and not include_lcm_of_last):
             continue
-        c = read_corrections(lp)
+        c = state.read_corrections(lp)
         if not is_current(ws, LCM_CORRECT, k, c.attrs.get("inputs")):
             continue
         _check_ids(c.mask, ds, lp)
