@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .csvio import unescape_cell, write_rows
 from .data.base import VOID, ClassInfo
 from .errors import A2LCError
 from .textio import loads_json, read_text, unsafe_char
@@ -288,7 +289,7 @@ def _read_rows(path: Path) -> list[tuple[str, Any]]:
     try:
         if reader.fieldnames is None or "mask_id" not in reader.fieldnames or "answer" not in reader.fieldnames:
             raise A2LCError(f"{path}: CSV needs the columns mask_id and answer (found {reader.fieldnames})")
-        return [(f"row {reader.line_num}", row) for row in reader]
+        return [(f"row {reader.line_num}", {k: unescape_cell(v) for k, v in row.items()}) for row in reader]
     except csv.Error as e:
         raise A2LCError(f"{path}: not a valid CSV file (line {reader.line_num}: {e})") from None
 
@@ -357,11 +358,8 @@ def export_bundle(
                 "answer": None if ans is None else classes.name(ans), "annotator": "", "seconds": "",
             }
     with open(out_dir / "answers.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(ANSWER_COLUMNS)
-        for e in entries:
-            w.writerow([e["rank"], e["mask_id"], e["image"], e["current_label"], " | ".join(e["candidates"]),
-                        e["answer"] or "", "", ""])
+        write_rows(f, ANSWER_COLUMNS, ([e["rank"], e["mask_id"], e["image"], e["current_label"],
+                                        " | ".join(e["candidates"]), e["answer"] or "", "", ""] for e in entries))
     (out_dir / "answers.json").write_text(json.dumps(
         {"round": r, "classes": list(classes.names) + ["void"], "masks": entries}, indent=1) + "\n")
     (out_dir / "classes.txt").write_text("\n".join(list(classes.names) + ["void"]) + "\n")
