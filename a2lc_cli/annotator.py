@@ -285,13 +285,19 @@ def _read_rows(path: Path) -> list[tuple[str, Any]]:
         if not isinstance(items, list):
             raise A2LCError(f"{path}: expected a list of answers or an object with a 'masks' list")
         return [(f"item {j + 1}", it) for j, it in enumerate(items)]
-    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted fields may hold line breaks
+    # quoted fields may hold line breaks; strict: a quote never closed (or text after a closing quote) is
+    # an error, not a field swallowing the rest of the file
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         if reader.fieldnames is None or "mask_id" not in reader.fieldnames or "answer" not in reader.fieldnames:
             raise A2LCError(f"{path}: CSV needs the columns mask_id and answer (found {reader.fieldnames})")
+        twice = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+        if twice:
+            raise A2LCError(f"{path}: line 1: column {ascii(twice[0])[:60]} appears twice in the header")
         return [(f"row {reader.line_num}", {k: unescape_cell(v) for k, v in row.items()}) for row in reader]
     except csv.Error as e:
-        raise A2LCError(f"{path}: not a valid CSV file (line {reader.line_num}: {e})") from None
+        why = "a quoted field is never closed" if "unexpected end of data" in str(e) else str(e)
+        raise A2LCError(f"{path}: not a valid CSV file (line {reader.line_num + 1}: {why})") from None
 
 
 # --------------------------------------------------------------------------- bundle for people

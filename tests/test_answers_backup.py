@@ -206,3 +206,24 @@ def test_csv_cells_escape_and_unescape():
         assert unescape_cell(escape_cell(text)) == text
     assert escape_cell("-1.5") == "-1.5" and escape_cell(-3) == -3 and escape_cell("=1") == "'=1"
     assert escape_cell("'x") == "''x" and unescape_cell("'x") == "'x"  # a hand-typed leading quote stays
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("dup.csv", "mask_id,answer,answer\n1,c0,c1\n", r"dup.csv: line 1: column 'answer' appears twice in the header"),
+    ("open.csv", 'mask_id,answer\n1,c0\n2,"c1\n3,c2\n', r"open.csv: not a valid CSV file \(line 3: a quoted field is never closed\)"),
+    ("dup.json", '{"masks": [\n {"mask_id": 1, "answer": "c0"},\n {"mask_id": 2,\n  "answer": "c0",\n  "answer": "c1"}]}',
+     r"dup.json: key 'answer' appears twice in one object \(line 5\)"),
+    ("dup2.json", '[{"mask_id": 1, "mask_id": 2, "answer": "c0"}]', r"dup2.json: key 'mask_id' appears twice in one object \(line 1\)"),
+])
+def test_ambiguous_answers_files_are_one_line_errors(tmp_path, name, text, needle):
+    """Issue 15: a duplicated CSV column or JSON key, or a quote never closed, was read silently
+    (the last column/key won; the open quote swallowed the rest of the file)."""
+    from a2lc_cli.annotator import parse_answers_file
+    from a2lc_cli.data.base import ClassInfo, default_palette
+    from a2lc_cli.errors import A2LCError
+
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(A2LCError, match=needle) as e:
+        parse_answers_file(path, ClassInfo(tuple(NAMES), default_palette(3)), np.array([1, 2, 3]))
+    assert "\n" not in str(e.value)
