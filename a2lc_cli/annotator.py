@@ -159,7 +159,12 @@ def parse_answers_file(
     """
     path = Path(path)
     if not path.is_file():
-        raise A2LCError(f"answers file {path} does not exist")
+        from .workspace import entry_problem
+
+        why = "a folder" if path.is_dir() else entry_problem(path)
+        if why is None:
+            raise A2LCError(f"answers file {path} does not exist")
+        raise A2LCError(f"answers file {path} is {why}, not a file")
     rows = _read_rows(path)
     sel = set(np.asarray(selected).tolist())
     errors: list[str] = []

@@ -94,6 +94,8 @@ def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise A2LCError(f"{path} does not exist" + (f"; run `{hint}` first" if hint else ""))
+    if path.is_dir():  # else HDF5's raw "Unable to synchronously open file (file read failed: time = ...)"
+        raise A2LCError(f"{path} is a folder, not an HDF5 file")
     try:
         f = h5py.File(path, "r")
     except OSError as e:

@@ -227,3 +227,21 @@ def test_ambiguous_answers_files_are_one_line_errors(tmp_path, name, text, needl
     with pytest.raises(A2LCError, match=needle) as e:
         parse_answers_file(path, ClassInfo(tuple(NAMES), default_palette(3)), np.array([1, 2, 3]))
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("what, needle", [("fifo", "is a FIFO (named pipe), not a file"), ("folder", "is a folder, not a file"),
+                                          ("device", "is a device, not a file"), ("missing", "does not exist")])
+def test_an_answers_path_that_is_not_a_file_says_what_it_is(tmp_path, what, needle):
+    from a2lc_cli.annotator import parse_answers_file
+    from a2lc_cli.data.base import ClassInfo, default_palette
+    from a2lc_cli.errors import A2LCError
+
+    path = tmp_path / "answers.csv"
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what == "folder":
+        path.mkdir()
+    elif what == "device":
+        os.symlink("/dev/zero", path)
+    with pytest.raises(A2LCError, match=f"answers file {path} {needle}".replace("(", r"\(").replace(")", r"\)")):
+        parse_answers_file(path, ClassInfo(tuple(NAMES), default_palette(3)), np.array([1]))
