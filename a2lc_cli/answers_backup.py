@@ -8,7 +8,6 @@ answers file that ``a2lc query --r R --answers FILE`` imports again.
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import io
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .csvio import write_rows
 from .errors import A2LCError
 from .state import UNITS, Dataset, read_query
 from .workspace import Workspace, write_text_atomic
@@ -70,9 +70,7 @@ def answer_rows(ws: Workspace, *, r: int | None = None, current_only: bool = Fal
 def answers_csv(rows: list[dict[str, Any]]) -> str:
     """The rows as CSV text with the header :data:`COLUMNS`."""
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
+    write_rows(buf, COLUMNS, rows)
     return buf.getvalue()
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .annotator import ANSWER_COLUMNS, candidate_classes, parse_answer_rows
+from .csvio import unescape_cell, write_rows
 from .data.base import ClassInfo
 from .dataset_file import Dataset
 from .errors import A2LCError
@@ -32,7 +33,12 @@ def parse_answers_file(
     (:func:`a2lc_cli.annotator.parse_answer_rows`; its errors name the file). Raises A2LCError."""
     path = Path(path)
     if not path.is_file():
-        raise A2LCError(f"answers file {path} does not exist")
+        from .workspace import entry_problem
+
+        why = "a folder" if path.is_dir() else entry_problem(path)
+        if why is None:
+            raise A2LCError(f"answers file {path} does not exist")
+        raise A2LCError(f"answers file {path} is {why}, not a file")
     return parse_answer_rows(read_answer_rows(path), classes, selected, where=str(path),
                              default_annotator=default_annotator)
 
@@ -46,13 +52,19 @@ def read_answer_rows(path: Path) -> list[tuple[str, Any]]:
         if not isinstance(items, list):
             raise A2LCError(f"{path}: expected a list of answers or an object with a 'masks' list")
         return [(f"item {j + 1}", it) for j, it in enumerate(items)]
-    reader = csv.DictReader(io.StringIO(text, newline=""))  # quoted fields may hold line breaks
+    # quoted fields may hold line breaks; strict: a quote never closed (or text after a closing quote) is
+    # an error, not a field swallowing the rest of the file
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         if reader.fieldnames is None or "mask_id" not in reader.fieldnames or "answer" not in reader.fieldnames:
             raise A2LCError(f"{path}: CSV needs the columns mask_id and answer (found {reader.fieldnames})")
-        return [(f"row {reader.line_num}", row) for row in reader]
+        twice = sorted({c for c in reader.fieldnames if reader.fieldnames.count(c) > 1})
+        if twice:
+            raise A2LCError(f"{path}: line 1: column {ascii(twice[0])[:60]} appears twice in the header")
+        return [(f"row {reader.line_num}", {k: unescape_cell(v) for k, v in row.items()}) for row in reader]
     except csv.Error as e:
-        raise A2LCError(f"{path}: not a valid CSV file (line {reader.line_num}: {e})") from None
+        why = "a quoted field is never closed" if "unexpected end of data" in str(e) else str(e)
+        raise A2LCError(f"{path}: not a valid CSV file (line {reader.line_num + 1}: {why})") from None
 
 
 # --------------------------------------------------------------------------- bundle for people
@@ -113,11 +125,8 @@ def export_bundle(
                 "answer": None if ans is None else classes.name(ans), "annotator": "", "seconds": "",
             }
     with open(out_dir / "answers.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(ANSWER_COLUMNS)
-        for e in entries:
-            w.writerow([e["rank"], e["mask_id"], e["image"], e["current_label"], " | ".join(e["candidates"]),
-                        e["answer"] or "", "", ""])
+        write_rows(f, ANSWER_COLUMNS, ([e["rank"], e["mask_id"], e["image"], e["current_label"],
+                                        " | ".join(e["candidates"]), e["answer"] or "", "", ""] for e in entries))
     (out_dir / "answers.json").write_text(json.dumps(
         {"round": r, "classes": list(classes.names) + ["void"], "masks": entries}, indent=1) + "\n")
     (out_dir / "classes.txt").write_text("\n".join(list(classes.names) + ["void"]) + "\n")

@@ -3,13 +3,13 @@ plus the per-mask history of every change (who changed which mask to what, in wh
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from . import ui
+from .csvio import write_rows
 from .data.io import write_label_png
 from .errors import A2LCError, os_error
 from .round_state import mask_state
@@ -91,10 +91,8 @@ def export_round(ws: Workspace, r: int, out_dir: Path) -> dict[str, Any]:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             with open(history, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=["mask_id", "image", "label0", "round", "source", "previous", "label",
-                                                  "confidence", "annotator", "time", "changed"])
-                w.writeheader()
-                w.writerows(rows)
+                write_rows(f, ["mask_id", "image", "label0", "round", "source", "previous", "label",
+                               "confidence", "annotator", "time", "changed"], rows)
         except OSError as e:  # a full or read-only output disk
             raise os_error(e, history) from None
         counts = np.bincount(state.source, minlength=3)

@@ -94,6 +94,8 @@ def open_artifact(path: Path, kind: str, *, hint: str = "") -> h5py.File:
     path = Path(path)
     if not path.exists():
         raise A2LCError(f"{path} does not exist" + (f"; run `{hint}` first" if hint else ""))
+    if path.is_dir():  # else HDF5's raw "Unable to synchronously open file (file read failed: time = ...)"
+        raise A2LCError(f"{path} is a folder, not an HDF5 file")
     try:
         f = h5py.File(path, "r")
     except OSError as e:
@@ -175,6 +177,7 @@ def check_layout(f: h5py.File, kind: str, path: Path | str) -> None:
             raise A2LCError(f"{path}: {name} has shape {shape}, expected {want} (file damaged or from another tool)")
         if shape and shape[0] > _MAX_ROWS.get(name, shape[0]):
             raise A2LCError(f"{path}: {name} has {shape[0]} rows, at most {_MAX_ROWS[name]} possible (file damaged)")
+        _check_stored(d, name, shape, path)
         if group is not None:
             key, extra = (group[:-2], 1) if group.endswith("+1") else (group, 0)
             n = shape[0] - extra
@@ -183,6 +186,25 @@ def check_layout(f: h5py.File, kind: str, path: Path | str) -> None:
                 raise A2LCError(f"{path}: {name} has {shape[0]} rows but {other} implies {on + extra} "
                                 "(file damaged)")
             sizes.setdefault(key, (n, name))
+
+
+# A dataset may declare at most this many times the bytes the file stores for it (and any size up to
+# _FREE_BYTES): a2lc writes data in full, raw or gzip level 1, and deflate cannot exceed ~1032:1.
+_MAX_RATIO, _FREE_BYTES = 4096, 1 << 20
+
+
+def _check_stored(d: h5py.Dataset, name: str, shape: tuple[int, ...], path: Path | str) -> None:
+    """Refuse, before any read, a dataset whose declared size (``nbytes``) is wildly larger than the
+    bytes the file stores for it: a few-KiB file can declare a chunked, never-written dataset of
+    2**31 rows that reading would fill with its fill value (an OOM kill). Raises A2LCError."""
+    declared = int(np.prod(shape, dtype=np.float64)) * d.dtype.itemsize if shape else d.dtype.itemsize
+    if declared <= _FREE_BYTES:
+        return
+    stored = int(d.id.get_storage_size())
+    if declared > _MAX_RATIO * stored:
+        rows = f"{shape[0]} rows" + (f" of shape {shape[1:]}" if len(shape) > 1 else "")
+        raise A2LCError(f"{path} is damaged: {name} declares {rows} ({declared} bytes) "
+                        f"but the file holds only {stored} bytes of it")
 
 
 def _open_failure(e: OSError) -> str:

@@ -88,12 +88,71 @@ def json_failure(e: BaseException) -> str:
     return text
 
 
+class DuplicateKey(ValueError):
+    """A JSON object holding one key twice (``json`` keeps the last silently)."""
+
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key, self.pos = key, None
+
+
+def _unique_pairs(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: set[str] = set()
+    for k, _ in pairs:
+        if k in seen:
+            raise DuplicateKey(k)
+        seen.add(k)
+    return dict(pairs)
+
+
+def _duplicate_line(text: str, key: str) -> int | None:
+    """The line of the second occurrence of ``key`` in the object that repeats it, found by a
+    second parse with the pure-Python scanner (which reports where each object starts)."""
+    import json
+    import json.decoder
+    import json.scanner
+
+    dec = json.JSONDecoder(object_pairs_hook=_unique_pairs)
+
+    def parse_object(s_and_end, *args, **kwargs):  # type: ignore[no-untyped-def]
+        try:
+            return json.decoder.JSONObject(s_and_end, *args, **kwargs)
+        except DuplicateKey as e:
+            if e.pos is None:
+                e.pos = s_and_end[1]
+            raise
+
+    dec.parse_object = parse_object  # type: ignore[attr-defined]
+    dec.scan_once = json.scanner.py_make_scanner(dec)  # type: ignore[attr-defined]
+    try:
+        dec.decode(text)
+    except DuplicateKey as e:
+        if e.pos is None:
+            return None
+        quoted = json.dumps(key, ensure_ascii=False)
+        first = text.find(quoted, e.pos)
+        second = text.find(quoted, first + 1) if first >= 0 else -1
+        return text.count("\n", 0, second if second >= 0 else e.pos) + 1
+    except (ValueError, RecursionError):
+        return None
+    return None
+
+
 def loads_json(text: str | bytes, *, where: str, parse_constant: object = None) -> object:
-    """``json.loads`` for text a user gives a2lc (config files, ``config set`` values, answers files);
-    any failure is an A2LCError ``<where>: <json_failure>``."""
+    """``json.loads`` for text a user gives a2lc (config files, answers files);
+    any failure is an A2LCError ``<where>: <json_failure>``. An object holding one key twice is
+    refused (``<where>: key "answer" appears twice in one object (line 3)``), never read as its last value."""
     import json
 
+    kwargs: dict = {"object_pairs_hook": _unique_pairs}
+    if parse_constant:
+        kwargs["parse_constant"] = parse_constant
     try:
-        return json.loads(text, parse_constant=parse_constant) if parse_constant else json.loads(text)
+        return json.loads(text, **kwargs)
+    except DuplicateKey as e:
+        decoded = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        line = _duplicate_line(decoded, e.key)
+        at = f" (line {line})" if line else ""
+        raise A2LCError(f"{where}: key {ascii(e.key)[:60]} appears twice in one object{at}") from None
     except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
         raise A2LCError(f"{where}: {json_failure(e)}") from None

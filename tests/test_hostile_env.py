@@ -348,3 +348,24 @@ def test_status_lists_only_rounds_that_exist(tmp_path, cli):
     code, out, err = cli("-w", ws, "status", "--json")
     assert code == 0, err
     assert [r["round"] for r in json.loads(out)["rounds"]] == [0]
+
+
+@pytest.mark.parametrize("what", ["round-file", "rounds-file", "dataset-folder"])
+def test_a_file_where_a_folder_should_be_and_back_is_named(tmp_path, cli, what):
+    """Issue 15: `rounds/r001` as a regular file let `status` exit 0 and suggest `acquire`, then `round`
+    failed with "File exists"; a folder named `dataset.h5` gave HDF5's raw "Unable to synchronously open file"."""
+    ws = tmp_path / "ws"
+    assert cli("-q", "-w", ws, "init", "--n-train", 4, "--n-val", 2, "--height", 32, "--width", 64)[0] == 0
+    if what == "round-file":
+        (ws / "rounds").mkdir()
+        (ws / "rounds" / "r001").write_text("")
+        needle = f"{ws / 'rounds' / 'r001'} is a file where round 1's folder should be"
+    elif what == "rounds-file":
+        (ws / "rounds").write_text("")
+        needle = f"{ws / 'rounds'} is a file where the rounds folder should be"
+    else:
+        (ws / "dataset.h5").mkdir()
+        needle = f"{ws / 'dataset.h5'} is a folder, not an HDF5 file"
+    for cmd in (("status",), ("round", "--r", 1), ("evaluate", "--metric", "data-miou", "--r", 0)):
+        code, _, err = cli("-w", ws, *cmd)
+        one_line_error(code, err, needle)

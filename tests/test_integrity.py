@@ -98,6 +98,18 @@ def _name(name, value):
     return edit
 
 
+def _huge(name, rows=None, tail=None):
+    """Replace dataset ``name`` by a chunked, never-written one declaring ``rows`` rows (default: as many
+    as it has) and trailing shape ``tail``: a few KiB on disk, gigabytes if read."""
+    def edit(f):
+        old = f[name]
+        shape = (old.shape[0] if rows is None else rows,) + (old.shape[1:] if tail is None else tail)
+        dtype = old.dtype
+        del f[name]
+        f.create_dataset(name, shape=shape, dtype=dtype, chunks=(1,) * (len(shape) - 1) + (1 << 16,))
+    return edit
+
+
 def _move_pixel(f):
     """One pixel of image 0's first mask given to its second mask: ids stay in range, areas disagree."""
     seg = f["pixels/segment"][()]
@@ -177,6 +189,12 @@ CASES = [
     ("rounds/r001/lcm.h5", _set("log_confidence", 0, np.nan), (STATUS, EVALUATE, EXPORT, TRAIN), "log_confidence holds NaN"),
     ("rounds/r001/lcm.h5", _duplicate("corrected/mask"), (STATUS, EVALUATE, EXPORT, TRAIN), "corrected/mask holds"),
     ("rounds/r001/lcm.h5", _set("corrected/label", 0, 200), (STATUS, EVALUATE, EXPORT, TRAIN), "corrected/label: label 200"),
+    # declared sizes the file does not hold (issue 15: a 2**31-row dataset in a few KiB got readers OOM-killed)
+    ("dataset.h5", _huge("pixels/segment", 2**31), ALL_DATASET, "pixels/segment declares 2147483648 rows"),
+    ("rounds/r001/acquire.h5", _huge("mean_prob", None, (2**28,)), (STATUS, LCM_TRAIN, LCM_CORRECT),
+     "mean_prob declares"),
+    ("rounds/r001/query.h5", _huge("answers/seconds", 2**31), (STATUS, EVALUATE, EXPORT, LCM_TRAIN),
+     "answers/seconds declares 2147483648 rows"),
     ("rounds/r001/lcm.h5", _set("corrected/mask", 0, 10**6), (STATUS, EVALUATE, EXPORT, TRAIN), "refers to mask 1000000"),
 ]
 

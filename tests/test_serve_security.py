@@ -286,3 +286,90 @@ def test_fuzz_api_bodies_get_a_2xx_or_4xx_and_never_break_the_server(ws, cli, se
     assert isinstance(payload, dict) and (got == 200 or "error" in payload)
     assert Client(server.port).request("GET", "/api/info")[0] == 200
     read_query(ws.artifact(1, "query.h5"))  # the log still reads (checksum valid)
+
+
+def _closed_by_server(s: socket.socket) -> bool:
+    """True when the server closes ``s`` (EOF) before the socket's timeout; reads and drops any response."""
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_a_client_leaving_mid_body_is_not_a_server_error(ws, cli, serve):
+    """Issue 15: a client that disconnected mid-body was answered 500 and logged as
+    `error: POST /api/heartbeat: ClientDisconnect`; it is the client's event, not logged."""
+    _selected(ws, cli)
+    server = serve()
+    logged = []
+    server.log = logged.append
+    for path in ("/api/heartbeat", "/api/answer"):
+        head = request("POST", path, b'{"client": "a"', {"Content-Type": "application/json", "Content-Length": "500"},
+                       port=server.port)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(head)
+        assert Client(server.port).request("GET", "/api/info")[0] == 200  # also waits for the server's turn
+    assert logged == []
+    assert answers(ws) == []
+
+
+def test_connections_that_never_finish_a_request_are_closed(ws, cli, serve, monkeypatch):
+    """Idle or half-sent connections are closed after the request deadline (uvicorn alone keeps them
+    open forever, so a few thousand would exhaust the server's file descriptors)."""
+    from a2lc_cli.serve import server as server_module
+
+    monkeypatch.setattr(server_module, "REQUEST_TIMEOUT", 0.5)
+    _selected(ws, cli)
+    server = serve()
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    half_head = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    half_head.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    half_body = socket.create_connection(("127.0.0.1", server.port), timeout=20)
+    half_body.sendall(request("POST", "/api/heartbeat", b"{", {"Content-Type": "application/json", "Content-Length": "50"},
+                              port=server.port))
+    with idle, half_head, half_body:
+        assert _closed_by_server(idle) and _closed_by_server(half_head)
+        assert _closed_by_server(half_body)
+    assert Client(server.port).request("GET", "/api/info")[0] == 200
+
+
+def test_connections_beyond_the_limit_get_a_503(ws, cli, serve, monkeypatch):
+    from a2lc_cli.serve import server as server_module
+
+    monkeypatch.setattr(server_module, "MAX_CONNECTIONS", 3)
+    _selected(ws, cli)
+    server = serve()
+    held = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
+    try:
+        got = raw(server.port, request("GET", "/api/info", b"", {}, port=server.port))
+        assert statuses(got) == [503]
+    finally:
+        for s in held:
+            s.close()
+    import time
+
+    for _ in range(100):  # the server notices the closed connections
+        if Client(server.port).request("GET", "/api/info")[0] == 200:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the server did not serve again once connections closed")
+
+
+def test_log_flood_is_bounded():
+    """The asyncio accept-error flood (file descriptors exhausted) passes 5 lines a minute, then a count."""
+    import logging
+
+    from a2lc_cli.serve.server import RateLimit
+
+    f = RateLimit(burst=5, window=60.0)
+    records = [logging.LogRecord("asyncio", logging.ERROR, "x", 1, "socket.accept() out of system resource", (), None)
+               for _ in range(1000)]
+    assert sum(f.filter(r) for r in records) == 5 and f.dropped == 995
+    f.start -= 61  # a minute later: one line again, saying how many were dropped
+    r = records[0]
+    assert f.filter(r) and r.msg.startswith("(995 similar messages suppressed)")

@@ -38,6 +38,7 @@ preflight (never granted).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import ipaddress
@@ -155,6 +156,82 @@ def parse_json_body(ctype: str, body: bytes) -> dict[str, Any]:
     return data
 
 
+MAX_CONNECTIONS = 128  # open connections and requests in flight at once (uvicorn answers 503 beyond)
+
+
+class RateLimit(logging.Filter):
+    """Lets at most ``burst`` records through per ``window`` seconds, then one note of how many were
+    dropped: a flood of accept errors (file descriptors exhausted) cannot fill the log or the disk."""
+
+    def __init__(self, burst: int = 5, window: float = 60.0):
+        super().__init__()
+        self.burst, self.window = burst, window
+        self.start, self.passed, self.dropped = -float("inf"), 0, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import time
+
+        now = time.monotonic()
+        if now - self.start >= self.window:
+            if self.dropped:
+                record.msg = f"({self.dropped} similar messages suppressed) {record.msg}"
+            self.start, self.passed, self.dropped = now, 0, 0
+        if self.passed < self.burst:
+            self.passed += 1
+            return True
+        self.dropped += 1
+        return False
+
+
+REQUEST_TIMEOUT = 30.0  # seconds a connection may take to send a request's headers, and then its body
+
+
+def _protocol() -> type:
+    """uvicorn's h11 protocol with a deadline for the request line and headers: uvicorn times out only
+    idle keep-alive connections, so a connection that never sends a whole request (or sends one byte
+    at a time) would hold its file descriptor forever. Such a connection is closed after
+    :data:`REQUEST_TIMEOUT` seconds (the body has its own deadline in ``read_body``)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        _deadline: Any = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(REQUEST_TIMEOUT, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            self._deadline = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            before = self.cycle
+            super().handle_events()
+            if self.cycle is not before:  # a request's headers are complete
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+    return Protocol
+
+
 def _uvicorn_server(config: Any) -> Any:
     """A uvicorn.Server without its signal handlers (``serve_until_stopped`` owns the signals)."""
     import uvicorn
@@ -217,12 +294,17 @@ class AnnotationServer:
         """Serve in this thread until :meth:`shutdown` (``poll_interval`` kept for the old signature)."""
         import uvicorn
 
-        config = uvicorn.Config(self.app, http="h11", loop="asyncio", lifespan="off", log_config=None,
+        # limit_concurrency: beyond MAX_CONNECTIONS open connections a request is answered 503 and closed, so
+        # idle or half-sent connections cannot exhaust file descriptors; idle keep-alive ones close after 5 s
+        config = uvicorn.Config(self.app, http=_protocol(), loop="asyncio", lifespan="off", log_config=None,
                                 access_log=False, server_header=False, date_header=False,
                                 timeout_graceful_shutdown=5, timeout_keep_alive=5,
-                                h11_max_incomplete_event_size=MAX_BODY)
+                                limit_concurrency=MAX_CONNECTIONS, h11_max_incomplete_event_size=MAX_BODY)
         for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # protocol noise; our own log says what matters
             logging.getLogger(name).setLevel(logging.CRITICAL)
+        asyncio_log = logging.getLogger("asyncio")  # "socket.accept() out of system resource", once per failed accept
+        if not any(isinstance(f, RateLimit) for f in asyncio_log.filters):
+            asyncio_log.addFilter(RateLimit())
         self._uvicorn = _uvicorn_server(config)
         self._stopped.clear()
         try:
@@ -251,7 +333,7 @@ def build_app(server: AnnotationServer) -> Any:
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import Response
     from starlette.routing import Route
 
@@ -273,11 +355,15 @@ def build_app(server: AnnotationServer) -> Any:
             raise RequestError(413, f"request body larger than {MAX_BODY} bytes")
         n = 0
         chunks = []
-        async for chunk in request.stream():
-            n += len(chunk)
-            if n > MAX_BODY:
-                raise RequestError(413, f"request body larger than {MAX_BODY} bytes")
-            chunks.append(chunk)
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):  # a body sent byte by byte cannot hold the connection
+                async for chunk in request.stream():
+                    n += len(chunk)
+                    if n > MAX_BODY:
+                        raise RequestError(413, f"request body larger than {MAX_BODY} bytes")
+                    chunks.append(chunk)
+        except TimeoutError:
+            raise RequestError(408, f"request body not sent within {REQUEST_TIMEOUT:g} s") from None
         return b"".join(chunks)
 
     def endpoint(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -296,6 +382,8 @@ def build_app(server: AnnotationServer) -> Any:
                 res = await handler(request)
             except RequestError as e:
                 res = error(e.status, str(e))
+            except ClientDisconnect:  # the client went away mid-body: its event, not a server error (not logged)
+                res = error(400, "client disconnected before sending the whole request")
             except A2LCError as e:
                 res = error(500, str(e))
             except Exception as e:  # noqa: BLE001 - a bug must not stop the server: answer 500, keep serving
