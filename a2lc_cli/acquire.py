@@ -73,7 +73,7 @@ def release_free_memory() -> None:
 
     The forward pass and the reduction allocate and free arrays of 1–100 MB per
     image; glibc keeps freed heap memory below its top in the process, so on the
-    CPU the resident memory of the pass grew by ≈ 60–100 MB per 1024×2048 image
+    CPU the resident memory of the pass crept up by 60–130 MB per 1024×2048 image
     until it reached the heap's high-water mark (docs/performance.md). Called
     after every batch; ≈ 1 ms.
     """
