@@ -73,9 +73,9 @@ def release_free_memory() -> None:
 
     The forward pass and the reduction allocate and free arrays of 1–100 MB per
     image; glibc keeps freed heap memory below its top in the process, so on the
-    CPU the resident memory of the pass crept up by 60–130 MB per 1024×2048 image
-    until it reached the heap's high-water mark (docs/performance.md). Called
-    after every batch; ≈ 1 ms.
+    CPU the resident memory of the pass crept up by 60–130 MB per 1024×2048 image.
+    Called after every batch (≈ 1 ms), it lowers the pass's peak by ≈ 35 MB at the
+    median of 9 runs (docs/performance.md).
     """
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
