@@ -33,6 +33,26 @@ def test_every_model_gives_logits_at_input_size(name):
         assert model(torch.randn(2, 3, 40, 56)).shape == (2, 5, 40, 56)
 
 
+def test_tiny_forward_is_forward_features_logits_with_the_same_gradients():
+    """forward (classifier before the upsampling, sum in place) = the classifier on the concatenated embedding."""
+    torch.manual_seed(0)
+    model = build_model("tiny", 5)
+    x = torch.randn(2, 3, 37, 50)
+    model.eval()
+    with torch.no_grad():
+        fast, (ref, _) = model(x), model.forward_features(x)
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    model.train()  # the in-place sum must keep autograd valid; gradients of both forms agree
+    grads = []
+    for f in (lambda t: model(t), lambda t: model.forward_features(t)[0]):
+        model.zero_grad()
+        torch.manual_seed(1)
+        (f(x) * torch.randn(2, 5, 37, 50)).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 def test_tiny_model_is_small_and_deeplab_is_the_papers_size():
     assert 15_000 < count_parameters(build_model("tiny", 19)) < 60_000
     # DeepLabV3+ R101: ~59M parameters (torchvision backbone 42.5M + ASPP/decoder)

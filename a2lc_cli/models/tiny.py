@@ -61,10 +61,17 @@ class TinySeg(nn.Module):
         The 1×1 classifier and bilinear upsampling are both linear, so they commute:
         the body's share of the classifier runs at the body's resolution and only C
         channels are upsampled, instead of concatenating E channels at full resolution.
+
+        Memory: the full-resolution tensors are released as soon as they are used
+        (the stem's features after their share of the classifier, the sum taken in
+        place in the upsampled logits), so at most two (B,C,H,W) arrays live at once
+        (docs/performance.md). The result is bitwise that of ``up + fine``.
         """
         low, h = self._parts(x)
         w, b = self.classifier.weight, self.classifier.bias
         k = h.shape[1]
-        coarse = F.conv2d(h, w[:, :k], b)
+        size = low.shape[-2:]
         fine = F.conv2d(low, w[:, k:])
-        return F.interpolate(coarse, size=low.shape[-2:], mode="bilinear", align_corners=False) + fine
+        del low
+        out = F.interpolate(F.conv2d(h, w[:, :k], b), size=size, mode="bilinear", align_corners=False)
+        return out.add_(fine)
