@@ -107,6 +107,23 @@ def test_dns_rebinding_host_and_origin_null_are_refused(ws, cli, serve):
     assert answers(ws) == []
 
 
+def test_pages_and_images_cannot_be_embedded_by_other_sites(ws, cli, serve):
+    _selected(ws, cli)
+    c = Client(serve().port)
+    status, _, res = c.request("GET", "/api/info")
+    assert status == 200 and res.getheader("Cross-Origin-Resource-Policy") == "same-origin"
+
+
+@pytest.mark.parametrize("lease", [0, -1, float("nan"), 1e308, 86401])
+def test_absurd_leases_are_refused(lease):
+    from a2lc_cli.errors import A2LCError
+    from a2lc_cli.serve import check_bind
+
+    with pytest.raises(A2LCError, match="--lease"):
+        check_bind("127.0.0.1", allow_remote=False, lease_s=lease)
+    check_bind("127.0.0.1", allow_remote=False, lease_s=86400)
+
+
 def test_token_server_refuses_origin_null_even_with_the_token(ws, cli, serve):
     _selected(ws, cli)
     port = serve(token="s3cret").port

@@ -27,13 +27,16 @@ __all__ = ["AnnotationServer", "AnnotationSession", "RequestError", "ViewCache",
            "sigterm_as_ctrl_c"]
 
 
+MAX_LEASE_S = 86400  # one day: a page idle longer than that gives its mask back
+
+
 def check_bind(host: str, *, allow_remote: bool, lease_s: float = DEFAULT_LEASE_S) -> None:
-    """Refuse a non-loopback ``host`` without ``allow_remote``, and a non-positive lease."""
+    """Refuse a non-loopback ``host`` without ``allow_remote``, and a lease outside (0, MAX_LEASE_S] seconds."""
     if not is_loopback(host) and not allow_remote:
         raise A2LCError(f"--host {host} would let other machines reach the page; "
                         "pass --allow-remote as well (every request must then carry the printed token)")
-    if not lease_s > 0:
-        raise A2LCError(f"--lease must be a positive number of seconds (got {lease_s})")
+    if not 0 < lease_s <= MAX_LEASE_S:  # NaN fails too; a lease of 1e308 s would hold a mask forever
+        raise A2LCError(f"--lease must be a number of seconds in (0, {MAX_LEASE_S}] (got {lease_s})")
 
 
 def _train_images(cfg: Config, ds: Dataset) -> Callable[[int], Any]:

@@ -65,6 +65,7 @@ STATIC = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Resource-Policy": "same-origin",  # no other site may embed the mask images (<img>) or pages
     "Content-Security-Policy":
         "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
 }
