@@ -42,7 +42,7 @@ def answered_masks(ws: Workspace, cfg: Config, ds: Dataset, r: int) -> tuple[np.
     rounds = range(1, r + 1) if resolve_lcm(cfg)["train_on"] == "all" else [r]
     ids_all, labels_all, prev_all, round_all = [], [], [], []
     for k in rounds:
-        ids, labels = read_query(ws.artifact(k, "query.h5")).answers.effective()
+        ids, labels = read_query(ws.path("query", k)).answers.effective()
         keep = labels != 255
         before = mask_state(ws.root, ds, k - 1).label
         ids_all.append(ids[keep].astype(np.int64))
@@ -65,7 +65,7 @@ def query_time_view(ws: Workspace, ids: np.ndarray, rounds: np.ndarray, current:
     out_p = np.empty((len(ids), current["mean_prob"].shape[1]), np.float32)
     out_d = np.empty(len(ids), np.int64)
     for k in np.unique(rounds):
-        acq = current if k == r else read_acquisition(ws.artifact(int(k), "acquire.h5"))
+        acq = current if k == r else read_acquisition(ws.path("acquire", int(k)))
         f = mask_features(acq)
         if f.shape[1:] != feats.shape[1:] or acq["mean_prob"].shape[1:] != current["mean_prob"].shape[1:]:
             raise A2LCError(f"round {k}'s acquisition has other feature shapes than round {r}'s "
@@ -78,7 +78,7 @@ def query_time_view(ws: Workspace, ids: np.ndarray, rounds: np.ndarray, current:
 
 def run_lcm_train_calibrated(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None) -> dict[str, Any]:
     """Cross-fit ψ_r (k fold models + the final one); save ``rounds/rNNN/lcm.pt`` with the out-of-fold scores."""
-    qpath, apath = ws.artifact(r, "query.h5"), ws.artifact(r, "acquire.h5")
+    qpath, apath = ws.path("query", r), ws.path("acquire", r)
     if not qpath.exists():
         raise A2LCError(f"{qpath} does not exist; run `a2lc query --r {r}` first")
     acq = read_acquisition(apath)
@@ -110,7 +110,7 @@ def run_lcm_train_calibrated(ws: Workspace, cfg: Config, r: int, *, seed: int | 
         "seconds": seconds,
         "calibration": {k: torch.as_tensor(np.ascontiguousarray(v)) for k, v in calibration.items()},
     }
-    out = ws.artifact(r, "lcm.pt")
+    out = ws.path("lcm-train", r)
     save_torch(ckpt, out)  # the shared torch header and atomic writer (store.py)
     return {"round": r, "selection": "calibrated", "samples": cf.log["samples"], "steps": cf.log["steps"],
             "folds": cf.log["folds"], "final_loss": cf.log["loss"][-1], "train_accuracy": cf.log["train_accuracy"],
@@ -178,13 +178,13 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
     pred, logc = predict_confidence(model, feats)
     eligible = ~state.queried
-    path = ws.artifact(r, "lcm.pt")
+    path = ws.path("lcm-train", r)
     weight, outside = None, np.zeros(len(pred), bool)
     if cfg.lcm.reweight != "none":  # the never-queried situations the thresholds will be applied to
         never = eligible & (pred != state.label)
         if cfg.lcm.require_model_agreement:
             never &= pred == model_pred
-        prob = read_acquisition(ws.artifact(r, "acquire.h5"))["mean_prob"]
+        prob = read_acquisition(ws.path("acquire", r))["mean_prob"]
         area = np.asarray(ds.mask_area, np.float64)
         weight, inside = shift_weights(cfg, calibration_arrays(ckpt, path),
                                        {"pred": pred[never], "log_confidence": logc[never], "label": state.label[never],
@@ -207,7 +207,7 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
             "answers": int(th.answers.sum()),
             "pooled_threshold": None if pooled is None else float(np.exp(min(pooled.log_threshold, 0.0))),
             **summary}
-    with write_corrections(ws.artifact(r, "lcm.h5"), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
+    with write_corrections(ws.path("lcm-correct", r), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
                            previous=state.label, ids=ids, eligible=eligible) as f:
         f.create_dataset("tail", data=np.zeros(0, np.int64))
         c = f.create_group("calibration")

@@ -657,12 +657,12 @@ def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progr
         "recipe": asdict(recipe),
         "stages": stages,
         "inputs": inputs,
-        "path": str(ws.artifact(r, "model.pt")),
+        "path": str(ws.path("train", r)),
         "log": log,
     }
     if dist_info.is_main:
         summary["uid"] = save_model(
-            ws.artifact(r, "model.pt"), model, model_name=cfg.train.model, class_names=class_names, round=r,
+            ws.path("train", r), model, model_name=cfg.train.model, class_names=class_names, round=r,
             inputs=inputs, recipe=asdict(recipe), config=cfg.model_dump(mode="json"), log=log)
         write_json_atomic(ws.artifact(r, "train.json"), summary)
         if ckpt_path.exists():
@@ -769,7 +769,7 @@ def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | No
 
     if r is None:
         r = latest_model_round(ws)
-    path = ws.artifact(r, "model.pt")
+    path = ws.path("train", r)
     model, info = load_model(path, device)
     dev = next(model.parameters()).device
     cfg = ws.config()
