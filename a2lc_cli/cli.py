@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -53,7 +55,11 @@ def _main(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or informational messages."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    from . import hints
+
     ui.set_quiet(quiet)
+    source = getattr(ctx.get_parameter_source("workspace"), "name", "")  # typer's own click or click's enum
+    hints.set_workspace(workspace, {"COMMANDLINE": "-w", "ENVIRONMENT": "A2LC_WORKSPACE"}.get(source, "default"))  # suggested commands name this workspace (hints.localise)
     ctx.obj = Workspace(workspace)
 
 
@@ -123,7 +129,10 @@ def _wants_json(argv: list[str]) -> bool:
 
 def _fail(message: str, code: int, *, as_json: bool) -> int:
     """Report an error: one line on stderr; under ``--json`` also ``{"error": message}`` on stdout."""
-    message = shorten_numbers(message)  # a value echoed back by click/Typer too (A2LCError does this itself)
+    from .hints import localise
+
+    message = localise(shorten_numbers(message))  # a value echoed back by click/Typer too (A2LCError does this itself);
+    # the commands it suggests name this run's workspace, so they work when copied
     ui.err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     if as_json:
         ui.print_json({"error": message})
@@ -148,6 +157,34 @@ def invoke(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     as_json = _wants_json(argv)
+    from . import hints
+
+    hints.reset()  # until the global options are parsed: no workspace of an earlier in-process call
+    previous = _sigterm_as_ctrl_c()
+    try:
+        return _invoke(argv, as_json)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_ctrl_c():
+    """SIGTERM (``kill``, ``timeout``, a scheduler or service manager) does what Ctrl-C does in every command:
+    KeyboardInterrupt in the main thread, so the command prints ``interrupted``, releases the workspace lock
+    (context managers unwind), writes nothing half-done (temp file + rename) and exits with status 130 — the
+    same status as Ctrl-C, so scripts have one code for "stopped from outside". Returns the previous
+    handler (None where signals cannot be handled: not the main thread, or a handler someone else set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return None  # an embedding program's own handler stays
+
+    def stop(*_) -> None:
+        raise KeyboardInterrupt
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _invoke(argv: list[str], as_json: bool) -> int:
     try:
         rv = app(args=argv, prog_name="a2lc", standalone_mode=False)
     except A2LCError as e:
@@ -166,7 +203,7 @@ def invoke(argv: list[str] | None = None) -> int:
         return _fail(str(os_error(e)), 2, as_json=as_json)
     except (*_Abort, KeyboardInterrupt):
         return _interrupted(as_json=as_json)
-    if rv == 130:  # typer turns Ctrl-C (and SIGTERM under --serve) inside a command into exit status 130
+    if rv == 130:  # typer turns Ctrl-C (and SIGTERM, see _sigterm_as_ctrl_c) inside a command into exit status 130
         return _interrupted(as_json=as_json)
     return rv if isinstance(rv, int) else 0
 
