@@ -43,6 +43,8 @@ def acquire(
     if rank > 0:
         ui.set_quiet(True)
     ws, cfg, r = stage_round(ctx, r, ACQUIRE)
+    if r >= 1 and up_to_date(ws, cfg, r, ACQUIRE, force=force or fn is not None, json_out=json_out):
+        return  # (every rank decides alike: they read the same files)
     if r >= 1:
         from ..rounds import answers_block, people_answers
 
@@ -52,8 +54,6 @@ def acquire(
                 f"{q} holds {ui.plural(people_answers(ws, r), 'answer')} of people for round {r}'s current "
                 f"acquisition; a new one would leave them behind. To recompute it anyway, keep them "
                 f"(`a2lc export-answers --r {r} --out FILE`) and move {q} aside first"))
-    if r >= 1 and up_to_date(ws, cfg, r, ACQUIRE, force=force or fn is not None, json_out=json_out):
-        return  # (every rank decides alike: they read the same files)
     # under torchrun rank 0 holds the workspace lock; the other ranks write only their shard files
     with ws.lock() if rank == 0 else contextlib.nullcontext():
         res = run_acquire(ws, cfg, r, fn=chosen(fn), device=device, batch_size=batch_size, workers=workers,
