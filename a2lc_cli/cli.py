@@ -127,12 +127,13 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
 
 
-def _fail(message: str, code: int, *, as_json: bool) -> int:
+def _fail(message: str, code: int, *, as_json: bool, tail: str = "") -> int:
     """Report an error: one line on stderr; under ``--json`` also ``{"error": message}`` on stdout."""
     from .hints import localise
 
     message = localise(shorten_numbers(message))  # a value echoed back by click/Typer too (A2LCError does this itself);
-    # the commands it suggests name this run's workspace, so they work when copied
+    # the commands it suggests name this run's workspace, so they work when copied (not ``tail``: `a2lc X --help`)
+    message += tail
     ui.err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     if as_json:
         ui.print_json({"error": message})
@@ -194,7 +195,7 @@ def _invoke(argv: list[str], as_json: bool) -> int:
     except UsageError as e:
         msg = _choice_message(e.format_message().replace("\n", " "))
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-        return _fail(msg + hint, 2, as_json=as_json)
+        return _fail(msg, 2, as_json=as_json, tail=hint)
     except ClickException as e:
         return _fail(e.format_message().replace("\n", " "), e.exit_code, as_json=as_json)
     except ValidationError as e:  # a config value set in code from an option (config.set_option is the usual path)
