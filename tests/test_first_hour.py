@@ -734,3 +734,16 @@ def test_sigterm_stops_any_command_like_ctrl_c(tmp_path):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
     assert not (tmp_path / "w" / ".lock").exists()  # the lock was released
+
+
+def test_importing_an_answers_file_with_no_answers_says_so(ws, cli, tmp_path):
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    bundle = tmp_path / "bundle"
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", "--export", bundle)
+    out = ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv")  # nothing filled in
+    assert "imported 0 new" in out and "had no answers filled in" in " ".join(out.split())
+    res = json.loads(ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv", "--json"))
+    assert res["file_answers"] == 0 and res["imported"] == 0
+    _fill(bundle / "answers.csv", {E: "c0"}, annotator="ann")
+    out = ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv")
+    assert "imported 1 new" in out and "no answers" not in out
