@@ -11,7 +11,7 @@ import typer
 from .. import ui
 from ..config import AcquisitionName
 from ..errors import A2LCError
-from ._common import JSON, choices, round_option, stage_round, chosen, up_to_date
+from ._common import JSON, choices, round_option, stage_round, chosen
 
 Acquisition = choices("Acquisition", AcquisitionName)
 
@@ -28,7 +28,6 @@ def acquire(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per forward pass (default 4; on the CPU fewer for images over 0.5 Mpx)."),
     workers: int = typer.Option(0, "--workers", min=0, help="Background image-reading processes."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Also checkpoint every N images (default: every 2 minutes); an interrupted pass resumes there."),
-    force: bool = typer.Option(False, "--force", help="Score again although acquire.h5 is up to date."),
     json_out: bool = JSON,
 ) -> None:
     """Score every mask with the acquisition function (one streaming pass of θ_{r-1}).
@@ -43,8 +42,6 @@ def acquire(
     if rank > 0:
         ui.set_quiet(True)
     ws, cfg, r = stage_round(ctx, r, ACQUIRE)
-    if r >= 1 and up_to_date(ws, cfg, r, ACQUIRE, force=force or fn is not None, json_out=json_out):
-        return  # (every rank decides alike: they read the same files)
     if r >= 1:
         from ..rounds import answers_block, people_answers
 

@@ -9,7 +9,7 @@ import typer
 
 from .. import ui
 from ..config import set_option
-from ._common import JSON, round_option, stage_round, up_to_date
+from ._common import JSON, round_option, stage_round
 
 
 def register(app: typer.Typer) -> None:
@@ -25,7 +25,6 @@ def lcm_train(
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Default: the config's (1e-4)."),
     min_steps: Optional[int] = typer.Option(None, "--min-steps", min=1,
                                             help="Train for at least this many steps (epochs raised). Default: none."),
-    force: bool = typer.Option(False, "--force", help="Train ψ_r again although lcm.pt is up to date."),
     json_out: bool = JSON,
 ) -> None:
     """Train ψ_r on this round's answered masks (paper Eq. 1–2)."""
@@ -36,9 +35,6 @@ def lcm_train(
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("min_steps", min_steps)):
         if value is not None:  # through the config's one parser: a bad value is one line naming the key
             cfg = set_option(cfg, f"lcm.{key}", json.dumps(value))
-    given = any(v is not None for v in (epochs, batch_size, lr, min_steps))  # options asking for a new ψ_r
-    if up_to_date(ws, cfg, r, LCM_TRAIN, force=force or given, json_out=json_out):
-        return
     with ws.lock():
         res = run_lcm_train(ws, cfg, r)
     if json_out:
@@ -53,7 +49,6 @@ def lcm_correct(
     r: Optional[int] = round_option("Round (≥ 1)."),
     tau: Optional[float] = typer.Option(None, "--tau", min=0.0, max=1.0, help="Confidence threshold τ_r (default: the config's schedule)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, max=1.0, help="Tail share α (default 0.5)."),
-    force: bool = typer.Option(False, "--force", help="Correct again although lcm.h5 is up to date."),
     json_out: bool = JSON,
 ) -> None:
     """Relabel never-queried masks that ψ_r predicts confidently (paper Eq. 3–6)."""
@@ -65,8 +60,6 @@ def lcm_correct(
         cfg = set_option(cfg, "lcm.tau", json.dumps([tau] * max(r, len(cfg.tau_schedule()))))
     if alpha is not None:
         cfg = set_option(cfg, "lcm.alpha", json.dumps(alpha))
-    if up_to_date(ws, cfg, r, LCM_CORRECT, force=force or tau is not None or alpha is not None, json_out=json_out):
-        return
     with ws.lock():
         res = run_lcm_correct(ws, cfg, r)
     if json_out:
