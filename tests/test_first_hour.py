@@ -383,8 +383,7 @@ def test_next_mask_counts_skipped_masks_and_says_where_the_rest_are(ws, cli):
 def test_acquire_is_not_redone_under_peoples_answers(ws, cli, tmp_path):
     _answered_round_1(ws, cli, tmp_path)
     before = ws.artifact(1, "acquire.h5").read_bytes()
-    assert "acquire.h5 is up to date" in ok(cli, "-w", ws.root, "acquire", "--r", "1")  # current: nothing to do
-    code, _, err = cli("-w", ws.root, "acquire", "--r", "1", "--force")  # asked to redo it: refused
+    code, _, err = cli("-w", ws.root, "acquire", "--r", "1")
     assert code == 2 and "of people" in err and "export-answers --r 1" in err
     assert ws.artifact(1, "acquire.h5").read_bytes() == before
     ok(cli, "-w", ws.root, "query", "--r", "1")  # the round still works
@@ -693,19 +692,6 @@ def test_train_of_a_current_model_says_so_and_guards_the_next_rounds_answers(ws,
     assert code == 2 and "3 answers of people" in line and "round 1's acquisition stale" in line, line
     assert "`a2lc export-answers --r 1 --out FILE`" in line and "--stale-next-round" in line
     assert artifact_uid(ws.artifact(0, "model.pt")) == uid  # nothing retrained
-
-
-def test_lcm_stages_skip_current_artifacts_unless_forced(ws, cli, tmp_path):
-    _answered_round_1(ws, cli, tmp_path)
-    ok(cli, "-q", "-w", ws.root, "lcm-train", "--r", "1", "--epochs", "2")
-    uid = artifact_uid(ws.artifact(1, "lcm.pt"))
-    out = ok(cli, "-w", ws.root, "lcm-train", "--r", "1")
-    assert "lcm.pt is up to date" in out and artifact_uid(ws.artifact(1, "lcm.pt")) == uid
-    ok(cli, "-q", "-w", ws.root, "lcm-train", "--r", "1", "--force")
-    assert artifact_uid(ws.artifact(1, "lcm.pt")) != uid
-    ok(cli, "-q", "-w", ws.root, "lcm-correct", "--r", "1")
-    assert "lcm.h5 is up to date" in ok(cli, "-w", ws.root, "lcm-correct", "--r", "1")
-    assert "acquire.h5 is up to date" in ok(cli, "-w", ws.root, "acquire", "--r", "1")
 
 
 # --------------------------------------------------------------------------- break-test C: SIGTERM is Ctrl-C everywhere

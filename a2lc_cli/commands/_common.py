@@ -126,27 +126,3 @@ def stage_round(ctx: typer.Context, r: int | None, stage, *, cfg: Config | None 
         check_order(ws, cfg, r, stage)
     return ws, cfg, r
 
-
-def up_to_date(ws: Workspace, cfg: Config, r: int, stage, *, force: bool, json_out: bool) -> bool:
-    """Whether a stage command has nothing to do: ``stage``'s artifact of round ``r`` is done (finished, computed
-    from the current inputs, :func:`a2lc_cli.rounds.stage_state`) and ``force`` is off. Then it prints
-    ``round R's <artifact> is up to date (...); use --force to compute it again`` (``{"round", "stage",
-    "up_to_date": true, "path"}`` under ``--json``) and the command returns: a rerun never replaces a current
-    artifact by surprise (a new uid makes every later stage stale). Commands pass ``force`` also when an
-    option that changes the result was given (``--epochs``, ``--tau``, ``--fn``...): that asks for a new one."""
-    from ..rounds import DONE, stage_state
-    from ..stages import artifact_path
-
-    if force or stage_state(ws, cfg, r, stage) != DONE:
-        return False
-    path = artifact_path(ws, r, stage)
-    if json_out:
-        from .. import ui
-
-        ui.print_json({"round": r, "stage": stage.name, "up_to_date": True, "path": str(path)})
-    else:
-        from .. import ui
-
-        ui.out.print(ui.esc(f"round {r}'s {stage.artifact} is up to date ({path} was computed from the current "
-                            f"inputs); use --force to compute it again"), soft_wrap=True)
-    return True
