@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -53,7 +55,11 @@ def _main(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or informational messages."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
+    from . import hints
+
     ui.set_quiet(quiet)
+    source = getattr(ctx.get_parameter_source("workspace"), "name", "")  # typer's own click or click's enum
+    hints.set_workspace(workspace, {"COMMANDLINE": "-w", "ENVIRONMENT": "A2LC_WORKSPACE"}.get(source, "default"))  # suggested commands name this workspace (hints.localise)
     ctx.obj = Workspace(workspace)
 
 
@@ -121,9 +127,13 @@ def _wants_json(argv: list[str]) -> bool:
     return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
 
 
-def _fail(message: str, code: int, *, as_json: bool) -> int:
+def _fail(message: str, code: int, *, as_json: bool, tail: str = "") -> int:
     """Report an error: one line on stderr; under ``--json`` also ``{"error": message}`` on stdout."""
-    message = shorten_numbers(message)  # a value echoed back by click/Typer too (A2LCError does this itself)
+    from .hints import localise
+
+    message = localise(shorten_numbers(message))  # a value echoed back by click/Typer too (A2LCError does this itself);
+    # the commands it suggests name this run's workspace, so they work when copied (not ``tail``: `a2lc X --help`)
+    message += tail
     ui.err.print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
     if as_json:
         ui.print_json({"error": message})
@@ -148,6 +158,34 @@ def invoke(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     as_json = _wants_json(argv)
+    from . import hints
+
+    hints.reset()  # until the global options are parsed: no workspace of an earlier in-process call
+    previous = _sigterm_as_ctrl_c()
+    try:
+        return _invoke(argv, as_json)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_ctrl_c():
+    """SIGTERM (``kill``, ``timeout``, a scheduler or service manager) does what Ctrl-C does in every command:
+    KeyboardInterrupt in the main thread, so the command prints ``interrupted``, releases the workspace lock
+    (context managers unwind), writes nothing half-done (temp file + rename) and exits with status 130 — the
+    same status as Ctrl-C, so scripts have one code for "stopped from outside". Returns the previous
+    handler (None where signals cannot be handled: not the main thread, or a handler someone else set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        return None  # an embedding program's own handler stays
+
+    def stop(*_) -> None:
+        raise KeyboardInterrupt
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _invoke(argv: list[str], as_json: bool) -> int:
     try:
         rv = app(args=argv, prog_name="a2lc", standalone_mode=False)
     except A2LCError as e:
@@ -157,7 +195,7 @@ def invoke(argv: list[str] | None = None) -> int:
     except UsageError as e:
         msg = _choice_message(e.format_message().replace("\n", " "))
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-        return _fail(msg + hint, 2, as_json=as_json)
+        return _fail(msg, 2, as_json=as_json, tail=hint)
     except ClickException as e:
         return _fail(e.format_message().replace("\n", " "), e.exit_code, as_json=as_json)
     except ValidationError as e:  # a config value set in code from an option (config.set_option is the usual path)
@@ -166,7 +204,7 @@ def invoke(argv: list[str] | None = None) -> int:
         return _fail(str(os_error(e)), 2, as_json=as_json)
     except (*_Abort, KeyboardInterrupt):
         return _interrupted(as_json=as_json)
-    if rv == 130:  # typer turns Ctrl-C (and SIGTERM under --serve) inside a command into exit status 130
+    if rv == 130:  # typer turns Ctrl-C (and SIGTERM, see _sigterm_as_ctrl_c) inside a command into exit status 130
         return _interrupted(as_json=as_json)
     return rv if isinstance(rv, int) else 0
 

@@ -241,7 +241,8 @@ def _existing_query(ws: Workspace, r: int, qpath: Path, *, annotator: str, budge
 def _import_answers(query: Query, ds: Dataset, answers_file: Path, *, replace: bool, save, new: bool,
                     summary: dict[str, Any]) -> Query:
     """Merge a filled-in answers file into the log (contradictions refused unless ``replace``)."""
-    res = merge_answers(query.answers, parse_answers_file(answers_file, ds.classes, query.selected), replace=replace)
+    rows = parse_answers_file(answers_file, ds.classes, query.selected)
+    res = merge_answers(query.answers, rows, replace=replace)
     if res.conflicts and not replace:
         shown = "; ".join(
             f"mask {m}: stored {ds.classes.name(a)}, file says {ds.classes.name(b)}" for m, a, b in res.conflicts[:5]
@@ -254,7 +255,8 @@ def _import_answers(query: Query, ds: Dataset, answers_file: Path, *, replace: b
     if res.added or new:
         query = Query(query.selected, query.selected_score, res.answers, query.attrs)
         save(query)
-    summary.update({"imported": res.added, "unchanged": res.unchanged, "replaced": len(res.conflicts) if replace else 0})
+    summary.update({"imported": res.added, "unchanged": res.unchanged, "replaced": len(res.conflicts) if replace else 0,
+                    "file_answers": len(rows.mask)})  # 0: a file with no answer filled in (the command says so)
     return query
 
 

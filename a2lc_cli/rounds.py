@@ -58,6 +58,28 @@ def round_order_hint(ws: Workspace, r: int) -> str:
     return f"round {r} needs round {r - 1} first: run `a2lc round --r {first}`" + then
 
 
+def people_step(r: int) -> str:
+    """The refusal of ``a2lc round --r r`` on a selection made for people that they have not finished."""
+    return (f"round {r} was selected for people and waits for their answers: `a2lc query --r {r} --serve` "
+            f"(or `a2lc query --r {r} --export DIR`, then `a2lc query --r {r} --answers FILE`), then "
+            f"`a2lc round --r {r}`; to let the simulated annotator answer the rest instead: "
+            f"`a2lc round --r {r} --simulated-answers`")
+
+
+def earlier_round_block(ws: Workspace, cfg: Config, r: int) -> str | None:
+    """Why round ``r`` cannot run on top of round ``r-1`` as it stands, or None: round ``r-1`` (≥ 1) has a
+    stale stage (an input changed since). The way out is round ``r-1``'s: :func:`answers_block`'s when
+    people's answers sit on its stale acquisition, else ``a2lc round --r r-1`` (which redoes what is stale)."""
+    if r < 2 or not artifact_path(ws, r - 1, TRAIN).exists():
+        return None
+    stale = [s.name for s in stages_of_round(r - 1, cfg) if stage_state(ws, cfg, r - 1, s) == STALE]
+    if not stale:
+        return None
+    return answers_block(ws, cfg, r - 1) or (
+        f"round {r} needs round {r - 1} first: round {r - 1} is stale ({', '.join(stale)}: an input changed "
+        f"since); rerun it: `a2lc round --r {r - 1}`")
+
+
 def _waits_for_people(ws: Workspace, r: int) -> bool:
     """Whether round ``r``'s selection was made for people (``annotator: human``) and lacks answers."""
     from .query import answers_incomplete
@@ -93,7 +115,7 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
     if any(i.required and i.offset < 0 and not artifact_path(ws, r + i.offset, BY_NAME[i.stage]).exists()
            for i in first.inputs):
         raise A2LCError(round_order_hint(ws, r))
-    blocked = None if stage is ACQUIRE else answers_block(ws, cfg, r)
+    blocked = (None if stage is ACQUIRE else answers_block(ws, cfg, r)) or earlier_round_block(ws, cfg, r)
     if blocked:  # never build on a stale acquisition; the same way out as acquire's own refusal and status
         raise A2LCError(blocked)
     if missing:
@@ -166,17 +188,26 @@ def run_round(
     force: bool = False,
     device: str | None = None,
     evaluate: bool = True,
+    simulated_answers: bool = False,
     on_stage: Callable[[int, str, str], None] | None = None,
 ) -> dict[str, Any]:
     """Run the stages of round ``r`` that are not done, in order; then evaluate the round.
 
     Returns a summary with each stage's outcome (``ran`` / ``skipped``) and the metrics.
+    Refused (A2LCError) before anything runs: a round before the one it builds on
+    (:func:`round_order_hint`), a stale round under people's answers (:func:`answers_block`), a stale
+    earlier round (:func:`earlier_round_block`), and a selection made for people whose answers are
+    incomplete (exit code 4, :func:`people_step`) unless ``simulated_answers``: the simulated annotator
+    then answers the masks people have not.
     """
     if r > 0 and not artifact_path(ws, r - 1, TRAIN).exists():
         raise A2LCError(round_order_hint(ws, r))
-    blocked = answers_block(ws, cfg, r)
+    blocked = answers_block(ws, cfg, r) or earlier_round_block(ws, cfg, r)
     if blocked:
         raise A2LCError(blocked)
+    if r >= 1 and not simulated_answers and (cfg.method.annotator or "gt") != "human" and _waits_for_people(ws, r):
+        # (with people as the config's annotator the query stage itself stops the round, exit code 4)
+        raise A2LCError(people_step(r), exit_code=4)
     method = resolve_method(cfg.method)
     outcome: dict[str, str] = {}
     forced_downstream = False

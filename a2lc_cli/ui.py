@@ -46,9 +46,11 @@ def set_quiet(quiet: bool) -> None:
 
 
 def info(message: str) -> None:
-    """An informational line on stderr."""
+    """An informational line on stderr (the a2lc commands it suggests name this run's workspace)."""
     if not _quiet:
-        err.print(message)
+        from .hints import localise
+
+        err.print(localise(message))
 
 
 def warn(message: str) -> None:

@@ -62,6 +62,10 @@ def status_json(cli, ws: Path) -> dict:
     st.pop("workspace", None)
     if isinstance(st.get("dataset"), dict):
         st["dataset"].pop("uid", None)
+    if isinstance(st.get("next"), str):  # hints name the workspace (`a2lc -w COPY ...`, a2lc_cli.hints)
+        import shlex
+
+        st["next"] = st["next"].replace(f"a2lc -w {shlex.quote(str(ws))} ", "a2lc ")
     return st
 
 

@@ -26,6 +26,14 @@ from fixtures import block_labels, write_folder, write_pseudolabels
 from test_query import B, D, E, _fill, ws  # noqa: F401 - ws is a fixture
 
 
+@pytest.fixture(autouse=True)
+def _hints_without_w(request, monkeypatch):
+    """The crafted workspace is also $A2LC_WORKSPACE, so the hints the older tests compare word for word carry no
+    ``-w`` (a bare ``a2lc`` finds it); the tests of break-test C check the ``-w`` hints without it."""
+    if "ws" in request.fixturenames:
+        monkeypatch.setenv("A2LC_WORKSPACE", str(request.getfixturevalue("ws").root))
+
+
 def ok(cli, *args) -> str:
     code, out, err = cli(*args)
     assert code == 0, err
@@ -64,7 +72,7 @@ def test_a_copied_workspace_continues_its_round(ws, cli, tmp_path, monkeypatch):
     st = json.loads(ok(cli, "-w", copy, "status", "--json"))
     r1 = st["rounds"][1]["stages"]
     assert r1 == {"acquire": "done", "query": "done", "lcm-train": "done", "lcm-correct": "done", "train": "missing"}
-    assert st["next"] == "a2lc train --r 1"
+    assert st["next"] == f"a2lc -w {shlex.quote(str(copy))} train --r 1"  # the copy, named as -w named it
     # continue the round in the copy: nothing before training is redone, people's answers are kept
     acq = (copy / "rounds/r001/acquire.h5").read_bytes()
     import a2lc_cli.training as training_mod
@@ -122,7 +130,7 @@ def test_init_for_real_data_names_a_pseudolabel_command_that_works(tmp_path, cli
     code, out, err = cli("-w", tmp_path / "ws", "init", "--source", "folder", "--root", tmp_path / "data")
     assert code == 0, err
     hint = out.split("next: ", 1)[1].strip()
-    assert hint.startswith("a2lc pseudolabel --labeler import --import-dir DIR")
+    assert hint.startswith(f"a2lc -w {shlex.quote(str(tmp_path / 'ws'))} pseudolabel --labeler import --import-dir DIR")
     assert "--labeler grounded-sam --sam-checkpoint FILE --gdino-checkpoint FILE" in hint
     st = json.loads(ok(cli, "-w", tmp_path / "ws", "status", "--json"))
     assert st["next"] == hint
@@ -130,10 +138,10 @@ def test_init_for_real_data_names_a_pseudolabel_command_that_works(tmp_path, cli
     assert cli("-w", tmp_path / "ws", "pseudolabel")[0] != 0
     write_pseudolabels(tmp_path / "pl", labels)
     args = shlex.split(hint.split(" (", 1)[0].replace("DIR", str(tmp_path / "pl")))
-    assert args[:2] == ["a2lc", "pseudolabel"]
-    ok(cli, "-q", "-w", tmp_path / "ws", *args[1:])
+    assert args[:4] == ["a2lc", "-w", str(tmp_path / "ws"), "pseudolabel"]
+    ok(cli, "-q", *args[1:])  # as copied, -w included
     st = json.loads(ok(cli, "-w", tmp_path / "ws", "status", "--json"))
-    assert st["dataset"]["images"] == 2 and st["next"] == "a2lc train --r 0"
+    assert st["dataset"]["images"] == 2 and _bare(st["next"], tmp_path / "ws") == "a2lc train --r 0"
     # a folder config has no synthetic preset (item 14)
     cfg = json.loads(ok(cli, "-w", tmp_path / "ws", "config", "show", "--json"))["config"]
     assert cfg["source"]["preset"] is None
@@ -500,7 +508,7 @@ def test_w_must_name_a_workspace_folder(cli, tmp_path):
         assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else None) == listing
     # the hint for the empty folder works
     ok(cli, "-w", empty, "init")
-    assert json.loads(ok(cli, "-w", empty, "status", "--json"))["next"] == "a2lc pseudolabel"
+    assert _bare(json.loads(ok(cli, "-w", empty, "status", "--json"))["next"], empty) == "a2lc pseudolabel"
 
 
 # --------------------------------------------------------------------------- break-test F: the widest cells at 80 columns
@@ -572,3 +580,156 @@ def test_the_order_hint_never_sends_a_round_waiting_for_people_to_the_simulator(
     assert code == 2 and "round 3 needs round 2 first: round 1 waits for people's answers" in err, err
     assert "`a2lc query --r 1 --serve`" in err and "run `a2lc round --r 1`" not in err
 
+
+
+# --------------------------------------------------------------------------- break-test C: hints that work when copied
+def _bare(text, root):
+    """``text`` without the ``-w ROOT`` that hints carry for a workspace given with -w (for comparing words)."""
+    return text.replace(f"a2lc -w {shlex.quote(str(root))} ", "a2lc ")
+
+
+def test_localise_adds_the_workspace_to_commands_only(monkeypatch, tmp_path):
+    from a2lc_cli import hints
+    from a2lc_cli.cli import app
+
+    monkeypatch.delenv("A2LC_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    names = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    assert names == set(hints.COMMANDS)  # every command of the CLI is recognised in a hint
+    try:
+        hints.set_workspace(Path("my ws"))
+        assert hints.localise("next: a2lc round --r 2") == "next: a2lc -w 'my ws' round --r 2"
+        assert hints.localise("a2lc export-answers --r 1 (or a2lc query --r 1 --serve)") == \
+            "a2lc -w 'my ws' export-answers --r 1 (or a2lc -w 'my ws' query --r 1 --serve)"
+        text = "which a2lc never overwrites; `a2lc -w other init`; see a2lc_cli.rounds"
+        assert hints.localise(text) == text
+        hints.set_workspace(Path("a2lc-work"), "default")  # the workspace a bare `a2lc` finds: no -w
+        assert hints.localise("`a2lc train --r 0`") == "`a2lc train --r 0`"
+        monkeypatch.setenv("A2LC_WORKSPACE", str(tmp_path / "elsewhere"))
+        hints.set_workspace(tmp_path / "elsewhere", "A2LC_WORKSPACE")
+        assert hints.localise("`a2lc train --r 0`") == "`a2lc train --r 0`"
+    finally:
+        hints.reset()
+
+
+def test_every_hint_names_the_workspace_and_works_when_copied(ws, cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("A2LC_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)  # not the folder of the workspace: a hint without -w would fail
+    root = shlex.quote(str(ws.root))
+    st = json.loads(ok(cli, "-w", ws.root, "status", "--json"))
+    assert st["next"] == f"a2lc -w {root} acquire --r 1"
+    assert ok(cli, "-w", ws.root, "status").strip().splitlines()[-1] == f"next: a2lc -w {root} acquire --r 1"
+    code, _, err = cli("-w", ws.root, "train", "--r", "3")  # an order hint, raised deep in the library
+    assert code == 2 and f"`a2lc -w {root} round --r 1`" in " ".join(err.split()), err
+    code, out, _ = cli("-w", ws.root, "train", "--r", "3", "--json")  # the same words in the JSON error
+    assert f"`a2lc -w {root} round --r 1`" in json.loads(out)["error"]
+    command = shlex.split(st["next"])  # copy the hint as it stands and run it
+    ok(cli, *command[1:])
+    assert ws.artifact(1, "acquire.h5").exists()
+    # the default workspace, or the one A2LC_WORKSPACE names, needs no -w
+    monkeypatch.setenv("A2LC_WORKSPACE", str(ws.root))
+    assert json.loads(ok(cli, "status", "--json"))["next"] == "a2lc query --r 1"
+    monkeypatch.delenv("A2LC_WORKSPACE")
+    shutil.copytree(ws.root, tmp_path / "a2lc-work")
+    assert json.loads(ok(cli, "status", "--json"))["next"] == "a2lc query --r 1"
+
+
+def test_a_missing_default_workspace_says_how_it_was_chosen(cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("A2LC_WORKSPACE", raising=False)
+    code, _, err = cli("status")
+    assert code == 2 and "no -w was given" in err and "check -w" not in err
+    monkeypatch.setenv("A2LC_WORKSPACE", str(tmp_path / "typo"))
+    code, _, err = cli("status")
+    assert code == 2 and "A2LC_WORKSPACE" in err and "check -w" not in err
+    code, _, err = cli("-w", tmp_path / "typo2", "status")
+    assert code == 2 and "check -w" in err
+
+
+def test_w_inside_a_workspace_names_the_workspace(ws, cli):
+    for inner in (ws.root / "rounds", ws.root / "rounds" / "r000"):
+        code, _, err = cli("-w", inner, "status")
+        line = " ".join(err.split())
+        assert code == 2 and f"inside the a2lc workspace {ws.root}" in line and "--root" not in line, line
+
+
+# --------------------------------------------------------------------------- break-test C: a round for people
+def test_round_never_fills_a_round_selected_for_people_with_simulated_answers(ws, cli, tmp_path):
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", "--export", tmp_path / "b")
+    before = _snapshot(ws)
+    code, _, err = cli("-w", ws.root, "round", "--r", "1")
+    line = _bare(" ".join(err.split()), ws.root)
+    assert code == 4 and len(err.strip().splitlines()) == 1, err
+    assert "selected for people" in line and "`a2lc query --r 1 --serve`" in line and "--simulated-answers" in line
+    assert _snapshot(ws) == before
+
+
+def test_round_on_top_of_a_stale_round_under_peoples_answers_is_refused_as_the_others_are(ws, cli, tmp_path):
+    _answered_round_1(ws, cli, tmp_path)
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "theta1"}, ws.artifact(1, "model.pt"))
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "retrained"}, ws.artifact(0, "model.pt"))
+    before = _snapshot(ws)
+    errors = set()
+    for command in (("round", "--r", "2"), ("acquire", "--r", "2")):
+        code, _, err = cli("-w", ws.root, *command)
+        assert code == 2, (command, err)
+        errors.add(" ".join(err.split()))
+    assert len(errors) == 1, errors  # one rule, one message: round 1's way out
+    assert "export-answers --r 1" in errors.pop()
+    assert _snapshot(ws) == before
+
+
+# --------------------------------------------------------------------------- break-test C: no silent retraining
+def test_train_of_a_current_model_says_so_and_guards_the_next_rounds_answers(ws, cli, tmp_path):
+    _answered_round_1(ws, cli, tmp_path)
+    uid = artifact_uid(ws.artifact(0, "model.pt"))
+    out = ok(cli, "-w", ws.root, "train", "--r", "0")
+    assert "round 0's model is up to date" in out and "--force" in out
+    assert json.loads(ok(cli, "-w", ws.root, "train", "--r", "0", "--json"))["up_to_date"] is True
+    code, _, err = cli("-w", ws.root, "train", "--r", "0", "--force")
+    line = _bare(" ".join(err.split()), ws.root)
+    assert code == 2 and "3 answers of people" in line and "round 1's acquisition stale" in line, line
+    assert "`a2lc export-answers --r 1 --out FILE`" in line and "--stale-next-round" in line
+    assert artifact_uid(ws.artifact(0, "model.pt")) == uid  # nothing retrained
+
+
+# --------------------------------------------------------------------------- break-test C: SIGTERM is Ctrl-C everywhere
+def test_sigterm_stops_any_command_like_ctrl_c(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import time, typer\n"
+              "from a2lc_cli import cli\n"
+              "@cli.app.command('sleepy')\n"
+              "def sleepy(ctx: typer.Context):\n"
+              "    from a2lc_cli.commands._common import workspace\n"
+              "    ws = workspace(ctx, must_exist=False)\n"
+              "    ws.root.mkdir(exist_ok=True)\n"
+              "    with ws.lock():\n"
+              "        print('locked', flush=True)\n"
+              "        time.sleep(60)\n"
+              "raise SystemExit(cli.invoke(['-w', %r, 'sleepy']))\n" % str(tmp_path / "w"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=env)
+    assert p.stdout.readline().strip() == "locked"
+    assert (tmp_path / "w" / ".lock").exists()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", err
+    assert not (tmp_path / "w" / ".lock").exists()  # the lock was released
+
+
+def test_importing_an_answers_file_with_no_answers_says_so(ws, cli, tmp_path):
+    ok(cli, "-w", ws.root, "acquire", "--r", "1")
+    bundle = tmp_path / "bundle"
+    ok(cli, "-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", "--export", bundle)
+    out = ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv")  # nothing filled in
+    assert "imported 0 new" in out and "had no answers filled in" in " ".join(out.split())
+    res = json.loads(ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv", "--json"))
+    assert res["file_answers"] == 0 and res["imported"] == 0
+    _fill(bundle / "answers.csv", {E: "c0"}, annotator="ann")
+    out = ok(cli, "-w", ws.root, "query", "--r", "1", "--answers", bundle / "answers.csv")
+    assert "imported 1 new" in out and "no answers" not in out

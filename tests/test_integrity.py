@@ -134,7 +134,7 @@ def _stats(f):
 STATUS, VERIFY = ("status", "--json"), ("status", "--json", "--verify")
 EVALUATE = ("evaluate", "--metric", "data-miou", "--r", 1, "--json")
 EXPORT = ("export", "EXPORT", "--r", 1)
-TRAIN = ("train", "--r", 1, "--device", "cpu")
+TRAIN = ("train", "--r", 1, "--device", "cpu", "--force")  # --force: θ_1 is current (plain, train says so without reading)
 ACQUIRE = ("acquire", "--r", 1, "--device", "cpu")
 LCM_TRAIN = ("lcm-train", "--r", 1)
 LCM_CORRECT = ("lcm-correct", "--r", 1)

@@ -4,6 +4,7 @@ checking the state after each stage; rerunning a finished stage or round changes
 from __future__ import annotations
 
 import json
+import shlex
 import math
 
 import numpy as np
@@ -91,7 +92,7 @@ def test_stage_by_stage_round_1(tiny_ws, cli, tmp_path):
     status = json.loads(ok(cli, "-w", ws, "status", "--json"))
     assert status["rounds"][1]["stages"] == {"acquire": "done", "query": "done", "lcm-train": "done",
                                              "lcm-correct": "done", "train": "done"}
-    assert status["next"] == "a2lc acquire --r 2"
+    assert status["next"] == f"a2lc -w {shlex.quote(str(ws))} acquire --r 2"  # -w: a hint that works when copied
 
     # rerunning finished stages is a no-op
     before = {p.name: p.read_bytes() for p in (ws / "rounds/r001").iterdir() if p.suffix == ".h5"}
@@ -171,4 +172,4 @@ def test_round_2_with_the_round_command(tiny_ws, cli):
     torch.save({**obj, "uid": "retrained"}, p)
     status = json.loads(ok(cli, "-w", ws, "status", "--json"))
     assert status["rounds"][2]["stages"]["acquire"] == "stale"
-    assert status["next"] == "a2lc round --r 2"
+    assert status["next"] == f"a2lc -w {shlex.quote(str(ws))} round --r 2"

@@ -306,13 +306,15 @@ def test_text_reader_hand_cases(tmp_path):
 
 # --------------------------------------------------------------------------- 4. folder changed after pseudolabel
 @pytest.fixture
-def cams(tmp_path, cli):
-    """A flat folder of three same-size frames cam_1, cam_2, cam_10, pseudolabelled, θ₀ trained, round 1 acquired."""
+def cams(tmp_path, cli, monkeypatch):
+    """A flat folder of three same-size frames cam_1, cam_2, cam_10, pseudolabelled, θ₀ trained, round 1 acquired.
+    ($A2LC_WORKSPACE names it: the hints these tests compare carry no -w.)"""
     names = ["cam_1", "cam_2", "cam_10"]
     labels = {"train": {n: block_labels(24, 32, 2, block=8, seed=k) for k, n in enumerate(names)}}
     root = write_folder(tmp_path / "data", labels, ["sky", "road"], flat=True, seed=5)
     imp = write_pseudolabels(tmp_path / "pseudo", labels["train"])
     ws = tmp_path / "ws"
+    monkeypatch.setenv("A2LC_WORKSPACE", str(ws))
     init_and_pseudolabel(cli, ws, root, imp, "--set", "train.iterations=2", "--set", "method.budget=2")
     for args in (("train", "--r", "0", "--device", "cpu"), ("acquire", "--r", "1", "--device", "cpu")):
         code, _, err = cli("-q", "-w", ws, *args)
@@ -325,9 +327,9 @@ def _rename(root: Path, old: str, new: str) -> None:
         (root / sub / f"{old}.png").rename(root / sub / f"{new}.png")
 
 
-@pytest.mark.parametrize("command", [
-    ("train", "--r", "0", "--device", "cpu"),
-    ("acquire", "--r", "1", "--device", "cpu"),
+@pytest.mark.parametrize("command", [  # --force: θ₀ and acquire.h5 are current (plain, the command says so)
+    ("train", "--r", "0", "--device", "cpu", "--force"),
+    ("acquire", "--r", "1", "--device", "cpu", "--force"),
     ("query", "--r", "1", "--annotator", "human", "--export", "BUNDLE"),
 ])
 def test_renamed_frames_stop_every_stage_that_reads_pixels(cams, cli, command, tmp_path):
@@ -347,7 +349,7 @@ def test_replaced_pixels_under_the_same_name_are_caught(cams, cli):
     tmp = a.with_name("swap.tmp")
     a.rename(tmp), b.rename(a), tmp.rename(b)  # same names, same sizes, the pixels of two frames swapped
     before = snapshot(ws)
-    code, _, err = cli("-q", "-w", ws, "train", "--r", "0", "--device", "cpu")
+    code, _, err = cli("-q", "-w", ws, "train", "--r", "0", "--device", "cpu", "--force")
     assert_one_line_error(code, err, "train image 0 'cam_1' is not the image dataset.h5 was built from",
                           "a2lc pseudolabel --force")
     assert_unchanged(ws, before)
@@ -357,7 +359,7 @@ def test_resized_image_is_caught(cams, cli):
     root, ws = cams
     save_png(root / "images" / "cam_10.png", np.zeros((24, 30, 3), np.uint8))
     save_png(root / "labels" / "cam_10.png", np.zeros((24, 30), np.uint8))
-    code, _, err = cli("-q", "-w", ws, "train", "--r", "0", "--device", "cpu")
+    code, _, err = cli("-q", "-w", ws, "train", "--r", "0", "--device", "cpu", "--force")
     assert_one_line_error(code, err, "train image 1 'cam_10' is 30x24 but dataset.h5 was built from a 32x24 image")
 
 
@@ -367,10 +369,10 @@ def test_workspace_from_before_signatures_still_works(cams, cli):
         del f["images/signature"], f["images/signed"]
     with Dataset(ws / "dataset.h5") as ds:
         assert ds.image_signatures() is None
-    code, _, err = cli("-q", "-w", ws, "train", "--r", "0", "--device", "cpu")
+    code, _, err = cli("-q", "-w", ws, "train", "--r", "0", "--device", "cpu", "--force")
     assert code == 0, err
     _rename(root, "cam_2", "cam_02")  # names are recorded in every dataset.h5, so they are still checked
-    code, _, err = cli("-q", "-w", ws, "train", "--r", "0", "--device", "cpu")
+    code, _, err = cli("-q", "-w", ws, "train", "--r", "0", "--device", "cpu", "--force")
     assert_one_line_error(code, err, "train image 0 is 'cam_02'")
 
 

@@ -56,7 +56,9 @@ def require_workspace(root: Path) -> None:
     """
     where = root.absolute()
     if not root.exists() and not root.is_symlink():
-        raise A2LCError(f"workspace {where} does not exist: check -w, or start one there with "
+        from ..hints import how_chosen
+
+        raise A2LCError(f"workspace {where} does not exist: {how_chosen()}; or start one there with "
                         f"`a2lc -w {root} init` (or `a2lc -w {root} pseudolabel`)")
     if not root.is_dir() and not root.is_file():
         return  # a FIFO, a device, a broken or looping link: Workspace.check_entries names it
@@ -65,6 +67,12 @@ def require_workspace(root: Path) -> None:
                         f"(start one with `a2lc -w NEW_DIR init`)")
     if any((root / name).exists() for name in WORKSPACE_ENTRIES):
         return
+    inside = _enclosing_workspace(root)
+    if inside is not None:  # `-w ws/rounds`, `-w ws/rounds/r001`: a folder of a workspace, not a dataset root
+        import shlex
+
+        raise A2LCError(f"{where} is a folder inside the a2lc workspace {inside.absolute()}: "
+                        f"-w names the workspace itself (`a2lc -w {shlex.quote(str(inside))} status`)")
     try:
         empty = not any(not e.name.startswith(".") for e in os.scandir(root))
     except OSError as e:
@@ -75,6 +83,18 @@ def require_workspace(root: Path) -> None:
     raise A2LCError(f"{where} is not an a2lc workspace (it has no config.json, dataset.h5 or rounds/): create one "
                     f"with `a2lc -w NEW_DIR init` (for a dataset in this folder: `a2lc -w NEW_DIR init "
                     f"--source folder|cityscapes|voc --root {root}`)")
+
+
+def _enclosing_workspace(root: Path) -> Path | None:
+    """The nearest folder above ``root`` (up to three levels) that is an a2lc workspace (holds ``config.json``
+    or ``dataset.h5``), spelled from the path the user gave when it can be; None when there is none."""
+    given = list(root.parents)[:3]  # ws/rounds/r001 -> ws/rounds, ws, . (relative, as the user typed it)
+    for k, up in enumerate(root.absolute().parents):
+        if k >= 3:
+            break
+        if any((up / name).is_file() for name in ("config.json", "dataset.h5")):
+            return given[k] if k < len(given) and str(given[k]) not in ("", ".") and ".." not in given[k].parts else up
+    return None
 
 
 def round_option(help: str = "Round number (0 = pseudo-labels).", default=None):
@@ -105,3 +125,4 @@ def stage_round(ctx: typer.Context, r: int | None, stage, *, cfg: Config | None 
     if stage.in_round(r):
         check_order(ws, cfg, r, stage)
     return ws, cfg, r
+

@@ -70,6 +70,8 @@ def query(
             + (f" ({who})" if who else "") + f"; {res['unit']}-level")
     if "imported" in res:
         line += f"; imported {res['imported']} new, {res['unchanged']} unchanged"
+        if res.get("file_answers") == 0:  # exit 0 (nothing is wrong with the file), but never a silent no-op
+            line += " (the answers file had no answers filled in: fill in the answer column, then import it again)"
     ui.out.print(ui.esc(line + f"; {ui.plural(res['changed'], 'label')} changed; {res['remaining_unqueried']} masks left unqueried"))
     if "bundle" in res:
         ui.out.print(ui.esc(f"bundle written to {res['bundle']}: fill in answers.csv, then `{res['import_command']}`"),

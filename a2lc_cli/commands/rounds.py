@@ -32,6 +32,10 @@ def round_(
     r: Optional[int] = round_option("Round to run (0 = pseudo-labels + θ_0)."),
     force: bool = typer.Option(False, "--force", help="Redo every stage of the round, even those up to date."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
+    simulated_answers: bool = typer.Option(
+        False, "--simulated-answers",
+        help="On a selection made for people (query --annotator human) that they have not finished: let the "
+             "simulated annotator answer the rest (refused without this flag)."),
     json_out: bool = JSON,
 ) -> None:
     """Run the missing or stale stages of round r in order (acquire → query → lcm → train → evaluate)."""
@@ -41,7 +45,8 @@ def round_(
     r = require_round(r, "round")
     cfg = ws.ensure_config()
     with ws.lock():
-        res = run_round(ws, cfg, r, force=force, device=device, on_stage=None if json_out else _stage_printer)
+        res = run_round(ws, cfg, r, force=force, device=device, simulated_answers=simulated_answers,
+                        on_stage=None if json_out else _stage_printer)
     if json_out:
         ui.print_json(res)
     else:

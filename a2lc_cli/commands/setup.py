@@ -99,7 +99,9 @@ def init(
         ws.save_config(cfg)
     from ..stages import pseudolabel_command
 
-    nxt = pseudolabel_command(cfg)
+    from ..hints import localise
+
+    nxt = localise(pseudolabel_command(cfg))  # with -w when this is not the workspace a bare `a2lc` finds
     if json_out:
         ui.print_json({"workspace": str(ws.root), "config": cfg.model_dump(mode="json"), "next": nxt})
     else:
@@ -125,6 +127,9 @@ def status(ctx: typer.Context, json_out: bool = JSON, verify: bool = typer.Optio
     """What exists for each round and what to run next (exit status 2 when an artifact is damaged)."""
     ws = workspace(ctx)
     st = workspace_status(ws, verify=verify)
+    from ..hints import localise
+
+    st["next"] = localise(st["next"])  # a command that works when copied: with -w unless a bare `a2lc` finds ws
     if json_out:
         damage = _damage(st)
         if damage is not None:  # one JSON object on stdout, the damage named in it, and exit status 2

@@ -31,6 +31,11 @@ def train(
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Backbone weights: a file, or 'imagenet' from the torch cache."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Save model.ckpt every N iterations."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the round's model.ckpt."),
+    force: bool = typer.Option(False, "--force", help="Train again although θ_R is up to date."),
+    stale_next_round: bool = typer.Option(
+        False, "--stale-next-round",
+        help="Train again although round R+1's selection holds people's answers (retraining makes it stale; "
+             "keep them first with `a2lc export-answers --r R+1 --out FILE`)."),
     json_out: bool = JSON,
 ) -> None:
     """Train θ_R (DeepLabV3+ or a small CNN) on the labels after round R; save rounds/rNNN/model.pt."""
@@ -58,6 +63,11 @@ def train(
             ui.out.print(f"θ_{r} is already trained and up to date ({model_path}); nothing to resume. "
                          f"To train it again, run `a2lc train --r {r}` without --resume", soft_wrap=True)
         return
+    recipe_given = any(v is not None for v in (model, iterations, batch_size, lr, crop, pretrained, checkpoint_every))
+    if model_path.exists() and not resume:
+        if _refuse_or_skip_a_current_model(ws, cfg, r, force=force or recipe_given,
+                                           stale_next_round=stale_next_round, json_out=json_out):
+            return
     dist_info = init_distributed(device)
     try:
         with main_rank_lock(ws, dist_info):
@@ -84,4 +94,37 @@ def train(
     table = ui.table(f"θ_{r} trained", ["", ""], rows)
     table.show_header = False
     ui.out.print(table)
-    ui.out.print(f"next: a2lc evaluate --metric model-miou --r {r}")
+    from ..hints import localise
+
+    ui.out.print(ui.esc(localise(f"next: a2lc evaluate --metric model-miou --r {r}")), soft_wrap=True)
+
+
+def _refuse_or_skip_a_current_model(ws, cfg, r: int, *, force: bool, stale_next_round: bool, json_out: bool) -> bool:
+    """Before training θ_r again over an existing ``model.pt``.
+
+    Retraining gives model.pt a new uid, which makes round r+1's acquisition stale. So: when round r+1's
+    ``query.h5`` holds people's answers for the current acquisition, refuse (even with ``--force``) unless
+    ``--stale-next-round``, naming what becomes stale and how to keep the answers; otherwise, when θ_r is
+    up to date (same inputs, finished) and not ``force``, say so and return True (nothing to train).
+    """
+    from ..errors import A2LCError
+    from ..rounds import DONE, people_answers, stage_state
+    from ..stages import ACQUIRE, TRAIN
+
+    current = stage_state(ws, cfg, r, TRAIN) == DONE
+    if current and not force:
+        if json_out:
+            ui.print_json({"round": r, "up_to_date": True, "path": str(ws.path(TRAIN, r))})
+        else:
+            ui.out.print(ui.esc(f"round {r}'s model is up to date ({ws.path(TRAIN, r)} was trained on the current "
+                                f"labels); use --force to train again"), soft_wrap=True)
+        return True
+    people = people_answers(ws, r + 1)
+    if people and not stale_next_round and stage_state(ws, cfg, r + 1, ACQUIRE) == DONE:
+        q = ws.artifact(r + 1, "query.h5")
+        raise A2LCError(
+            f"round {r + 1}'s selection was made with this θ_{r} and {q} holds {ui.plural(people, 'answer')} of "
+            f"people for it: training θ_{r} again makes round {r + 1}'s acquisition stale, and those answers could "
+            f"then only be kept aside, not used. Keep a copy first: `a2lc export-answers --r {r + 1} --out FILE`; "
+            f"to train anyway: `a2lc train --r {r} --force --stale-next-round`")
+    return False
