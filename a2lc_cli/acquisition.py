@@ -198,6 +198,7 @@ def reduce_batch(
             pmax = pc.amax(0)
             # argmax (first maximal class): the largest of (C − j) over the classes equal to the max
             pr = c - ((pc == pmax) * desc).amax(0).long()
+            pr.masked_fill_(pr == c, 0)  # a NaN pixel equals no maximum: class 0, as the fused kernel (not an index c)
             pred[lo:hi] = pr
             valid = lab_c != VOID
             eff = torch.where(valid, lab_c, pr)  # ŷ'
