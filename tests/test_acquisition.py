@@ -311,3 +311,17 @@ def test_nan_logits_do_not_crash_either_kernel_and_stay_in_their_mask():
         if bad >= 0:
             assert not np.isfinite(a.cil[bad].item()), kern
     np.testing.assert_array_equal(out["torch"].dominant.numpy(), out["fused"].dominant.numpy())
+
+
+def test_more_than_255_classes_use_the_torch_kernel():
+    # the fused kernel keeps the argmax as uint8: class 256+ wrapped around silently
+    g = torch.Generator().manual_seed(0)
+    c = 300
+    probs = torch.softmax(3 * torch.randn(1, c, 16, 16, generator=g), 1)
+    seg = torch.randint(0, 4, (1, 16, 16), generator=g)
+    labels = torch.full((1, 16, 16), 255)
+    with pytest.raises(ValueError, match="255 classes"):
+        reduce_batch(probs, seg, labels, 4, kernel="fused")
+    a = reduce_batch(probs, seg, labels, 4)  # the default picks the torch kernel
+    b = reduce_batch(probs, seg, labels, 4, kernel="torch")
+    np.testing.assert_array_equal(a.sim_by_class.numpy(), b.sim_by_class.numpy())
