@@ -154,7 +154,8 @@ def reduce_batch(
     above (always used on CUDA). Both agree to float rounding (tests/test_acquisition.py).
     """
     if kernel is None:
-        kernel = "fused" if probs.device.type == "cpu" and _fused_kernels() is not None else "torch"
+        kernel = ("fused" if probs.device.type == "cpu" and probs.shape[1] <= 255 and _fused_kernels() is not None
+                  else "torch")
     if kernel == "fused":
         return _fused_reduce(probs, segment, labels, n_masks, counted=counted, embedding=embedding,
                              need_entropy=need_entropy, need_margin=need_margin, chunk=chunk, logits=logits)
@@ -198,6 +199,7 @@ def reduce_batch(
             pmax = pc.amax(0)
             # argmax (first maximal class): the largest of (C − j) over the classes equal to the max
             pr = c - ((pc == pmax) * desc).amax(0).long()
+            pr.masked_fill_(pr == c, 0)  # a NaN pixel equals no maximum: class 0, as the fused kernel (not an index c)
             pred[lo:hi] = pr
             valid = lab_c != VOID
             eff = torch.where(valid, lab_c, pr)  # ŷ'
@@ -357,6 +359,8 @@ def _fused_reduce(probs, segment, labels, n_masks, *, counted, embedding, need_e
     pass1, pass2 = _fused_kernels()
     planes, seg_img, lab_img, emb_img = _image_planes(probs, segment, labels, embedding)
     c = planes[0].shape[0]
+    if c > 255:  # the per-pixel argmax is kept as uint8
+        raise ValueError(f"the fused kernel takes at most 255 classes, not {c} (kernel='torch' does)")
     k = n_masks
     kk = k + 1
     area = np.zeros(kk, np.int64)

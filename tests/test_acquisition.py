@@ -290,3 +290,38 @@ def test_fused_kernel_refuses_out_of_range_ids_and_labels():
     bad_lab[0, 0, 0] = probs.shape[1]
     with pytest.raises(ValueError, match="labels"):
         reduce_batch(probs, seg, bad_lab, k, kernel="fused")
+
+
+def test_nan_logits_do_not_crash_either_kernel_and_stay_in_their_mask():
+    # a diverged model (bf16 overflow) can emit NaN: the torch kernel indexed class C for such a pixel
+    probs, seg, labels, k, counted, _ = _random_batch(7, c=5)
+    logits = torch.log(probs)
+    logits[0, :, 3, 4] = float("nan")
+    bad = int(seg[0, 3, 4])
+    out = {kern: reduce_batch(logits.clone(), seg, labels, k, counted=counted, logits=True, kernel=kern)
+           for kern in ("torch", "fused")}
+    ok = reduce_batch(probs, seg, labels, k, counted=counted, kernel="torch")
+    keep = torch.ones(k, dtype=torch.bool)
+    if bad >= 0:
+        keep[bad] = False
+    for kern, a in out.items():
+        np.testing.assert_array_equal(a.area.numpy(), ok.area.numpy(), err_msg=kern)
+        np.testing.assert_allclose(a.sim_by_class[keep].numpy(), ok.sim_by_class[keep].numpy(), rtol=1e-5, atol=1e-5,
+                                   err_msg=kern)
+        if bad >= 0:
+            assert not np.isfinite(a.cil[bad].item()), kern
+    np.testing.assert_array_equal(out["torch"].dominant.numpy(), out["fused"].dominant.numpy())
+
+
+def test_more_than_255_classes_use_the_torch_kernel():
+    # the fused kernel keeps the argmax as uint8: class 256+ wrapped around silently
+    g = torch.Generator().manual_seed(0)
+    c = 300
+    probs = torch.softmax(3 * torch.randn(1, c, 16, 16, generator=g), 1)
+    seg = torch.randint(0, 4, (1, 16, 16), generator=g)
+    labels = torch.full((1, 16, 16), 255)
+    with pytest.raises(ValueError, match="255 classes"):
+        reduce_batch(probs, seg, labels, 4, kernel="fused")
+    a = reduce_batch(probs, seg, labels, 4)  # the default picks the torch kernel
+    b = reduce_batch(probs, seg, labels, 4, kernel="torch")
+    np.testing.assert_array_equal(a.sim_by_class.numpy(), b.sim_by_class.numpy())
