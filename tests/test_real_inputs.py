@@ -327,9 +327,9 @@ def _rename(root: Path, old: str, new: str) -> None:
         (root / sub / f"{old}.png").rename(root / sub / f"{new}.png")
 
 
-@pytest.mark.parametrize("command", [  # --force: θ₀ and acquire.h5 are current (plain, the command says so)
+@pytest.mark.parametrize("command", [  # train --force: θ₀ is current (plain, the command says so); acquire always runs
     ("train", "--r", "0", "--device", "cpu", "--force"),
-    ("acquire", "--r", "1", "--device", "cpu", "--force"),
+    ("acquire", "--r", "1", "--device", "cpu"),
     ("query", "--r", "1", "--annotator", "human", "--export", "BUNDLE"),
 ])
 def test_renamed_frames_stop_every_stage_that_reads_pixels(cams, cli, command, tmp_path):

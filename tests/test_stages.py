@@ -147,7 +147,8 @@ def test_every_option_with_choices_words_a_wrong_value_alike(tmp_path, cli, args
 def test_evaluate_checks_its_round_like_the_stage_commands(ws_with_fakes, cli):
     ws, _, _ = ws_with_fakes  # θ_0 exists, round 1 has not started: the hint of `a2lc query --r 1`
     code, _, err = cli("-w", ws.root, "evaluate", "--r", "1")
-    assert code == 2 and err.strip() == "error: round 1 has no acquire.h5 yet; run `a2lc acquire --r 1` first"
+    # the hint names the workspace (-w), so that it works when copied (a2lc_cli/hints.py)
+    assert code == 2 and err.strip() == f"error: round 1 has no acquire.h5 yet; run `a2lc -w {ws.root} acquire --r 1` first"
     code, _, err = cli("-w", ws.root, "evaluate", "--r", "2")  # no θ_1: the words of `a2lc round`
     assert code == 2 and "round 2 needs round 1 first" in err
 
