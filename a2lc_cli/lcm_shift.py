@@ -81,7 +81,7 @@ def fit_logistic(z: np.ndarray, y: np.ndarray, *, l2: float = 1.0, iterations: i
     beta = np.zeros(d)
     beta[0] = np.log(y.mean() / (1 - y.mean()))
     for _ in range(iterations):
-        p = 1.0 / (1.0 + np.exp(-(x @ beta)))
+        p = 0.5 * (1.0 + np.tanh(0.5 * (x @ beta)))  # the logistic without exp overflow for large |x·β|
         grad = x.T @ (p - y) + pen * beta
         hess = (x * (p * (1 - p))[:, None]).T @ x + np.diag(pen) + 1e-9 * np.eye(d)
         step = np.linalg.solve(hess, grad)
