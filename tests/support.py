@@ -45,7 +45,8 @@ class LookupModel(nn.Module):
 
     def __init__(self, probs: list[np.ndarray]):
         super().__init__()
-        self.register_buffer("logits", torch.log(torch.as_tensor(np.stack(probs), dtype=torch.float32)))
+        # a (frozen) parameter, as a real θ has: callers find the model's device from its parameters
+        self.logits = nn.Parameter(torch.log(torch.as_tensor(np.stack(probs), dtype=torch.float32)), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # images are filled with their index; undo the ImageNet normalisation of channel 0
