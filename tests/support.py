@@ -87,6 +87,15 @@ def fakes(source: Source, model: nn.Module) -> StageInputs:
     return StageInputs(source=lambda cfg: source, model=load)
 
 
+def crafted_workspace(root: Path, segments: list[np.ndarray], labels0: list[np.ndarray], gts: list[np.ndarray],
+                      probs: list[np.ndarray]) -> tuple[Workspace, StageInputs]:
+    """A crafted workspace with a θ_0 in place, and the fakes its stages are given: the images of ``gts``
+    and a model whose softmax is ``probs`` ((C,H,W) per image; C classes)."""
+    ws, source = write_workspace(root, num_classes=int(probs[0].shape[0]), segments=segments, labels0=labels0, gts=gts)
+    touch_model(ws, 0)
+    return ws, fakes(source, LookupModel(probs))
+
+
 def touch_model(ws: Workspace, r: int) -> None:
     """A placeholder θ_r file, so the stages find a model of round r (its content is the fake's)."""
     p = ws.artifact(r, "model.pt")

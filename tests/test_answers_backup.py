@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from a2lc_cli.state import read_query
-from support import LookupModel, fakes, touch_model, write_workspace
+from support import crafted_workspace, touch_model, write_workspace
 
 NAMES = ["c0", "c1", "c2"]
 
@@ -46,10 +46,7 @@ def _write_answers(path, rows):
 @pytest.fixture
 def crafted(tmp_path):
     """The crafted workspace and the fakes its stages are given (the ``cli`` fixture passes them)."""
-    segs, labs, gts, probs = _case()
-    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=segs, labels0=labs, gts=gts)
-    touch_model(ws, 0)
-    return ws, fakes(source, LookupModel(probs))
+    return crafted_workspace(tmp_path / "ws", *_case())
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from PIL import Image
 from a2lc_cli.state import Dataset, read_query
 from a2lc_cli.textio import unsafe_char
 from fixtures import block_labels, save_png, write_folder, write_pseudolabels
-from support import LookupModel, fakes, touch_model, write_workspace
+from support import crafted_workspace
 
 COUNTS: dict[str, int] = {}
 
@@ -287,9 +287,7 @@ def crafted(tmp_path):
             p[:, 4 * y:4 * y + 4, 4 * x:4 * x + 4] = np.array([conf, (1 - conf) * 0.7, (1 - conf) * 0.3])[:, None, None]
         probs.append(p)
     lab = np.zeros((8, 8), np.uint8)
-    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=[seg, seg], labels0=[lab, lab], gts=gts)
-    touch_model(ws, 0)
-    return ws, fakes(source, LookupModel(probs))
+    return crafted_workspace(tmp_path / "ws", [seg, seg], [lab, lab], gts, probs)
 
 
 def _crafted(ws, cli, *, answered: bool):

@@ -25,17 +25,7 @@ from a2lc_cli.serve import make_server
 from a2lc_cli.state import read_query
 
 from fixtures import write_folder
-from support import LookupModel, fakes, touch_model, write_workspace
-from test_query import A, B, D, E, _case
-
-
-@pytest.fixture
-def crafted(tmp_path):
-    """The crafted workspace and the fakes its stages are given (the ``cli`` fixture passes them)."""
-    segs, labs, gts, probs = _case()
-    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=segs, labels0=labs, gts=gts)
-    touch_model(ws, 0)
-    return ws, fakes(source, LookupModel(probs))
+from test_query import A, B, D, E, _case, crafted  # noqa: F401 - crafted is a fixture
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from a2lc_cli.config import Config
 from a2lc_cli.serve import make_server
 from a2lc_cli.state import read_query
 
-from support import LookupModel, fakes, touch_model, write_workspace
+from support import crafted_workspace
 from test_query import B, D, E, _case
 
 CHROMIUM = os.environ.get("A2LC_CHROMIUM", "/usr/bin/chromium")
@@ -62,10 +62,7 @@ def open_browser(profile: Path):
 
 @pytest.fixture
 def served(tmp_path, cli):
-    segs, labs, gts, probs = _case()
-    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=segs, labels0=labs, gts=gts)
-    inputs = fakes(source, LookupModel(probs))  # the stages are given the fakes as arguments
-    touch_model(ws, 0)
+    ws, inputs = crafted_workspace(tmp_path / "ws", *_case())  # the stages are given the fakes as arguments
     assert cli("-w", ws.root, "acquire", "--r", "1", inputs=inputs)[0] == 0
     code, _, err = cli("-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", inputs=inputs)
     assert code == 0, err
@@ -208,9 +205,7 @@ def served_city(request, tmp_path, cli):
         pad = lambda a, v: np.concatenate([a, np.full((a.shape[0], 16), v, a.dtype)], axis=1)  # noqa: E731
         segs, labs, gts = [pad(a, -1) for a in segs], [pad(a, 255) for a in labs], [pad(a, 0) for a in gts]
         probs = [np.concatenate([p, np.repeat(p[:, :, -1:], 16, axis=2)], axis=2) for p in probs]
-    ws, source = write_workspace(tmp_path / "ws", num_classes=c, segments=segs, labels0=labs, gts=gts)
-    inputs = fakes(source, LookupModel(probs))
-    touch_model(ws, 0)
+    ws, inputs = crafted_workspace(tmp_path / "ws", segs, labs, gts, probs)
     assert cli("-w", ws.root, "acquire", "--r", "1", inputs=inputs)[0] == 0
     assert cli("-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", inputs=inputs)[0] == 0
     server, ds = make_server(ws, Config(), 1, port=0, inputs=inputs)
