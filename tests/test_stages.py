@@ -140,6 +140,39 @@ def test_whole_rounds_run_on_fakes_passed_as_arguments(ws_with_fakes, cli):
     assert load_model(ws.path(TRAIN, 1), "cpu")[1]["round"] == 1  # θ_1: a real model trained on the fake images
 
 
+def test_lcm_correct_takes_psi_as_an_argument(ws_with_fakes):
+    """lcm-correct asks its StageInputs for ψ_r: a fake ψ that always says class 2 with logits (0, 0, 10) decides
+    every eligible mask's prediction and log-confidence in lcm.h5."""
+    import dataclasses
+
+    import h5py
+    import torch
+
+    from a2lc_cli.lcm_stage import load_lcm, run_lcm_correct, run_lcm_train
+
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    inputs = fakes(source, model)
+    run_acquire(ws, cfg, 1, device="cpu", inputs=inputs)
+    run_query(ws, cfg, 1)
+    run_lcm_train(ws, cfg, 1)
+    _, ckpt = load_lcm(ws.path(LCM_TRAIN, 1))  # the real checkpoint's header: lcm-correct checks it is current
+
+    class Always2(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([0.0, 0.0, 10.0]).expand(len(x), 3)
+
+    run_lcm_correct(ws, cfg, 1, inputs=dataclasses.replace(inputs, lcm=lambda path: (Always2(), ckpt)))
+    queried = read_query(ws.path(QUERY, 1)).selected
+    with h5py.File(ws.path(LCM_CORRECT, 1), "r") as f:
+        pred, logc = f["pred"][:], f["log_confidence"][:]
+    eligible = np.ones(4, bool)
+    eligible[queried] = False
+    assert pred[eligible].tolist() == [2, 2] and (pred[~eligible] == 255).all()
+    assert np.allclose(logc, -np.log1p(2 * np.exp(-10.0)))  # log softmax of (0, 0, 10) at class 2, by hand
+
+
 def test_a_wrong_choice_is_one_line_naming_the_choices(ws_with_fakes, cli):
     ws, _, _ = ws_with_fakes
     code, _, err = cli("-w", ws.root, "query", "--r", "1", "--unit", "px")
