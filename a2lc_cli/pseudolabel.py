@@ -26,11 +26,11 @@ import numpy as np
 
 from . import faults, ui
 from .config import Config
-from .stage_inputs import StageInputs, given
 from .data.base import Source
 from .fingerprint import image_signature
 from .sanity import dataset_warnings
 from .labelers import Labeler, default_labeler, make_labeler
+from .stage_inputs import StageInputs, given
 from .state import Dataset, DatasetWriter, ImageProposal
 
 
