@@ -25,9 +25,9 @@ import torch
 from . import faults, ui
 from .acquisition import ACQUISITIONS, MaskStats, compute_scores, reduce_batch
 from .config import Config, resolve_method
-from .data import open_source
 from .data.stream import iter_train_batches
 from .errors import A2LCError
+from .stage_inputs import StageInputs, given
 from .threads import stage_threads
 from .round_state import mask_state
 from .state import (  # noqa: F401 - acquire.h5's schema lives in state.py; names kept here
@@ -137,11 +137,13 @@ def run_acquire(
     checkpoint_images: int | None = None,
     model: torch.nn.Module | None = None,
     source: Any = None,
+    inputs: StageInputs | None = None,
 ) -> dict[str, Any]:
     """Score every mask of the train set with θ_{r-1}; write ``rounds/rNNN/acquire.h5``.
 
-    model: θ_{r-1}, already built (default: loaded from round r-1's ``model.pt``); source: the
-    train images (default: the config's source). Tests pass fakes here.
+    model: θ_{r-1}, already built; source: the train images. By default both come from ``inputs``
+    (:class:`a2lc_cli.stage_inputs.StageInputs`; None: round r-1's ``model.pt`` and the config's
+    source). Tests pass fakes here, as arguments.
 
     batch_size: images per forward pass; None = :func:`default_batch_size` (4, fewer for
     large images on the CPU so the pass's memory stays bounded).
@@ -157,8 +159,8 @@ def run_acquire(
     if model is None and not model_path.exists():
         raise A2LCError(f"round {r} needs θ_{r - 1}: {model_path} does not exist; run `a2lc train --r {r - 1}`")
     from .models import to_input
-    from .training import load_model
 
+    inputs = given(inputs)
     dev = pick_device(device)
     out_path = ws.path("acquire", r)
     partial_path = out_path.with_name(".acquire.h5.partial")
@@ -173,14 +175,14 @@ def run_acquire(
             raise A2LCError(f"round {missing} has no query yet; run `a2lc query --r {missing}` first")
         if batch_size is None:
             batch_size = default_batch_size(dev, int((ds.heights.astype(np.int64) * ds.widths).max(initial=1)))
-        model, info = load_model(model_path, dev) if model is None else (model.to(dev), {})
+        model, info = inputs.load_model(model_path, dev) if model is None else (model.to(dev), {})
         threads.enter_context(stage_threads("acquire", cfg, model_threads=(info.get("recipe") or {}).get("threads"),
                                             device_type=dev.type))
         if int(info.get("num_classes", ds.num_classes)) != ds.num_classes:
             raise A2LCError(f"{model_path} predicts {info.get('num_classes')} classes but the dataset has {ds.num_classes}")
         model.eval()
-        source = open_source(cfg) if source is None else source
-        inputs = acquire_inputs(ws, r)
+        source = inputs.open_source(cfg) if source is None else source
+        uids = acquire_inputs(ws, r)  # what acquire.h5 records it was computed from
         meta = {"fn": fn, "feature": cfg.method.feature, "round": r, "kl_uniform": cfg.method.kl_uniform}
         stats = MaskStats(ds.n_masks, ds.num_classes)
         counted_all = torch.as_tensor(~state.queried, device=dev)
@@ -188,7 +190,7 @@ def run_acquire(
 
         def score_images(lo: int, hi: int, partial: Path, meta_p: dict, title: str) -> None:
             """Fill ``stats`` for images [lo, hi), resuming from and checkpointing to ``partial``."""
-            start = max(lo, _load_partial(partial, stats, inputs, meta_p))
+            start = max(lo, _load_partial(partial, stats, uids, meta_p))
             if start > lo:
                 ui.info(f"resuming acquisition at image {start} of {ds.n_images}")
             last_ckpt, last_ckpt_image = time.monotonic(), start
@@ -222,7 +224,7 @@ def run_acquire(
                     due = time.monotonic() - last_ckpt > checkpoint_seconds or (
                         checkpoint_images is not None and i1 - last_ckpt_image >= checkpoint_images)
                     if due and i1 < hi:
-                        _save_partial(partial, stats, i1, inputs, meta_p)
+                        _save_partial(partial, stats, i1, uids, meta_p)
                         last_ckpt, last_ckpt_image = time.monotonic(), i1
                     faults.checkpoint("acquire.batch")
 
@@ -230,7 +232,7 @@ def run_acquire(
         if world == 1:
             score_images(0, ds.n_images, partial_path, meta, f"acquire r{r} ({fn})")
         else:
-            _score_sharded(ws, ds, stats, score_images, out_path, inputs, meta, rank, world, batch_size)
+            _score_sharded(ws, ds, stats, score_images, out_path, uids, meta, rank, world, batch_size)
             if rank > 0:
                 return {"round": r, "fn": fn, "rank": rank, "ranks": world, "device": str(dev)}
         scores, extra = compute_scores(fn, stats, queried=state.queried, seed=cfg.seed * 1009 + r,
@@ -241,7 +243,7 @@ def run_acquire(
             score=scores, mean_prob=stats.mean_prob, embedding=stats.embedding, dominant=stats.dominant,
             rep_pixel=stats.rep_pixel, area=stats.area, queried_before=state.queried, label_counts=stats.counts,
             class_weight=extra.get("class_weight"), rarity=extra.get("rarity"), kl=extra.get("kl"),
-        ), inputs=inputs, meta=meta)
+        ), inputs=uids, meta=meta)
         if partial_path.exists():
             partial_path.unlink()
         if world > 1:

@@ -20,6 +20,7 @@ from rich.text import Text
 from . import __version__, ui
 from .config import validation_message
 from .errors import A2LCError, os_error, shorten_numbers
+from .stage_inputs import INPUTS_KEY, StageInputs
 from .workspace import DEFAULT_WORKSPACE, Workspace
 
 try:  # typer ≥ 0.20 ships its own copy of click
@@ -60,6 +61,7 @@ def _main(
     ui.set_quiet(quiet)
     source = getattr(ctx.get_parameter_source("workspace"), "name", "")  # typer's own click or click's enum
     hints.set_workspace(workspace, {"COMMANDLINE": "-w", "ENVIRONMENT": "A2LC_WORKSPACE"}.get(source, "default"))  # suggested commands name this workspace (hints.localise)
+    ctx.meta[INPUTS_KEY] = ctx.obj  # invoke's ``inputs`` (None: the real ones), for the stages (_common.stage_inputs)
     ctx.obj = Workspace(workspace)
 
 
@@ -152,9 +154,13 @@ def _choice_message(msg: str) -> str:
     return f"unknown {m[1]} {m[2]!r} (choose from {m[3].replace(chr(39), '')})"
 
 
-def invoke(argv: list[str] | None = None) -> int:
+def invoke(argv: list[str] | None = None, *, inputs: StageInputs | None = None) -> int:
     """Run the CLI and return its exit code (errors printed as one line; with ``--json`` also as one
-    JSON object ``{"error": ...}`` on stdout, with the same exit code)."""
+    JSON object ``{"error": ...}`` on stdout, with the same exit code).
+
+    inputs: what the stages the command runs are given instead of opening it (the image source, θ, ψ:
+    :class:`a2lc_cli.stage_inputs.StageInputs`); None opens the real ones. Tests pass fakes here.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     argv = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     as_json = _wants_json(argv)
@@ -163,7 +169,7 @@ def invoke(argv: list[str] | None = None) -> int:
     hints.reset()  # until the global options are parsed: no workspace of an earlier in-process call
     previous = _sigterm_as_ctrl_c()
     try:
-        return _invoke(argv, as_json)
+        return _invoke(argv, as_json, inputs)
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
@@ -185,9 +191,9 @@ def _sigterm_as_ctrl_c():
     return signal.signal(signal.SIGTERM, stop)
 
 
-def _invoke(argv: list[str], as_json: bool) -> int:
+def _invoke(argv: list[str], as_json: bool, inputs: StageInputs | None = None) -> int:
     try:
-        rv = app(args=argv, prog_name="a2lc", standalone_mode=False)
+        rv = app(args=argv, prog_name="a2lc", standalone_mode=False, obj=inputs)  # _main moves it to ctx.meta
     except A2LCError as e:
         return _fail(str(e), e.exit_code, as_json=as_json)
     except _Exit as e:

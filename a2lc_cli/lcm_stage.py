@@ -16,6 +16,7 @@ import numpy as np
 from .state import check_acquisition_fits, mask_features, read_acquisition
 from .config import Config, resolve_lcm, resolve_method
 from .errors import A2LCError
+from .stage_inputs import StageInputs, given
 from .stages import ACQUIRE, LCM_CORRECT, LCM_TRAIN, QUERY, artifact_path, current_inputs, is_current
 from .round_state import mask_state
 from .state import Dataset, read_corrections, read_query, write_corrections
@@ -101,11 +102,14 @@ def load_lcm(path: Path) -> tuple[LCMNet, dict[str, Any]]:
     return model, ckpt
 
 
-def run_lcm_correct(ws: Workspace, cfg: Config, r: int) -> dict[str, Any]:
-    """STEP 2: relabel the never-queried masks that pass all criteria; write ``rounds/rNNN/lcm.h5``."""
+def run_lcm_correct(ws: Workspace, cfg: Config, r: int, *, inputs: StageInputs | None = None) -> dict[str, Any]:
+    """STEP 2: relabel the never-queried masks that pass all criteria; write ``rounds/rNNN/lcm.h5``.
+
+    inputs: ψ_r's loader (:class:`a2lc_cli.stage_inputs.StageInputs`; None: :func:`load_lcm` of round r's ``lcm.pt``).
+    """
     _require_lcm_round(cfg, r)
     apath, mpath = artifact_path(ws, r, ACQUIRE), artifact_path(ws, r, LCM_TRAIN)
-    model, ckpt = load_lcm(mpath)
+    model, ckpt = given(inputs).load_lcm(mpath)
     if not is_current(ws, LCM_TRAIN, r, ckpt.get("inputs")):
         raise A2LCError(f"{mpath} is stale (round {r}'s answers or acquisition changed); rerun `a2lc lcm-train --r {r}`")
     acq = read_acquisition(apath)

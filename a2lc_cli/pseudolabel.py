@@ -26,11 +26,11 @@ import numpy as np
 
 from . import faults, ui
 from .config import Config
-from .data import open_source
 from .data.base import Source
 from .fingerprint import image_signature
 from .sanity import dataset_warnings
 from .labelers import Labeler, default_labeler, make_labeler
+from .stage_inputs import StageInputs, given
 from .state import Dataset, DatasetWriter, ImageProposal
 
 
@@ -54,21 +54,23 @@ def shard_range(n: int, rank: int, world: int) -> tuple[int, int]:
     return rank * n // world, (rank + 1) * n // world
 
 
-def run_stage(ws, cfg: Config, r: int = 0) -> PseudolabelSummary:
+def run_stage(ws, cfg: Config, r: int = 0, *, inputs: StageInputs | None = None) -> PseudolabelSummary:
     """The ``pseudolabel`` stage as ``a2lc round --r 0`` runs it (:mod:`a2lc_cli.stages`)."""
-    return run_pseudolabel(ws.dataset_path, cfg)
+    return run_pseudolabel(ws.dataset_path, cfg, inputs=inputs)
 
 
 def run_pseudolabel(
-    path: Path, cfg: Config, *, labeler: str | None = None, resume: bool = True, flush_every: int = 16
+    path: Path, cfg: Config, *, labeler: str | None = None, resume: bool = True, flush_every: int = 16,
+    inputs: StageInputs | None = None,
 ) -> PseudolabelSummary:
     """Label every train image with ``labeler`` and write the dataset file at ``path``.
 
     Under torchrun every rank calls this; only rank 0 writes ``path`` (the other
-    ranks return a summary of their own shard).
+    ranks return a summary of their own shard). inputs: where the train images come from
+    (:class:`a2lc_cli.stage_inputs.StageInputs`; None: the config's source).
     """
     rank, world = dist_env()
-    source = open_source(cfg)
+    source = given(inputs).open_source(cfg)
     name = labeler or default_labeler(cfg)
     lab = make_labeler(name, cfg, source)
     lab.check()

@@ -27,6 +27,7 @@ from .annotator import (
 from .answers_io import export_bundle, import_command, parse_answers_file
 from .config import Config, resolve_method
 from .errors import A2LCError
+from .stage_inputs import StageInputs, given
 from .stages import ACQUIRE, QUERY, artifact_path, current_inputs, is_current
 from .state import Answers, Dataset, Query, read_query, write_query
 from .workspace import Workspace
@@ -79,7 +80,8 @@ def check_acquisition_current(ws: Workspace, r: int, acq: Acquisition) -> None:
         )
 
 
-def run_stage(ws: Workspace, cfg: Config, r: int, *, force: bool = False, state: str | None = None) -> dict[str, Any]:
+def run_stage(ws: Workspace, cfg: Config, r: int, *, force: bool = False, state: str | None = None,
+              inputs: StageInputs | None = None) -> dict[str, Any]:
     """The ``query`` stage as ``a2lc round`` runs it (:mod:`a2lc_cli.stages`).
 
     With people as the annotator a missing or unanswered query is selected (or kept) and the
@@ -87,13 +89,13 @@ def run_stage(ws: Workspace, cfg: Config, r: int, *, force: bool = False, state:
     (not while people's answers are awaited: ``state`` ``waiting``).
     """
     if (cfg.method.annotator or "gt") == "human" and state in ("missing", "waiting"):
-        run_query(ws, cfg, r)
+        run_query(ws, cfg, r, inputs=inputs)
         raise A2LCError(
             f"round {r} waits for people's answers: answer in the browser with `a2lc query --r {r} --serve`, or "
             f"`a2lc query --r {r} --export DIR`, fill in the answers and `a2lc query --r {r} --answers FILE`; "
             f"then rerun `a2lc round --r {r}`", exit_code=4,
         )
-    return run_query(ws, cfg, r, force=force and state != "waiting")
+    return run_query(ws, cfg, r, force=force and state != "waiting", inputs=inputs)
 
 
 def answers_incomplete(path: Path) -> bool:
@@ -116,13 +118,14 @@ def run_query(
     force: bool = False,
     read_image=None,
     source: Any = None,
+    inputs: StageInputs | None = None,
 ) -> dict[str, Any]:
     """Select round ``r``'s masks and obtain answers; returns a summary for printing.
 
     Dependencies, for tests to pass fakes (as :func:`a2lc_cli.acquire.run_acquire`'s ``model``/``source``):
     ``source``: the train images' :class:`~a2lc_cli.data.base.Source` for the bundle (default: the
-    config's, checked against the dataset's fingerprint); ``read_image``: ``i -> (H,W,3) uint8``
-    image of train image ``i``, instead of a source.
+    one ``inputs`` opens, :class:`a2lc_cli.stage_inputs.StageInputs`; checked against the dataset's
+    fingerprint); ``read_image``: ``i -> (H,W,3) uint8`` image of train image ``i``, instead of a source.
 
     One pass: keep or (re)select the query (:func:`_existing_query`, :func:`_select`), then
     import people's answers (``answers_file``), or answer from ground truth (annotator ``gt``),
@@ -136,10 +139,9 @@ def run_query(
     with Dataset(ws.dataset_path) as ds:
         check_acquisition_fits(acq, ds, acq_path)
         if export_dir is not None and read_image is None:
-            from .data import open_source
             from .fingerprint import TrainImages
 
-            read_image = TrainImages.of(open_source(cfg) if source is None else source, ds)  # a changed dataset folder stops here, before any write
+            read_image = TrainImages.of(given(inputs).open_source(cfg) if source is None else source, ds)  # a changed dataset folder stops here, before any write
         existing = _existing_query(ws, r, qpath, annotator=annotator, budget=budget, force=force)
         if existing is None:
             query = _select(ds, cfg, acq, budget)

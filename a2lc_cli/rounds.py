@@ -15,6 +15,7 @@ from typing import Any
 from . import ui
 from .config import Config, resolve_method
 from .errors import A2LCError
+from .stage_inputs import StageInputs
 from .stages import (ACQUIRE, BY_NAME, QUERY, TRAIN, Stage, artifact_path, is_current, recorded_inputs,
                      required_before, stages_of_round)
 from .workspace import Workspace
@@ -190,8 +191,12 @@ def run_round(
     evaluate: bool = True,
     simulated_answers: bool = False,
     on_stage: Callable[[int, str, str], None] | None = None,
+    inputs: StageInputs | None = None,
 ) -> dict[str, Any]:
     """Run the stages of round ``r`` that are not done, in order; then evaluate the round.
+
+    inputs: given to every stage that takes it and to the evaluation (the image source, θ, ψ:
+    :class:`a2lc_cli.stage_inputs.StageInputs`; None: the real ones). Tests pass fakes here.
 
     Returns a summary with each stage's outcome (``ran`` / ``skipped``) and the metrics.
     Refused (A2LCError) before anything runs: a round before the one it builds on
@@ -218,18 +223,19 @@ def run_round(
             continue
         if on_stage:
             on_stage(r, stage.name, "running")
-        call_runner(stage, ws, cfg, r, device=device, force=force, state=state)
+        call_runner(stage, ws, cfg, r, device=device, force=force, state=state, inputs=inputs)
         outcome[stage.name] = "ran"
         forced_downstream = True  # everything after a rerun stage must be recomputed
     metrics: dict[str, Any] = {}
     if evaluate:
-        metrics = evaluate_round(ws, cfg, r, lcm=bool(method["lcm"]) and r > 0)
+        metrics = evaluate_round(ws, cfg, r, lcm=bool(method["lcm"]) and r > 0, inputs=inputs)
     return {"round": r, "stages": outcome, "metrics": metrics}
 
 
 def call_runner(stage: Stage, ws: Workspace, cfg: Config, r: int, **options: Any) -> Any:
     """Run ``stage`` through its declared run function, passing the options it takes
-    (``device``, ``force``, ``state``: the stage's state before the run)."""
+    (``device``, ``force``, ``state``: the stage's state before the run; ``inputs``: the
+    :class:`a2lc_cli.stage_inputs.StageInputs` it is given instead of opening them)."""
     fn = stage.runner()
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -237,8 +243,9 @@ def call_runner(stage: Stage, ws: Workspace, cfg: Config, r: int, **options: Any
     return fn(ws, cfg, r, **options)
 
 
-def evaluate_round(ws: Workspace, cfg: Config, r: int, *, lcm: bool) -> dict[str, Any]:
-    """Data mIoU, Model mIoU and (with LCM) LCM accuracy of round ``r``, where ground truth allows."""
+def evaluate_round(ws: Workspace, cfg: Config, r: int, *, lcm: bool, inputs: StageInputs | None = None) -> dict[str, Any]:
+    """Data mIoU, Model mIoU and (with LCM) LCM accuracy of round ``r``, where ground truth allows
+    (``inputs``: θ_r's loader and the validation images for Model mIoU)."""
     from .evaluate import run_metric
     from .state import Dataset
 
@@ -248,7 +255,7 @@ def evaluate_round(ws: Workspace, cfg: Config, r: int, *, lcm: bool) -> dict[str
     if has_gt:
         out["data_miou"] = run_metric(ws, "data-miou", r)["miou"]
     try:
-        out["model_miou"] = run_metric(ws, "model-miou", r)["miou"]
+        out["model_miou"] = run_metric(ws, "model-miou", r, inputs=inputs)["miou"]
     except A2LCError as e:  # e.g. a validation split without ground truth
         ui.info(f"model mIoU skipped: {ui.esc(e)}")
     if lcm and artifact_path(ws, r, BY_NAME["lcm-correct"]).exists():  # corrections and their estimated precision need no ground truth

@@ -46,6 +46,7 @@ from .metrics import confusion_matrix, iou_from_confusion, result_json
 from .models import IMAGENET_MEAN, build_model, model_spec, to_input
 from .round_state import mask_state
 from .state import Dataset, paint_labels
+from .stage_inputs import StageInputs, given
 from .stages import inputs_match
 from .store import load_torch, save_torch, torch_stamp
 from .threads import cpu_threads
@@ -301,14 +302,13 @@ class TrainSamples(torch.utils.data.Dataset):
     Preloaded: images (H,W,3) uint8 and painted labels (H,W) uint8 held in lists.
     Streaming: image from the source and labels painted from dataset.h5 per item
     (dataset.h5 is opened lazily in each worker process).
+    source: the train images (:class:`~a2lc_cli.data.base.Source`), checked against dataset.h5.
     """
 
-    def __init__(self, ws: Workspace, cfg: Config, state, recipe: Recipe, crop_hw: tuple[int, int], *,
+    def __init__(self, ws: Workspace, source, state, recipe: Recipe, crop_hw: tuple[int, int], *,
                  preload: bool, progress: bool = True):
-        from .data import open_source
-
         self.ds_path = ws.dataset_path
-        self.source = open_source(cfg)
+        self.source = source
         self.state = state
         self.recipe = recipe
         self.crop_hw = crop_hw
@@ -496,7 +496,8 @@ def _crop_hw(recipe: Recipe, heights: np.ndarray, widths: np.ndarray) -> tuple[i
 
 
 def train_round(ws: Workspace, cfg: Config, r: int, *, device: str | torch.device | None = None,
-                resume: bool = False, progress: bool = True, stop_at: int | None = None) -> dict:
+                resume: bool = False, progress: bool = True, stop_at: int | None = None,
+                inputs: StageInputs | None = None) -> dict:
     """Train θ_r on the labels after round r and save ``model.pt`` and ``train.json`` (rank 0 only).
 
     Under torchrun (WORLD_SIZE > 1) the model is wrapped in DistributedDataParallel;
@@ -504,6 +505,7 @@ def train_round(ws: Workspace, cfg: Config, r: int, *, device: str | torch.devic
     resume: continue from ``model.ckpt`` when it exists and matches these inputs and recipe.
     stop_at: stop after that many iterations, leaving a checkpoint and no model.pt
     (interrupting on purpose, for tests of ``--resume``).
+    inputs: where the train images come from (:class:`a2lc_cli.stage_inputs.StageInputs`; None: the config's source).
     Returns the summary also written to train.json.
     """
     dist_info = init_distributed(device)
@@ -521,7 +523,7 @@ def train_round(ws: Workspace, cfg: Config, r: int, *, device: str | torch.devic
         applied = [k for k, s in state.rounds_applied if s == "query"]
         if r > 0 and (not applied or applied[-1] != r):
             raise A2LCError(f"round {r} has no answers yet; run `a2lc query --r {r}` first")
-        inputs = round_inputs(ws, ds, r)
+        uids = round_inputs(ws, ds, r)  # what model.pt records it was computed from
         n_images, num_classes, class_names = ds.n_images, ds.num_classes, list(ds.classes.names)
         heights, widths = ds.heights.copy(), ds.widths.copy()
         stages = [f"{k}:{s}" for k, s in state.rounds_applied]
@@ -529,8 +531,8 @@ def train_round(ws: Workspace, cfg: Config, r: int, *, device: str | torch.devic
         raise A2LCError(f"{ws.dataset_path} has no train images")
     preload = int((heights * widths).sum()) * 4 <= PRELOAD_BYTES
     crop_hw = _crop_hw(recipe, heights, widths)
-    job = _Job(dev, dist_info, recipe, per_rank, state, inputs, n_images, num_classes, class_names, stages,
-               preload, crop_hw)
+    job = _Job(dev, dist_info, recipe, per_rank, state, uids, n_images, num_classes, class_names, stages,
+               preload, crop_hw, given(inputs).open_source(cfg))
     _seed_everything(cfg.seed, r, dist_info.rank)
     with cpu_threads(recipe.threads if dev.type == "cpu" else None):
         return _train(ws, cfg, r, job, resume=resume, progress=progress, stop_at=stop_at)
@@ -552,6 +554,7 @@ class _Job:
     stages: list[str]
     preload: bool
     crop_hw: tuple[int, int]
+    source: Any  # the train images
 
 
 def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progress: bool,
@@ -583,7 +586,7 @@ def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progr
             net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if cuda else None)
 
-    samples = TrainSamples(ws, cfg, state, recipe, crop_hw, preload=preload, progress=progress and dist_info.is_main)
+    samples = TrainSamples(ws, job.source, state, recipe, crop_hw, preload=preload, progress=progress and dist_info.is_main)
     if len(samples.source.names("train")) != n_images:
         raise A2LCError(f"the source has {len(samples.source.names('train'))} train images but "
                         f"{ws.dataset_path} has {n_images}; rerun `a2lc pseudolabel --force` or use its workspace")
@@ -757,23 +760,25 @@ def val_confusion(model: nn.Module, source, num_classes: int, *, batch_size: int
 
 
 def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | None = None,
-                        batch_size: int | None = None, progress: bool = True, **_: Any) -> dict:
+                        batch_size: int | None = None, progress: bool = True, inputs: StageInputs | None = None,
+                        **_: Any) -> dict:
     """Model mIoU: θ_r's predictions on the validation split against its ground truth (void ignored).
 
     The checkpoint is the last one of training (no selection on the reported set).
     batch_size: images per forward pass (default: see :func:`val_confusion`).
+    inputs: θ_r's loader and the validation images (:class:`a2lc_cli.stage_inputs.StageInputs`; None: ``model.pt``
+    and the config's source).
     Returns the ``--json`` object: metric, round, miou, per_class, coverage, pixel_accuracy,
     checkpoint, model, val_images, stale (the labels θ_r was trained on changed since).
     """
-    from .data import open_source
-
+    inputs = given(inputs)
     if r is None:
         r = latest_model_round(ws)
     path = ws.path("train", r)
-    model, info = load_model(path, device)
+    model, info = inputs.load_model(path, device)
     dev = next(model.parameters()).device
     cfg = ws.config()
-    source = open_source(cfg)
+    source = inputs.open_source(cfg)
     names = source.names("val")
     if not names:
         raise A2LCError("model mIoU needs a validation split, and this source has none")

@@ -1,5 +1,10 @@
 """Crafted workspaces for method tests: a dataset.h5 written through the real writer,
-an in-memory source, and a model whose softmax output is fixed per pixel."""
+an in-memory source, and a model whose softmax output is fixed per pixel.
+
+The stages are given the fakes as arguments (:func:`fakes` makes the
+:class:`a2lc_cli.stage_inputs.StageInputs`); nothing is monkeypatched. In-process CLI runs get them
+from the ``cli`` fixture (tests/conftest.py): a test whose fixtures include ``crafted`` (returning
+``(ws, fakes)``) runs every command on those fakes, and ``cli(..., inputs=...)`` overrides it per call."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from torch import nn
 from a2lc_cli.config import Config
 from a2lc_cli.data.base import ClassInfo, Source, default_palette
 from a2lc_cli.models import IMAGENET_MEAN, IMAGENET_STD
+from a2lc_cli.stage_inputs import StageInputs
 from a2lc_cli.state import DatasetWriter, ImageProposal
 from a2lc_cli.workspace import Workspace
 
@@ -39,7 +45,8 @@ class LookupModel(nn.Module):
 
     def __init__(self, probs: list[np.ndarray]):
         super().__init__()
-        self.register_buffer("logits", torch.log(torch.as_tensor(np.stack(probs), dtype=torch.float32)))
+        # a (frozen) parameter, as a real θ has: callers find the model's device from its parameters
+        self.logits = nn.Parameter(torch.log(torch.as_tensor(np.stack(probs), dtype=torch.float32)), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # images are filled with their index; undo the ImageNet normalisation of channel 0
@@ -71,15 +78,22 @@ def write_workspace(
     return ws, source
 
 
-def install_fakes(monkeypatch, source: Source, model: nn.Module) -> None:
-    """Make the stages use ``source`` and ``model`` instead of the config's data and a trained θ."""
-    import a2lc_cli.acquire as acquire_mod
-    import a2lc_cli.data as data_mod
-    import a2lc_cli.training as training_mod
+def fakes(source: Source, model: nn.Module) -> StageInputs:
+    """Stage inputs that hand out ``source`` instead of the config's data and ``model`` instead of any saved θ
+    (``model.pt`` must still exist: :func:`touch_model`)."""
+    def load(path, device=None):
+        return model.to(device), {"num_classes": int(model.logits.shape[1])}
 
-    monkeypatch.setattr(acquire_mod, "open_source", lambda cfg: source)
-    monkeypatch.setattr(data_mod, "open_source", lambda cfg: source)
-    monkeypatch.setattr(training_mod, "load_model", lambda path, device: (model.to(device), {"num_classes": model.logits.shape[1]}))
+    return StageInputs(source=lambda cfg: source, model=load)
+
+
+def crafted_workspace(root: Path, segments: list[np.ndarray], labels0: list[np.ndarray], gts: list[np.ndarray],
+                      probs: list[np.ndarray]) -> tuple[Workspace, StageInputs]:
+    """A crafted workspace with a θ_0 in place, and the fakes its stages are given: the images of ``gts``
+    and a model whose softmax is ``probs`` ((C,H,W) per image; C classes)."""
+    ws, source = write_workspace(root, num_classes=int(probs[0].shape[0]), segments=segments, labels0=labels0, gts=gts)
+    touch_model(ws, 0)
+    return ws, fakes(source, LookupModel(probs))
 
 
 def touch_model(ws: Workspace, r: int) -> None:

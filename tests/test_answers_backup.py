@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from a2lc_cli.state import read_query
-from support import LookupModel, install_fakes, touch_model, write_workspace
+from support import crafted_workspace, touch_model, write_workspace
 
 NAMES = ["c0", "c1", "c2"]
 
@@ -44,12 +44,15 @@ def _write_answers(path, rows):
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch, cli):
+def crafted(tmp_path):
+    """The crafted workspace and the fakes its stages are given (the ``cli`` fixture passes them)."""
+    return crafted_workspace(tmp_path / "ws", *_case())
+
+
+@pytest.fixture
+def ws(crafted, tmp_path, cli):
     """Round 1: 4 masks selected, 4 answers by ana and bo, then one replaced by cy; round 2: 2 more answers."""
-    segs, labs, gts, probs = _case()
-    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=segs, labels0=labs, gts=gts)
-    install_fakes(monkeypatch, source, LookupModel(probs))
-    touch_model(ws, 0)
+    ws = crafted[0]
     run = lambda *a: cli("-q", "-w", ws.root, *a)  # noqa: E731
     assert run("acquire", "--r", 1)[0] == 0
     assert run("query", "--r", 1, "--annotator", "human", "--budget", 4)[0] == 0

@@ -7,6 +7,7 @@ Most tests use the crafted 2-image workspace of ``test_query`` (hand-computed AB
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -20,10 +21,9 @@ import pytest
 import torch
 
 from a2lc_cli.state import artifact_uid, read_query
-from a2lc_cli.training import load_model as REAL_LOAD_MODEL
 
 from fixtures import block_labels, write_folder, write_pseudolabels
-from test_query import B, D, E, _fill, ws  # noqa: F401 - ws is a fixture
+from test_query import B, D, E, _fill, crafted, ws  # noqa: F401 - crafted, ws are fixtures
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +34,8 @@ def _hints_without_w(request, monkeypatch):
         monkeypatch.setenv("A2LC_WORKSPACE", str(request.getfixturevalue("ws").root))
 
 
-def ok(cli, *args) -> str:
-    code, out, err = cli(*args)
+def ok(cli, *args, **options) -> str:
+    code, out, err = cli(*args, **options)
     assert code == 0, err
     return out
 
@@ -60,7 +60,7 @@ def _copy_without_metadata(src, dst):
 
 
 # --------------------------------------------------------------------------- 2: copies stay valid
-def test_a_copied_workspace_continues_its_round(ws, cli, tmp_path, monkeypatch):
+def test_a_copied_workspace_continues_its_round(ws, cli, tmp_path, stage_inputs):
     _answered_round_1(ws, cli, tmp_path)
     ok(cli, "-q", "-w", ws.root, "lcm-train", "--r", "1", "--epochs", "2")
     ok(cli, "-q", "-w", ws.root, "lcm-correct", "--r", "1")
@@ -75,11 +75,9 @@ def test_a_copied_workspace_continues_its_round(ws, cli, tmp_path, monkeypatch):
     assert st["next"] == f"a2lc -w {shlex.quote(str(copy))} train --r 1"  # the copy, named as -w named it
     # continue the round in the copy: nothing before training is redone, people's answers are kept
     acq = (copy / "rounds/r001/acquire.h5").read_bytes()
-    import a2lc_cli.training as training_mod
-
-    monkeypatch.setattr(training_mod, "load_model", REAL_LOAD_MODEL)  # θ_1 is a real model: evaluate loads it
+    real_theta = dataclasses.replace(stage_inputs, model=None)  # the fake images; θ_1 is a real model: evaluate loads it
     ok(cli, "-w", copy, "config", "set", "train.iterations=2")
-    res = json.loads(ok(cli, "-q", "-w", copy, "round", "--r", "1", "--json", "--device", "cpu"))
+    res = json.loads(ok(cli, "-q", "-w", copy, "round", "--r", "1", "--json", "--device", "cpu", inputs=real_theta))
     assert res["stages"] == {"acquire": "skipped", "query": "skipped", "lcm-train": "skipped",
                              "lcm-correct": "skipped", "train": "ran"}
     assert (copy / "rounds/r001/acquire.h5").read_bytes() == acq

@@ -28,7 +28,7 @@ from PIL import Image
 from a2lc_cli.state import Dataset, read_query
 from a2lc_cli.textio import unsafe_char
 from fixtures import block_labels, save_png, write_folder, write_pseudolabels
-from support import LookupModel, install_fakes, touch_model, write_workspace
+from support import crafted_workspace
 
 COUNTS: dict[str, int] = {}
 
@@ -272,8 +272,9 @@ def test_fuzz_label_maps_of_wrong_modes_values_and_shapes(folder_ws, cli, case):
 
 
 # --------------------------------------------------------------------------- artifacts, answers
-def _crafted(tmp_path, monkeypatch, cli, *, answered: bool):
-    """2 images × 4 masks, 3 classes, a fake θ_0: acquire r1 and a query of 6 masks (answered or not)."""
+@pytest.fixture
+def crafted(tmp_path):
+    """2 images × 4 masks, 3 classes, a fake θ_0, and the fakes the stages are given (the ``cli`` fixture passes them)."""
     seg = np.kron(np.arange(4, dtype=np.int32).reshape(2, 2), np.ones((4, 4), np.int32))
     gts = [np.kron(np.array([[0, 1], [2, 0]], np.uint8), np.ones((4, 4), np.uint8)),
            np.kron(np.array([[1, 1], [0, 2]], np.uint8), np.ones((4, 4), np.uint8))]
@@ -286,9 +287,11 @@ def _crafted(tmp_path, monkeypatch, cli, *, answered: bool):
             p[:, 4 * y:4 * y + 4, 4 * x:4 * x + 4] = np.array([conf, (1 - conf) * 0.7, (1 - conf) * 0.3])[:, None, None]
         probs.append(p)
     lab = np.zeros((8, 8), np.uint8)
-    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=[seg, seg], labels0=[lab, lab], gts=gts)
-    install_fakes(monkeypatch, source, LookupModel(probs))
-    touch_model(ws, 0)
+    return crafted_workspace(tmp_path / "ws", [seg, seg], [lab, lab], gts, probs)
+
+
+def _crafted(ws, cli, *, answered: bool):
+    """Round 1 of the crafted workspace: acquire and a query of 6 masks (answered or not)."""
     run = lambda *a: cli("-q", "-w", ws.root, *a)  # noqa: E731
     assert run("acquire", "--r", 1)[0] == 0
     if answered:
@@ -301,13 +304,13 @@ def _crafted(tmp_path, monkeypatch, cli, *, answered: bool):
 
 
 @pytest.fixture
-def artifacts_ws(tmp_path, monkeypatch, cli):
-    return _crafted(tmp_path, monkeypatch, cli, answered=True)
+def artifacts_ws(crafted, cli):
+    return _crafted(crafted[0], cli, answered=True)
 
 
 @pytest.fixture
-def human_ws(tmp_path, monkeypatch, cli):
-    return _crafted(tmp_path, monkeypatch, cli, answered=False)
+def human_ws(crafted, cli):
+    return _crafted(crafted[0], cli, answered=False)
 
 
 H5_TARGETS = ["dataset.h5", "rounds/r001/acquire.h5", "rounds/r001/query.h5", "rounds/r001/lcm.h5"]

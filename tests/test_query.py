@@ -28,7 +28,7 @@ import pytest
 from a2lc_cli.acquire import read_acquisition
 from a2lc_cli.state import Dataset, mask_state, read_query
 
-from support import LookupModel, install_fakes, touch_model, write_workspace
+from support import crafted_workspace, touch_model
 
 A, B, C, D, E = 0, 1, 2, 3, 4  # global mask ids (image 0 first, local ids in painting order)
 
@@ -63,12 +63,14 @@ def _case():
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch):
-    segs, labs, gts, probs = _case()
-    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=segs, labels0=labs, gts=gts)
-    install_fakes(monkeypatch, source, LookupModel(probs))
-    touch_model(ws, 0)
-    return ws
+def crafted(tmp_path):
+    """The crafted workspace with θ_0 in place, and the fakes its stages are given (the ``cli`` fixture passes them)."""
+    return crafted_workspace(tmp_path / "ws", *_case())
+
+
+@pytest.fixture
+def ws(crafted):
+    return crafted[0]
 
 
 def _reference_scores(fn: str) -> np.ndarray:

@@ -25,16 +25,12 @@ from a2lc_cli.serve import make_server
 from a2lc_cli.state import read_query
 
 from fixtures import write_folder
-from support import LookupModel, install_fakes, touch_model, write_workspace
-from test_query import A, B, D, E, _case
+from test_query import A, B, D, E, _case, crafted  # noqa: F401 - crafted is a fixture
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch, cli):
-    segs, labs, gts, probs = _case()
-    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=segs, labels0=labs, gts=gts)
-    install_fakes(monkeypatch, source, LookupModel(probs))
-    touch_model(ws, 0)
+def ws(crafted, cli):
+    ws = crafted[0]
     assert cli("-w", ws.root, "acquire", "--r", "1")[0] == 0
     return ws
 
@@ -87,14 +83,14 @@ class Client:
 
 
 @pytest.fixture
-def serve(ws):
+def serve(ws, stage_inputs):
     """Start a server on a free loopback port; yields a factory (token=..., lease_s=...) -> server."""
     from a2lc_cli.config import Config
 
     started = []
 
     def start(**options):
-        server, ds = make_server(ws, Config(), 1, port=0, **options)
+        server, ds = make_server(ws, Config(), 1, port=0, inputs=stage_inputs, **options)
         t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         t.start()
         started.append((server, ds, t))

@@ -21,7 +21,7 @@ from a2lc_cli.config import Config
 from a2lc_cli.serve import make_server
 from a2lc_cli.state import read_query
 
-from support import LookupModel, install_fakes, touch_model, write_workspace
+from support import crafted_workspace
 from test_query import B, D, E, _case
 
 CHROMIUM = os.environ.get("A2LC_CHROMIUM", "/usr/bin/chromium")
@@ -61,15 +61,12 @@ def open_browser(profile: Path):
 
 
 @pytest.fixture
-def served(tmp_path, monkeypatch, cli):
-    segs, labs, gts, probs = _case()
-    ws, source = write_workspace(tmp_path / "ws", num_classes=3, segments=segs, labels0=labs, gts=gts)
-    install_fakes(monkeypatch, source, LookupModel(probs))
-    touch_model(ws, 0)
-    assert cli("-w", ws.root, "acquire", "--r", "1")[0] == 0
-    code, _, err = cli("-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human")
+def served(tmp_path, cli):
+    ws, inputs = crafted_workspace(tmp_path / "ws", *_case())  # the stages are given the fakes as arguments
+    assert cli("-w", ws.root, "acquire", "--r", "1", inputs=inputs)[0] == 0
+    code, _, err = cli("-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", inputs=inputs)
     assert code == 0, err
-    server, ds = make_server(ws, Config(), 1, port=0)
+    server, ds = make_server(ws, Config(), 1, port=0, inputs=inputs)
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield ws, server
@@ -197,7 +194,7 @@ def _shown_image_width(page) -> float:
 
 
 @pytest.fixture(params=["square", "wide"])
-def served_city(request, tmp_path, monkeypatch, cli):
+def served_city(request, tmp_path, cli):
     """The crafted round with Cityscapes' 19 classes (a long class list), on square 8×8 images or on
     wide 8×24 ones (Cityscapes-like 3:1; the mask layout of ``_case`` in the left third)."""
     segs, labs, gts, probs = _case()
@@ -208,12 +205,10 @@ def served_city(request, tmp_path, monkeypatch, cli):
         pad = lambda a, v: np.concatenate([a, np.full((a.shape[0], 16), v, a.dtype)], axis=1)  # noqa: E731
         segs, labs, gts = [pad(a, -1) for a in segs], [pad(a, 255) for a in labs], [pad(a, 0) for a in gts]
         probs = [np.concatenate([p, np.repeat(p[:, :, -1:], 16, axis=2)], axis=2) for p in probs]
-    ws, source = write_workspace(tmp_path / "ws", num_classes=c, segments=segs, labels0=labs, gts=gts)
-    install_fakes(monkeypatch, source, LookupModel(probs))
-    touch_model(ws, 0)
-    assert cli("-w", ws.root, "acquire", "--r", "1")[0] == 0
-    assert cli("-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human")[0] == 0
-    server, ds = make_server(ws, Config(), 1, port=0)
+    ws, inputs = crafted_workspace(tmp_path / "ws", segs, labs, gts, probs)
+    assert cli("-w", ws.root, "acquire", "--r", "1", inputs=inputs)[0] == 0
+    assert cli("-w", ws.root, "query", "--r", "1", "--budget", "3", "--annotator", "human", inputs=inputs)[0] == 0
+    server, ds = make_server(ws, Config(), 1, port=0, inputs=inputs)
     t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield ws, server, request.param

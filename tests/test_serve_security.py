@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from a2lc_cli.state import read_query
 
-from test_serve import Client, _selected, serve, ws  # noqa: F401 - fixtures
+from test_serve import Client, _selected, crafted, serve, ws  # noqa: F401 - fixtures
 from test_query import A, B, E
 
 

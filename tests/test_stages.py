@@ -15,7 +15,7 @@ from a2lc_cli.stages import (ACQUIRE, LCM_CORRECT, LCM_TRAIN, PSEUDOLABEL, QUERY
 from a2lc_cli.state import read_query, write_query
 from a2lc_cli.store import artifact_uid
 
-from support import LookupModel, touch_model, write_workspace
+from support import LookupModel, fakes, touch_model, write_workspace
 
 
 def _cfg(method: str) -> Config:
@@ -111,6 +111,66 @@ def test_query_takes_its_image_source_as_an_argument_for_the_bundle(ws_with_fake
     assert res["selected"] == 2 and len(q.answers.mask) == 0  # people answer later
     assert len(list((tmp_path / "bundle" / "masks").glob("*_crop.png"))) == 2
     assert (tmp_path / "bundle" / "answers.csv").read_text().count("\n") == 3  # header + 2 masks
+
+
+def test_whole_rounds_run_on_fakes_passed_as_arguments(ws_with_fakes, cli):
+    """`a2lc run` gives every stage and the evaluation the StageInputs it was passed (cli.invoke's ``inputs``):
+    the in-memory images and the fixed-softmax θ_0, no monkeypatching; the rest of the round (simulated
+    answers, ψ, training a real θ_1 on the fake images) runs for real."""
+    import json
+
+    from a2lc_cli.training import load_model
+
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    cfg.train.iterations = 2
+    ws.save_config(cfg)
+    code, out, err = cli("-q", "-w", ws.root, "run", "--rounds", "1", "--json", "--device", "cpu",
+                         inputs=fakes(source, model))
+    assert code == 0, err
+    r0, r1 = json.loads(out)["rounds"]
+    assert r0["stages"] == {"pseudolabel": "skipped", "train": "skipped"}  # dataset.h5 and θ_0 are in place
+    assert r1["stages"] == {s: "ran" for s in ("acquire", "query", "lcm-train", "lcm-correct", "train")}
+    assert all(stage_state(ws, cfg, 1, s) == DONE for s in stages_of_round(1, cfg))
+    acq = read_acquisition(ws.path(ACQUIRE, 1))
+    assert np.allclose(acq.mean_prob, [0.6, 0.3, 0.1], atol=1e-5)  # scored by the fake θ_0, not a file
+    assert len(read_query(ws.path(QUERY, 1)).answers.mask) == 2
+    assert r1["metrics"]["data_miou"] is not None and "model_miou" not in r1["metrics"]  # the fake source has no val split
+    assert load_model(ws.path(TRAIN, 1), "cpu")[1]["round"] == 1  # θ_1: a real model trained on the fake images
+
+
+def test_lcm_correct_takes_psi_as_an_argument(ws_with_fakes):
+    """lcm-correct asks its StageInputs for ψ_r: a fake ψ that always says class 2 with logits (0, 0, 10) decides
+    every eligible mask's prediction and log-confidence in lcm.h5."""
+    import dataclasses
+
+    import h5py
+    import torch
+
+    from a2lc_cli.lcm_stage import load_lcm, run_lcm_correct, run_lcm_train
+
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    inputs = fakes(source, model)
+    run_acquire(ws, cfg, 1, device="cpu", inputs=inputs)
+    run_query(ws, cfg, 1)
+    run_lcm_train(ws, cfg, 1)
+    _, ckpt = load_lcm(ws.path(LCM_TRAIN, 1))  # the real checkpoint's header: lcm-correct checks it is current
+
+    class Always2(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([0.0, 0.0, 10.0]).expand(len(x), 3)
+
+    run_lcm_correct(ws, cfg, 1, inputs=dataclasses.replace(inputs, lcm=lambda path: (Always2(), ckpt)))
+    queried = read_query(ws.path(QUERY, 1)).selected
+    with h5py.File(ws.path(LCM_CORRECT, 1), "r") as f:
+        pred, logc = f["pred"][:], f["log_confidence"][:]
+    eligible = np.ones(4, bool)
+    eligible[queried] = False
+    assert pred[eligible].tolist() == [2, 2] and (pred[~eligible] == 255).all()
+    assert np.allclose(logc, -np.log1p(2 * np.exp(-10.0)))  # log softmax of (0, 0, 10) at class 2, by hand
 
 
 def test_a_wrong_choice_is_one_line_naming_the_choices(ws_with_fakes, cli):

@@ -11,6 +11,7 @@ import typer
 
 from ..config import Config
 from ..errors import A2LCError
+from ..stage_inputs import INPUTS_KEY, StageInputs
 from ..workspace import Workspace
 
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
@@ -29,6 +30,12 @@ def workspace(ctx: typer.Context, *, must_exist: bool = True) -> Workspace:
         require_workspace(obj.root)
     obj.check_entries()  # only regular files and folders (a FIFO would hang a reader)
     return obj
+
+
+def stage_inputs(ctx: typer.Context) -> StageInputs | None:
+    """What the stages this command runs are given (:func:`a2lc_cli.cli.invoke`'s ``inputs``; None: the real ones).
+    Every command that runs a stage passes it on as the stage's ``inputs`` argument."""
+    return ctx.find_root().meta.get(INPUTS_KEY)
 
 
 def choices(name: str, values: Any) -> type[Enum]:

@@ -11,7 +11,7 @@ import typer
 from .. import ui
 from ..config import AcquisitionName
 from ..errors import A2LCError
-from ._common import JSON, choices, round_option, stage_round, chosen
+from ._common import JSON, choices, round_option, stage_inputs, stage_round, chosen
 
 Acquisition = choices("Acquisition", AcquisitionName)
 
@@ -54,7 +54,7 @@ def acquire(
     # under torchrun rank 0 holds the workspace lock; the other ranks write only their shard files
     with ws.lock() if rank == 0 else contextlib.nullcontext():
         res = run_acquire(ws, cfg, r, fn=chosen(fn), device=device, batch_size=batch_size, workers=workers,
-                          checkpoint_images=checkpoint_every)
+                          checkpoint_images=checkpoint_every, inputs=stage_inputs(ctx))
     if rank > 0:
         return
     if json_out:

@@ -8,7 +8,7 @@ import typer
 
 from .. import ui
 from ..evaluate import METRICS, run_metric
-from ._common import JSON, choices, chosen, round_option, stage_round, workspace
+from ._common import JSON, choices, chosen, round_option, stage_inputs, stage_round, workspace
 
 Unlabeled = choices("Unlabeled", ("ignore", "error"))
 Metric = choices("Metric", METRICS)
@@ -31,7 +31,7 @@ def evaluate(
         from ..stages import QUERY
 
         ws, _, r = stage_round(ctx, r, QUERY, cfg=ws.config())
-    res = run_metric(ws, chosen(metric), r, unlabeled=chosen(unlabeled))
+    res = run_metric(ws, chosen(metric), r, unlabeled=chosen(unlabeled), inputs=stage_inputs(ctx))
     if json_out:
         ui.print_json(res)
         return

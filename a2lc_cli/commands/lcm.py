@@ -9,7 +9,7 @@ import typer
 
 from .. import ui
 from ..config import set_option
-from ._common import JSON, round_option, stage_round
+from ._common import JSON, round_option, stage_inputs, stage_round
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +61,7 @@ def lcm_correct(
     if alpha is not None:
         cfg = set_option(cfg, "lcm.alpha", json.dumps(alpha))
     with ws.lock():
-        res = run_lcm_correct(ws, cfg, r)
+        res = run_lcm_correct(ws, cfg, r, inputs=stage_inputs(ctx))
     if json_out:
         ui.print_json(res)
     else:

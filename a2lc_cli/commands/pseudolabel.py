@@ -13,7 +13,7 @@ from ..config import Config, GroundedSamConfig, parse_config, set_option
 from ..errors import A2LCError
 from ..labelers import LABELERS
 from ..pseudolabel import dist_env, run_pseudolabel
-from ._common import JSON, choices, chosen, workspace
+from ._common import JSON, choices, chosen, stage_inputs, workspace
 
 LabelerName = choices("LabelerName", LABELERS)
 Precision = choices("Precision", GroundedSamConfig.model_fields["precision"].annotation)
@@ -83,7 +83,8 @@ def pseudolabel(
         )
     # under torchrun rank 0 holds the workspace lock; the other ranks write only their shard files
     with ws.lock() if rank == 0 else contextlib.nullcontext():
-        summary = run_pseudolabel(ws.dataset_path, cfg, labeler=labeler, resume=resume, flush_every=checkpoint_every)
+        summary = run_pseudolabel(ws.dataset_path, cfg, labeler=labeler, resume=resume, flush_every=checkpoint_every,
+                                  inputs=stage_inputs(ctx))
         if rank == 0:
             ws.save_config(cfg)
     if rank > 0:

@@ -11,7 +11,7 @@ import typer
 from .. import ui
 from ..errors import A2LCError
 from ..config import QueryUnit
-from ._common import JSON, choices, round_option, stage_round, chosen
+from ._common import JSON, choices, round_option, stage_inputs, stage_round, chosen
 
 Annotator = choices("Annotator", ("gt", "human"))
 Unit = choices("Unit", QueryUnit)
@@ -58,9 +58,11 @@ def query(
         sigterm_as_ctrl_c()  # before the selection and the server start, not only once serving
     with ws.lock():
         res = run_query(ws, cfg, r, budget=parse_budget(budget), annotator="human" if answers or serve or export else annotator,
-                        unit=unit, export_dir=export, answers_file=answers, replace=replace, force=force)
+                        unit=unit, export_dir=export, answers_file=answers, replace=replace, force=force,
+                        inputs=stage_inputs(ctx))
         if serve:
-            _serve(ws, cfg, r, res, host=host, port=port, allow_remote=allow_remote, lease=lease, json_out=json_out)
+            _serve(ws, cfg, r, res, host=host, port=port, allow_remote=allow_remote, lease=lease, json_out=json_out,
+                   inputs=stage_inputs(ctx))
             return
     if json_out:
         ui.print_json(res)
@@ -78,7 +80,8 @@ def query(
                      soft_wrap=True)  # the command stays one line to copy
 
 
-def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bool, lease: float, json_out: bool) -> None:
+def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bool, lease: float, json_out: bool,
+           inputs=None) -> None:
     """Run the annotation page until Ctrl-C (the caller holds the workspace lock)."""
     from ..serve import serve_query
 
@@ -98,6 +101,6 @@ def _serve(ws, cfg, r: int, res: dict, *, host: str, port: int, allow_remote: bo
         ui.info(ui.esc(f"{a['annotator']}: mask {a['mask_id']} → {what} ({a['status']}{sec})"))
 
     done = serve_query(ws, cfg, r, host=host, port=port, allow_remote=allow_remote, lease_s=lease,
-                       on_start=started, on_answer=answered)
+                       on_start=started, on_answer=answered, inputs=inputs)
     ui.info(f"stopped: {ui.plural(done['saved_now'], 'answer')} saved in this session; "
             f"{done['answered']} of {done['budget']} answered")

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from .. import ui
-from ._common import JSON, require_round, round_option, workspace
+from ._common import JSON, require_round, round_option, stage_inputs, workspace
 
 
 def register(app: typer.Typer) -> None:
@@ -46,7 +46,7 @@ def round_(
     cfg = ws.ensure_config()
     with ws.lock():
         res = run_round(ws, cfg, r, force=force, device=device, simulated_answers=simulated_answers,
-                        on_stage=None if json_out else _stage_printer)
+                        on_stage=None if json_out else _stage_printer, inputs=stage_inputs(ctx))
     if json_out:
         ui.print_json(res)
     else:
@@ -68,7 +68,8 @@ def run(
     results = []
     with ws.lock():
         for r in range(0, last + 1):
-            res = run_round(ws, cfg, r, device=device, on_stage=None if json_out else _stage_printer)
+            res = run_round(ws, cfg, r, device=device, on_stage=None if json_out else _stage_printer,
+                            inputs=stage_inputs(ctx))
             results.append(res)
             if not json_out:
                 ui.out.print(ui.esc(_metrics_line(res)))

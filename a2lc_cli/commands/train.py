@@ -10,7 +10,7 @@ import typer
 from .. import ui
 from ..config import set_option
 from ..model_variants import MODELS
-from ._common import JSON, choices, chosen, round_option, stage_round, workspace
+from ._common import JSON, choices, chosen, round_option, stage_inputs, stage_round, workspace
 
 ModelName = choices("ModelName", MODELS)  # the registry of variants (a2lc_cli.model_variants)
 
@@ -71,7 +71,7 @@ def train(
     dist_info = init_distributed(device)
     try:
         with main_rank_lock(ws, dist_info):
-            summary = train_round(ws, cfg, r, device=device, resume=resume)
+            summary = train_round(ws, cfg, r, device=device, resume=resume, inputs=stage_inputs(ctx))
     finally:
         shutdown_distributed()
     if not dist_info.is_main:

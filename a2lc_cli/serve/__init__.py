@@ -17,6 +17,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import A2LCError
+from ..stage_inputs import StageInputs, given
 from ..state import Dataset
 from ..workspace import Workspace
 from .render import ViewCache
@@ -39,21 +40,23 @@ def check_bind(host: str, *, allow_remote: bool, lease_s: float = DEFAULT_LEASE_
         raise A2LCError(f"--lease must be a number of seconds in (0, {MAX_LEASE_S}] (got {lease_s})")
 
 
-def _train_images(cfg: Config, ds: Dataset) -> Callable[[int], Any]:
+def _train_images(cfg: Config, ds: Dataset, inputs: StageInputs | None = None) -> Callable[[int], Any]:
     """read_image(i) for the train split of the workspace's source, checked against ``dataset.h5``
     (:class:`a2lc_cli.fingerprint.TrainImages`). Opened now, so a renamed, added or removed image
     stops ``--serve`` before the server starts (each image's size and content are checked as it is read)."""
-    from .. import data
     from ..fingerprint import TrainImages
 
-    return TrainImages.of(data.open_source(cfg), ds)
+    return TrainImages.of(given(inputs).open_source(cfg), ds)
 
 
 def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", port: int = 0,
                 allow_remote: bool = False, token: str | None = None, lease_s: float = DEFAULT_LEASE_S,
-                read_image: Callable[[int], Any] | None = None,
+                read_image: Callable[[int], Any] | None = None, inputs: StageInputs | None = None,
                 on_answer: Callable[[dict], None] | None = None) -> tuple[AnnotationServer, Dataset]:
     """Open round ``r``'s query for answering and bind the server (not yet serving).
+
+    The page's images: ``read_image(i)`` when given, else the train images of the source ``inputs`` opens
+    (:class:`a2lc_cli.stage_inputs.StageInputs`; None: the config's), checked against ``dataset.h5``.
 
     A non-loopback ``host`` needs ``allow_remote`` and always gets a token (a
     random one unless ``token`` is given). Returns the server and the dataset it
@@ -66,7 +69,7 @@ def make_server(ws: Workspace, cfg: Config, r: int, *, host: str = "127.0.0.1", 
     ds = Dataset(ws.dataset_path)
     try:
         if read_image is None:
-            read_image = _train_images(cfg, ds)
+            read_image = _train_images(cfg, ds, inputs)
         server = AnnotationServer(session, ViewCache(ds, read_image), host=host, port=port, token=token)
     except BaseException:
         ds.close()
