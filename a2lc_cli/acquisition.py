@@ -104,8 +104,9 @@ class BatchStats:
 
 
 PIXEL_CHUNK = 1 << 15  # pixels per step on the CPU: a (C, chunk) block of probabilities stays in cache
-# pixels per step on CUDA: (C, chunk) float32 temporaries of ≈ 20 MB at 19 classes, 8 blocks per 1024×2048 image
-CUDA_PIXEL_CHUNK = 1 << 18
+# pixels per step on CUDA: fewer, larger launches; (C, chunk) float32 temporaries of 40 MB at 19 classes, 4 blocks
+# per 1024×2048 image (docs/performance.md: the choice, and `bench/acquire_speed.py --kernel-memory` to remeasure it)
+CUDA_PIXEL_CHUNK = 1 << 19
 
 
 def reduce_batch(
@@ -134,27 +135,30 @@ def reduce_batch(
     embedding: optional decoder embedding for the LCM feature: (B,E,h,w) at any
         resolution (bilinearly upsampled to (H,W) a few channels at a time), or (N,E)
         with (N,C) probabilities.
-    chunk: pixels per step (default: ``PIXEL_CHUNK`` on the CPU, a whole image on CUDA).
+    chunk: pixels per step (default: ``PIXEL_CHUNK`` on the CPU, ``CUDA_PIXEL_CHUNK`` on CUDA).
     logits: ``probs`` holds logits: the softmax over classes is taken block by block in
-        pass 1 and written over them (float32 ``probs`` then holds the probabilities
-        afterwards), so no second (B,C,H,W) array is allocated.
+        pass 1 and, for float32 ``probs``, written over them (``probs`` then holds the
+        probabilities afterwards), so no second (B,C,H,W) array is allocated; other dtypes
+        (bf16 logits of an autocast forward) are left as they are.
     Returns the per-mask sums of :class:`BatchStats`; ``rep_pixel`` is a flat index over
     the batch's B·H·W pixels.
+    Raises ValueError for an unknown ``kernel``, and (fused kernel) for segment ids or
+    labels out of range or more than 255 classes.
 
-    Nothing of size pixels × classes is allocated besides ``probs``. Each image is read
-    twice, a (C, chunk) block at a time (copied to planar layout when ``probs`` is
-    channels-last): pass 1 takes the argmax, a_CIL and, by one ``index_add_``
-    keyed by (mask, argmax class), Σ p over the pixels of each mask predicting each
-    class — which gives both Σ_m p (Eq. 1) and, once D_θ(m) is known, f(m′); pass 2 takes
+    Nothing of size pixels × classes is allocated besides ``probs``: temporaries are
+    (C, chunk) blocks and per-pixel vectors. Each image is read twice, a block at a time:
+    pass 1 takes the argmax, a_CIL and, by one ``index_add_`` keyed by (mask, argmax
+    class), Σ p over the pixels of each mask predicting each class — which gives both
+    Σ_m p (Eq. 1) and, once D_θ(m) is known, f(m′); pass 2 takes
     cos(f(x), f(m′)) = p(x)·f̂(m′)/|p(x)| for the sums of Eq. 11–12 and the
-    representative pixel, on (chunk, C) rows of pixels. Pixels no mask covers go to a
-    spare bin k.
+    representative pixel. Pixels no mask covers go to a spare bin k.
 
-    kernel: "fused" (the default on the CPU when numba is installed): the same two passes
+    kernel: "fused" (the default on the CPU when numba is installed): the two passes
     as compiled loops over the pixels (:func:`_fused_reduce`), each pixel's C values read
     once per pass with the softmax, argmax, a_CIL, |p| and the per-mask sums done on them
-    in registers (2.5× faster at 1024×2048, docs/performance.md); "torch": the torch ops
-    above (always used on CUDA). Both agree to float rounding (tests/test_acquisition.py).
+    in registers (2.5× faster at 1024×2048, docs/performance.md); "torch": the two passes
+    as torch ops over whole blocks (:func:`_torch_reduce`; always used on CUDA). Both agree
+    to float rounding (tests/test_acquisition.py).
     """
     if kernel is None:
         kernel = ("fused" if probs.device.type == "cpu" and probs.shape[1] <= 255 and _fused_kernels() is not None

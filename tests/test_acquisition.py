@@ -382,10 +382,9 @@ def _crafted_batch():
 def test_torch_and_fused_kernels_agree_on_crafted_ties_empty_masks_and_void(layout, dtype, as_logits, chunk):
     probs, seg, labels, k, counted = _crafted_batch()
     x = (torch.log(probs) if as_logits else probs).to(dtype).contiguous(memory_format=layout)
-    before = x.clone()
-    out = {kern: reduce_batch(x.clone(memory_format=layout), seg, labels, k, counted=counted, logits=as_logits,
-                              chunk=chunk, kernel=kern, need_entropy=True, need_margin=True)
-           for kern in ("torch", "fused")}
+    inputs = {kern: x.clone(memory_format=layout) for kern in ("torch", "fused")}
+    out = {kern: reduce_batch(inputs[kern], seg, labels, k, counted=counted, logits=as_logits, chunk=chunk,
+                              kernel=kern, need_entropy=True, need_margin=True) for kern in inputs}
     a, b = out["torch"], out["fused"]
     for name in ("area", "dominant", "counts", "rep_pixel"):
         np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy(), err_msg=name)
@@ -417,8 +416,11 @@ def test_torch_and_fused_kernels_agree_on_crafted_ties_empty_masks_and_void(layo
     for name in ("mean_prob", "sim_by_class", "cil", "entropy", "margin"):
         np.testing.assert_allclose(getattr(a, name).double().numpy(), ref[name].double().numpy(), rtol=2e-5,
                                    atol=2e-5, err_msg=name)
-    if dtype != torch.float32 or not as_logits:  # only float32 logits are overwritten by their softmax
-        assert torch.equal(x, before)
+    for kern, xi in inputs.items():  # only float32 logits are overwritten, by their softmax
+        if dtype == torch.float32 and as_logits:
+            np.testing.assert_allclose(xi.numpy(), probs.numpy(), rtol=1e-5, atol=1e-6, err_msg=kern)
+        else:
+            assert torch.equal(xi, x), kern
 
 
 def test_torch_kernel_allocates_no_pixels_by_classes_array():
