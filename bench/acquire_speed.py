@@ -486,7 +486,8 @@ def kernel_child(args: argparse.Namespace) -> None:
     cpu, wall = time.process_time() - t0, time.perf_counter() - w0
     peak = _peak_rss_kb()
     print("RESULT " + json.dumps({"extra_mb": round((peak - base) / 1024, 1), "cpu_s": round(cpu, 3),
-                                  "wall_s": round(wall, 3), "chunk": chunk, "area": int(b.area.sum())}))
+                                  "wall_s": round(wall, 3), "chunk": chunk or getattr(mod, "PIXEL_CHUNK", None),
+                                  "area": int(b.area.sum())}))
 
 
 KERNEL_CASES_CPU = [  # (kernel, block, logits dtype)
