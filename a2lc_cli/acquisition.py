@@ -213,8 +213,9 @@ def _torch_reduce(probs, segment, labels, n_masks, *, counted, embedding, need_e
     sums are ``index_add_`` / ``scatter_reduce_`` into (k+1)·C bins; the cosine's
     p(x)·f̂(m′) is Σ_j p_j(x)·f̂_j(m′) over the classes (a loop of C steps over whole
     planes, each gathering one (chunk,) vector of f̂_j), never a per-pixel gather of
-    f̂(m′). Temporaries: O(chunk·C) for the block, the softmax and the argmax, O(chunk) for
-    the rest, O(n) per image for the argmax and a_CIL (uint8 and float32). No host
+    f̂(m′). Temporaries: O(chunk·C) for the block, the softmax, the argmax (and the margin
+    baseline's second-best), O(chunk) for the rest, O(n) per image for the argmax and a_CIL
+    (uint8 and float32; and the mask ids when an embedding is summed). No host
     synchronisation inside (no ``bincount``, ``nonzero`` or boolean indexing), so on CUDA the
     launches run ahead of the device.
     """
