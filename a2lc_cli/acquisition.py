@@ -23,6 +23,7 @@ once all counts are known: a_ABC(m) = Σ_c w_c S[m,c], a_SIM(m) = Σ_c S[m,c].
 from __future__ import annotations
 
 import functools
+import struct
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,6 +104,9 @@ class BatchStats:
 
 
 PIXEL_CHUNK = 1 << 15  # pixels per step on the CPU: a (C, chunk) block of probabilities stays in cache
+# pixels per step on CUDA: fewer, larger launches; (C, chunk) float32 temporaries of 40 MB at 19 classes, 4 blocks
+# per 1024×2048 image (docs/performance.md: the choice, and `bench/acquire_speed.py --kernel-memory` to remeasure it)
+CUDA_PIXEL_CHUNK = 1 << 19
 
 
 def reduce_batch(
@@ -131,27 +135,30 @@ def reduce_batch(
     embedding: optional decoder embedding for the LCM feature: (B,E,h,w) at any
         resolution (bilinearly upsampled to (H,W) a few channels at a time), or (N,E)
         with (N,C) probabilities.
-    chunk: pixels per step (default: ``PIXEL_CHUNK`` on the CPU, a whole image on CUDA).
+    chunk: pixels per step (default: ``PIXEL_CHUNK`` on the CPU, ``CUDA_PIXEL_CHUNK`` on CUDA).
     logits: ``probs`` holds logits: the softmax over classes is taken block by block in
-        pass 1 and written over them (float32 ``probs`` then holds the probabilities
-        afterwards), so no second (B,C,H,W) array is allocated.
+        pass 1 and, for float32 ``probs``, written over them (``probs`` then holds the
+        probabilities afterwards), so no second (B,C,H,W) array is allocated; other dtypes
+        (bf16 logits of an autocast forward) are left as they are.
     Returns the per-mask sums of :class:`BatchStats`; ``rep_pixel`` is a flat index over
     the batch's B·H·W pixels.
+    Raises ValueError for an unknown ``kernel``, and (fused kernel) for segment ids or
+    labels out of range or more than 255 classes.
 
-    Nothing of size pixels × classes is allocated besides ``probs``. Each image is read
-    twice, a (C, chunk) block at a time (copied to planar layout when ``probs`` is
-    channels-last): pass 1 takes the argmax, a_CIL and, by one ``index_add_``
-    keyed by (mask, argmax class), Σ p over the pixels of each mask predicting each
-    class — which gives both Σ_m p (Eq. 1) and, once D_θ(m) is known, f(m′); pass 2 takes
+    Nothing of size pixels × classes is allocated besides ``probs``: temporaries are
+    (C, chunk) blocks and per-pixel vectors. Each image is read twice, a block at a time:
+    pass 1 takes the argmax, a_CIL and, by one ``index_add_`` keyed by (mask, argmax
+    class), Σ p over the pixels of each mask predicting each class — which gives both
+    Σ_m p (Eq. 1) and, once D_θ(m) is known, f(m′); pass 2 takes
     cos(f(x), f(m′)) = p(x)·f̂(m′)/|p(x)| for the sums of Eq. 11–12 and the
-    representative pixel, on (chunk, C) rows of pixels. Pixels no mask covers go to a
-    spare bin k.
+    representative pixel. Pixels no mask covers go to a spare bin k.
 
-    kernel: "fused" (the default on the CPU when numba is installed): the same two passes
+    kernel: "fused" (the default on the CPU when numba is installed): the two passes
     as compiled loops over the pixels (:func:`_fused_reduce`), each pixel's C values read
     once per pass with the softmax, argmax, a_CIL, |p| and the per-mask sums done on them
-    in registers (2.5× faster at 1024×2048, docs/performance.md); "torch": the torch ops
-    above (always used on CUDA). Both agree to float rounding (tests/test_acquisition.py).
+    in registers (2.5× faster at 1024×2048, docs/performance.md); "torch": the two passes
+    as torch ops over whole blocks (:func:`_torch_reduce`; always used on CUDA). Both agree
+    to float rounding (tests/test_acquisition.py).
     """
     if kernel is None:
         kernel = ("fused" if probs.device.type == "cpu" and probs.shape[1] <= 255 and _fused_kernels() is not None
@@ -161,6 +168,57 @@ def reduce_batch(
                              need_entropy=need_entropy, need_margin=need_margin, chunk=chunk, logits=logits)
     if kernel != "torch":
         raise ValueError(f"unknown kernel {kernel!r} (fused or torch)")
+    return _torch_reduce(probs, segment, labels, n_masks, counted=counted, embedding=embedding,
+                         need_entropy=need_entropy, need_margin=need_margin, chunk=chunk, logits=logits)
+
+
+_LOW32 = 0xFFFFFFFF
+
+
+def _ordered_bits(v: float) -> int:
+    """The int32 of the same order as the float32 ``v`` (as :func:`_rep_key` maps keys)."""
+    bits = struct.unpack("<i", struct.pack("<f", v))[0]
+    return bits if bits >= 0 else bits ^ 0x7FFFFFFF
+
+
+# representative-pixel key of a mask before any pixel (cosine −3): pixels outside m′ rank at −2, NaN at −4
+_NO_REP = _ordered_bits(-3.0) << 32
+
+
+def _rep_key(kc: torch.Tensor, x_low: torch.Tensor) -> torch.Tensor:
+    """One int64 per pixel ordered as (key, −pixel): its maximum over a mask is the first pixel of largest key.
+
+    kc: (n,) float32 keys (no NaN); x_low: (n,) int64 2³²−1 − the pixel's index in its image.
+    The float's bits are mapped to an int32 of the same order (negative floats: the magnitude
+    bits flipped) and put in the high 32 bits, so one ``scatter_reduce_(amax)`` finds both the
+    largest key and, among equal keys, the smallest pixel index (no per-pixel key array, no
+    ``nonzero``, no host synchronisation).
+    """
+    bits = kc.view(torch.int32)
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF).long()
+    return ordered.mul_(1 << 32).add_(x_low)
+
+
+def _torch_reduce(probs, segment, labels, n_masks, *, counted, embedding, need_entropy, need_margin, chunk,
+                  logits) -> BatchStats:
+    """:func:`reduce_batch` as torch ops, on any device (CUDA's kernel; the CPU's when numba is absent).
+
+    Per image two passes over blocks of ``chunk`` pixels (default ``PIXEL_CHUNK`` on the CPU,
+    ``CUDA_PIXEL_CHUNK`` on CUDA). Each block is read as (C, chunk) float32 planes of
+    probabilities: a view of ``probs`` when it is float32 and planar, else a copy into one
+    reused (C, chunk) buffer; float32 logits get their softmax written over them in pass 1
+    (pass 2 reads the probabilities), other dtypes (bf16 logits of an autocast forward) are
+    converted block by block and their softmax is taken again in pass 2, so no float32 copy
+    of the whole batch exists. Every per-pixel quantity is a (chunk,) vector; the per-mask
+    sums are ``index_add_`` / ``scatter_reduce_`` into (k+1)·C bins; the cosine's
+    p(x)·f̂(m′) is Σ_j p_j(x)·f̂_j(m′) over the classes (a loop of C steps over whole
+    planes, each gathering one (chunk,) vector of f̂_j), never a per-pixel gather of
+    f̂(m′). Temporaries: O(chunk·C) for the block, the softmax, the argmax (and the margin
+    baseline's second-best), O(chunk) for the rest, O(n) per image for the argmax and a_CIL
+    (uint8 and float32; and the mask ids when an embedding is summed). No host
+    synchronisation inside (no ``bincount``, ``nonzero`` or boolean indexing), so on CUDA the
+    launches run ahead of the device.
+    """
     planes, seg_img, lab_img, emb_img = _image_planes(probs, segment, labels, embedding)
     dev = probs.device
     c = planes[0].shape[0]
@@ -176,26 +234,38 @@ def reduce_batch(
     mar = torch.zeros(kk, device=dev, dtype=torch.float64) if need_margin else None
     n_total = sum(int(p.shape[1]) for p in planes)
     rep = torch.full((kk,), n_total, device=dev, dtype=torch.int64)
-    counts = torch.zeros(c, device=dev, dtype=torch.int64)
-    counted_k = None
-    if counted is not None:
-        counted_k = torch.cat([counted.to(dev, torch.bool), torch.zeros(1, device=dev, dtype=torch.bool)])
+    counts = torch.zeros(c + 1, device=dev, dtype=torch.int64)  # bin c: pixels that do not count
+    counted_k = torch.zeros(kk, device=dev, dtype=torch.bool)
+    if counted is None:
+        counted_k[:k] = True
+    else:
+        counted_k[:k] = counted.to(dev, torch.bool)
     desc = torch.arange(c, 0, -1, device=dev, dtype=torch.uint8 if c < 256 else torch.int32).unsqueeze(1)
+    n_max = max(int(p.shape[1]) for p in planes)
+    if n_max > _LOW32:
+        raise ValueError(f"an image of {n_max} pixels is larger than the kernel's 2**32 − 1")
+    step = max(1, min(chunk or (CUDA_PIXEL_CHUNK if dev.type == "cuda" else PIXEL_CHUNK), n_max))
+    # per-block buffers, reused: the planar block (only when a copy is needed) and (step,) vectors
+    buf = None
+    if any(p.dtype != torch.float32 or p.stride(1) != 1 for p in planes):
+        buf = torch.empty(c, step, device=dev)
+    ones = torch.ones(step, device=dev, dtype=torch.int64)
+    x_low = _LOW32 - torch.arange(step, device=dev, dtype=torch.int64)
+    vec = [torch.empty(step, device=dev) for _ in range(4)]
+    best = torch.empty(kk, device=dev, dtype=torch.int64)
     emb_sum = None
     base = 0
     for p, s, lab, e in zip(planes, seg_img, lab_img, emb_img):
         n = p.shape[1]
-        step = chunk or (n if dev.type == "cuda" else PIXEL_CHUNK)
-        idx = torch.where(s >= 0, s, k)
         pred = torch.empty(n, device=dev, dtype=torch.uint8 if c < 256 else torch.int64)
         a_cil = torch.empty(n, device=dev)
         h = torch.zeros(kk * c, device=dev, dtype=torch.int64)
         for lo in range(0, n, step):  # pass 1: argmax, a_CIL, Σ p by (mask, argmax class), counts
             hi = min(n, lo + step)
-            if logits:
-                _softmax_block_(p, lo, hi)
-            pc = _planar(p, lo, hi)
-            i, lab_c = idx[lo:hi], lab[lo:hi]
+            m = hi - lo
+            pc = _prob_block(p, lo, hi, buf, softmax=logits, first=True)
+            i = torch.where(s[lo:hi] >= 0, s[lo:hi], k).long()
+            lab_c = lab[lo:hi].long()
             pmax = pc.amax(0)
             # argmax (first maximal class): the largest of (C − j) over the classes equal to the max
             pr = c - ((pc == pmax) * desc).amax(0).long()
@@ -206,12 +276,18 @@ def reduce_batch(
             a_cil[lo:hi] = 1.0 - pc.gather(0, eff.unsqueeze(0)).squeeze(0)  # Eq. 10
             key1 = i * c + pr
             psum.index_add_(1, key1, pc)
-            h += torch.bincount(key1, minlength=kk * c)
-            area += torch.bincount(i, minlength=kk)
-            cmask = valid & (i < k) if counted_k is None else valid & counted_k[i]
-            counts += torch.bincount(lab_c[cmask], minlength=c)[:c]
-            if ent is not None:
-                ent.index_add_(0, i, -(pc * torch.log(pc.clamp(min=1e-12))).sum(0).double())
+            h.index_add_(0, key1, ones[:m])
+            area.index_add_(0, i, ones[:m])
+            counts.index_add_(0, torch.where(valid & counted_k[i], lab_c, c), ones[:m])
+            if ent is not None:  # Σ_j p_j log p_j, class by class
+                acc, t = vec[0][:m], vec[1][:m]
+                for j in range(c):
+                    torch.clamp(pc[j], min=1e-12, out=t).log_().mul_(pc[j])
+                    if j == 0:
+                        acc.copy_(t)
+                    else:
+                        acc.add_(t)
+                ent.index_add_(0, i, acc.neg().double())
             if mar is not None:
                 second = pc.scatter(0, pr.unsqueeze(0), -float("inf")).amax(0) if c > 1 else torch.zeros_like(pmax)
                 mar.index_add_(0, i, (1.0 - (pmax - second)).double())
@@ -219,27 +295,39 @@ def reduce_batch(
         # D_θ(m): the most frequent argmax class (this image's masks are complete in h); f(m′) = Σ_{m′} p
         dom = h.view(kk, c).argmax(1)
         f_img = psum.view(c, kk, c).gather(2, dom.view(1, kk, 1).expand(c, kk, 1)).squeeze(2)
-        f_hat = f_img / torch.linalg.vector_norm(f_img, dim=0, keepdim=True).clamp(min=1e-12)
-        f_rows = f_hat.t().contiguous()  # (kk, C)
-        key = torch.empty(n, device=dev)  # cos on the pixels of m′, −2 elsewhere
-        best = torch.full((kk,), -3.0, device=dev)
-        for lo in range(0, n, step):  # pass 2: cos(f(x), f(m′)) pixel by pixel in rows of C classes; Eq. 11–12 sums
+        f_hat = f_img / torch.linalg.vector_norm(f_img, dim=0, keepdim=True).clamp(min=1e-12)  # (C, kk) planes
+        best.fill_(_NO_REP)
+        for lo in range(0, n, step):  # pass 2: cos(f(x), f(m′)) class by class; Eq. 11–12 sums; representative
             hi = min(n, lo + step)
-            rows = _pixel_rows(p, lo, hi)
-            i, lab_c, a = idx[lo:hi], lab[lo:hi], a_cil[lo:hi]
-            cos = (rows * f_rows.index_select(0, i)).sum(1).div_((rows * rows).sum(1).sqrt_().clamp_(min=1e-12))
+            m = hi - lo
+            pc = _prob_block(p, lo, hi, buf, softmax=logits, first=False)
+            i = torch.where(s[lo:hi] >= 0, s[lo:hi], k).long()
+            lab_c, a = lab[lo:hi].long(), a_cil[lo:hi]
+            dot, sq, g, t = (v[:m] for v in vec)
+            for j in range(c):  # p·f̂(m′) and |p|², one class plane at a time (mul and add: no fused rounding)
+                torch.index_select(f_hat[j], 0, i, out=g).mul_(pc[j])
+                torch.mul(pc[j], pc[j], out=t)
+                if j == 0:
+                    dot.copy_(g)
+                    sq.copy_(t)
+                else:
+                    dot.add_(g)
+                    sq.add_(t)
+            cos = dot.div_(sq.sqrt_().clamp_(min=1e-12))
             pr = pred[lo:hi].long()
             eff = torch.where(lab_c != VOID, lab_c, pr)
             sim_by_class.index_add_(0, i * c + eff, (cos * a).double())
             cil_sum.index_add_(0, i, a.double())
-            kc = torch.where(pr == dom.index_select(0, i), cos, torch.full_like(cos, -2.0))
-            key[lo:hi] = kc
-            best.scatter_reduce_(0, i, kc, reduce="amax")
-        # representative pixel: the pixel of m' with the largest cosine (first such pixel on ties)
-        pix = torch.nonzero((key == best.index_select(0, idx)) & (idx < k), as_tuple=True)[0]
-        rep.scatter_reduce_(0, idx[pix], pix + base, reduce="amin")
+            # the first pixel of m′ with the largest cosine (pixels outside m′ at −2, NaN at −4: never chosen)
+            kc = torch.where(pr == dom.index_select(0, i), cos, -2.0).nan_to_num_(nan=-4.0)
+            best.scatter_reduce_(0, i, _rep_key(kc, x_low[:m] - lo), reduce="amax")
+        found = best != _NO_REP
+        found[k] = False
+        rep = torch.where(found, base + (_LOW32 - (best & _LOW32)), rep)
         if e is not None:
+            idx = torch.where(s >= 0, s, k).long()
             emb_sum = _embedding_sums(e, idx, kk, emb_sum, (n,) if probs.dim() == 2 else probs.shape[-2:])
+            del idx
         base += n
 
     area_k = area[:k]
@@ -250,7 +338,7 @@ def reduce_batch(
         area=area_k, dominant=hist.view(kk, c)[:k].argmax(1), mean_prob=mean_prob,
         sim_by_class=sim_by_class.view(kk, c)[:k], cil=cil_sum[:k],
         entropy=None if ent is None else ent[:k], margin=None if mar is None else mar[:k],
-        rep_pixel=rep[:k], counts=counts, embedding=emb,
+        rep_pixel=rep[:k], counts=counts[:c], embedding=emb,
     )
 
 
@@ -384,7 +472,7 @@ def _fused_reduce(probs, segment, labels, n_masks, *, counted, embedding, need_e
     for p, s, lab, e in zip(planes, seg_img, lab_img, emb_img):
         n = p.shape[1]
         step = chunk or PIXEL_CHUNK
-        rows = p.detach().t().numpy()  # (n, C) view: contiguous rows for channels-last memory
+        rows = p.detach().float().t().numpy()  # (n, C) view: contiguous rows for channels-last memory
         idx_t = torch.where(s >= 0, s, k)
         idx = idx_t.numpy().astype(np.int64, copy=False)
         lab_n = lab.numpy().astype(np.int64, copy=False)
@@ -432,30 +520,36 @@ def _softmax_block_(p: torch.Tensor, lo: int, hi: int) -> None:
         block.copy_(torch.softmax(block, 0))
 
 
-def _planar(p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """(C, hi−lo) block of the (C,n) planes ``p``, contiguous along pixels (a copy only when it is not)."""
-    block = p[:, lo:hi]
-    return block if block.stride(1) == 1 else block.contiguous()
+def _prob_block(p: torch.Tensor, lo: int, hi: int, buf: torch.Tensor | None, *, softmax: bool,
+                first: bool) -> torch.Tensor:
+    """(C, hi−lo) float32 probabilities of pixels [lo, hi) of the (C,n) image ``p``, each class plane contiguous.
 
-
-def _pixel_rows(p: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
-    """(hi−lo, C) block of the (C,n) planes ``p`` as contiguous pixel rows (a copy only when it is not).
-
-    Per-pixel sums over classes are taken along these rows so that every pixel's value
-    is computed by the same instructions wherever it lies (equal probabilities give
-    equal cosines, which the representative pixel's tie-break relies on).
+    float32 ``p``: with ``softmax`` the softmax is written over the logits in the first pass
+    (:func:`_softmax_block_`); the block is a view when ``p`` is planar, else copied into
+    ``buf`` (C, ≥ hi−lo). Other dtypes (bf16 logits): converted into ``buf`` and, with
+    ``softmax``, the softmax taken there in every pass (the same ops on the same values:
+    both passes see the same probabilities). Elementwise ops only after the softmax, so
+    every pixel's values come from the same instructions wherever it lies (equal
+    probabilities give equal cosines, which the representative pixel's tie-break relies on).
     """
-    block = p[:, lo:hi].t()
-    return block if block.stride(1) == 1 else block.contiguous()
+    block = p[:, lo:hi]
+    if p.dtype == torch.float32:
+        if softmax and first:
+            _softmax_block_(p, lo, hi)
+        return block if block.stride(1) == 1 else buf[:, :hi - lo].copy_(block)
+    out = buf[:, :hi - lo].copy_(block)
+    if softmax:
+        out.copy_(torch.softmax(out, 0))
+    return out
 
 
 def _image_planes(probs, segment, labels, embedding):
-    """Per image: (C,n) probability planes (views), (n,) segment, (n,) labels, and the embedding (or None)."""
+    """Per image: (C,n) probability planes (views, ``probs``' dtype), (n,) segment, (n,) labels, and the embedding (or None)."""
     if probs.dim() == 2:  # (N,C) pixels of one image
         emb = None if embedding is None else [embedding.t()]
-        return [probs.float().t()], [segment.reshape(-1)], [labels.reshape(-1)], emb or [None]
+        return [probs.t()], [segment.reshape(-1)], [labels.reshape(-1)], emb or [None]
     b, c = probs.shape[:2]
-    planes = [probs[i].float().reshape(c, -1) for i in range(b)]
+    planes = [probs[i].reshape(c, -1) for i in range(b)]  # views (NCHW or channels-last), any dtype
     segs = segment.reshape(b, -1)
     labs = labels.reshape(b, -1)
     embs = [None] * b if embedding is None else [embedding[i] for i in range(b)]

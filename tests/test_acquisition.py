@@ -325,3 +325,117 @@ def test_more_than_255_classes_use_the_torch_kernel():
     a = reduce_batch(probs, seg, labels, 4)  # the default picks the torch kernel
     b = reduce_batch(probs, seg, labels, 4, kernel="torch")
     np.testing.assert_array_equal(a.sim_by_class.numpy(), b.sim_by_class.numpy())
+
+
+# ------------------------------------------------------------------ the torch kernel: crafted cases, memory
+def _crafted_batch():
+    """Two 6×8 images, 4 classes, 10 masks: exact ties, empty masks, void and uncovered pixels.
+
+    Image 0 holds masks 0–4, image 1 masks 5–9. Mask 3 and mask 9 are empty. Mask 0 is
+    all one probability vector (every pixel ties on the cosine: its representative is its
+    first pixel); mask 1's pixels tie between classes 0 and 1 (argmax: class 0); mask 6 has
+    as many pixels predicting class 1 as class 2 (D_θ: class 1) and a uniform pixel (a
+    4-way tie: class 0); mask 7 is void-labelled throughout (ŷ′ = argmax); mask 8 is not
+    counted.
+    """
+    c, h, w = 4, 6, 8
+    u = [0.25, 0.25, 0.25, 0.25]
+    t01 = [0.4, 0.4, 0.1, 0.1]
+    a1 = [0.1, 0.6, 0.2, 0.1]
+    a2 = [0.1, 0.2, 0.6, 0.1]
+    a3 = [0.05, 0.05, 0.1, 0.8]
+    a0 = [0.7, 0.1, 0.1, 0.1]
+    probs = torch.zeros(2, h, w, c)
+    seg = torch.full((2, h, w), -1, dtype=torch.int64)
+    labels = torch.full((2, h, w), 255, dtype=torch.int64)
+    # image 0
+    seg[0, 0:2, 0:4], probs[0, 0:2, 0:4] = 0, torch.tensor(a3)
+    seg[0, 2:4, 0:4], probs[0, 2:4, 0:4] = 1, torch.tensor(t01)
+    probs[0, 3, 3] = torch.tensor(a0)
+    seg[0, 0:4, 4:8] = 2
+    probs[0, 0:4, 4:8] = torch.tensor(a1)
+    probs[0, 0:2, 4:6] = torch.tensor(a2)
+    probs[0, 4:6] = torch.tensor(u)  # uncovered rows
+    labels[0, 0:2, 0:2], labels[0, 2:4, 0:3], labels[0, 1:3, 5:8] = 3, 1, 2
+    # image 1
+    seg[1, 0:3, 0:4] = 5
+    probs[1, 0:3, 0:4] = torch.tensor(a0)
+    probs[1, 0, 0] = torch.tensor(t01)
+    seg[1, 0:3, 4:8] = 6
+    probs[1, 0:3, 4:6] = torch.tensor(a1)
+    probs[1, 0:3, 6:8] = torch.tensor(a2)
+    probs[1, 2, 7] = torch.tensor(u)
+    seg[1, 3:6, 0:4], probs[1, 3:6, 0:4] = 7, torch.tensor(a3)
+    probs[1, 4, 2] = torch.tensor(a1)
+    seg[1, 3:6, 4:7], probs[1, 3:6, 4:7] = 8, torch.tensor(t01)
+    probs[1, 3:6, 7] = torch.tensor(a2)  # uncovered column
+    labels[1, 0:3, 0:8:2], labels[1, 3:6, 4:6] = 0, 2
+    counted = torch.tensor([True] * 8 + [False, True])
+    return probs.permute(0, 3, 1, 2).contiguous(), seg, labels, 10, counted
+
+
+@pytest.mark.parametrize("layout,dtype,as_logits", [
+    (torch.contiguous_format, torch.float32, False), (torch.channels_last, torch.float32, False),
+    (torch.channels_last, torch.float32, True), (torch.contiguous_format, torch.float32, True),
+    (torch.channels_last, torch.bfloat16, True), (torch.contiguous_format, torch.float64, False)])
+@pytest.mark.parametrize("chunk", [None, 1, 5, 7, 48])
+def test_torch_and_fused_kernels_agree_on_crafted_ties_empty_masks_and_void(layout, dtype, as_logits, chunk):
+    probs, seg, labels, k, counted = _crafted_batch()
+    x = (torch.log(probs) if as_logits else probs).to(dtype).contiguous(memory_format=layout)
+    inputs = {kern: x.clone(memory_format=layout) for kern in ("torch", "fused")}
+    out = {kern: reduce_batch(inputs[kern], seg, labels, k, counted=counted, logits=as_logits, chunk=chunk,
+                              kernel=kern, need_entropy=True, need_margin=True) for kern in inputs}
+    a, b = out["torch"], out["fused"]
+    for name in ("area", "dominant", "counts", "rep_pixel"):
+        np.testing.assert_array_equal(getattr(a, name).numpy(), getattr(b, name).numpy(), err_msg=name)
+    for name in ("mean_prob", "sim_by_class", "cil", "entropy", "margin"):
+        np.testing.assert_allclose(getattr(a, name).double().numpy(), getattr(b, name).double().numpy(),
+                                   rtol=2e-5, atol=2e-5, err_msg=name)
+    # the cases the batch was built for, by hand
+    n_total = 2 * 6 * 8
+    np.testing.assert_array_equal(a.area.numpy(), [8, 8, 16, 0, 0, 12, 12, 12, 9, 0])
+    np.testing.assert_array_equal(a.dominant.numpy()[[0, 1, 2, 5, 6, 7, 8]], [3, 0, 1, 0, 1, 3, 0])
+    # ties: mask 0 is one vector throughout → its first pixel; mask 1's m′ (class 0) ties too → its first pixel
+    assert a.rep_pixel[0] == 0 and a.rep_pixel[1] == 2 * 8
+    # empty masks: nothing summed, no representative
+    for m in (3, 4, 9):
+        assert a.rep_pixel[m] == n_total and float(a.mean_prob[m].abs().sum()) == 0.0
+        assert float(a.sim_by_class[m].abs().sum()) == 0.0 and float(a.cil[m]) == 0.0
+    # void-labelled mask 7: ŷ′ = argmax, so a_CIL = 1 − max p and S[7] is all in the argmax classes
+    assert float(a.sim_by_class[7, [0, 2]].abs().sum()) == 0.0 and float(a.sim_by_class[7, 3]) > 0
+    assert float(a.cil[7]) == pytest.approx(11 * 0.2 + 0.4, rel=1e-2 if dtype == torch.bfloat16 else 1e-5)
+    # counts: valid labels of counted masks (mask 8's two labelled columns do not count; uncovered never)
+    valid = (labels != 255) & (seg >= 0) & (seg != 8)
+    np.testing.assert_array_equal(a.counts.numpy(), np.bincount(labels[valid].numpy(), minlength=4))
+    # and both equal the former per-pixel implementation on the same probabilities
+    p_ref = torch.softmax(x.float(), 1) if as_logits else x.float()
+    ref = _reference_reduce_batch(p_ref.permute(0, 2, 3, 1).reshape(-1, 4), seg.reshape(-1), labels.reshape(-1), k,
+                                  counted=counted, need_entropy=True, need_margin=True)
+    for name in ("area", "dominant", "rep_pixel", "counts"):
+        np.testing.assert_array_equal(getattr(a, name).numpy(), ref[name].numpy(), err_msg=name)
+    for name in ("mean_prob", "sim_by_class", "cil", "entropy", "margin"):
+        np.testing.assert_allclose(getattr(a, name).double().numpy(), ref[name].double().numpy(), rtol=2e-5,
+                                   atol=2e-5, err_msg=name)
+    for kern, xi in inputs.items():  # only float32 logits are overwritten, by their softmax
+        if dtype == torch.float32 and as_logits:
+            np.testing.assert_allclose(xi.numpy(), probs.numpy(), rtol=1e-5, atol=1e-6, err_msg=kern)
+        else:
+            assert torch.equal(xi, x), kern
+
+
+def test_torch_kernel_allocates_no_pixels_by_classes_array():
+    # bf16 channels-last logits, as an autocast forward on CUDA returns them: per op, nothing larger than a
+    # (C, chunk) block or a per-pixel vector is allocated (the former kernel copied the image to float32,
+    # then gathered f(m′) per pixel: pixels × classes arrays)
+    g = torch.Generator().manual_seed(3)
+    c, h, w, k, chunk = 19, 128, 256, 40, 2048
+    x = (3 * torch.randn(1, c, h, w, generator=g)).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    seg = torch.randint(-1, k, (1, h, w), generator=g)
+    labels = torch.randint(0, c, (1, h, w), generator=g)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        b = reduce_batch(x, seg, labels, k, logits=True, chunk=chunk, kernel="torch", need_entropy=True,
+                         need_margin=True)
+    largest = max(e.cpu_memory_usage for e in prof.events())
+    bound = max(4 * c * chunk, 8 * h * w)  # a float32 (C, chunk) block; an int64 per-pixel vector
+    assert 0 < largest <= bound < 2 * c * h * w  # a bf16 copy of the image would not fit
+    assert int(b.area.sum()) == int((seg >= 0).sum())
