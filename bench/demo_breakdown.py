@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib
 import json
 import os
@@ -74,6 +75,7 @@ def _wrap(timer: Timer, module: str, attr: str, label, round_arg: int | None = N
     mod = importlib.import_module(module)
     fn = getattr(mod, attr)
 
+    @functools.wraps(fn)  # the same signature: the round driver passes only the options a run function takes
     def wrapped(*args, **kwargs):
         name = label(args, kwargs) if callable(label) else label
         r = args[round_arg] if round_arg is not None and len(args) > round_arg else kwargs.get("r")
@@ -88,12 +90,13 @@ def instrument(timer: Timer) -> None:
     import a2lc_cli.demo as demo
     import a2lc_cli.rounds as rounds
 
-    _wrap(timer, "a2lc_cli.pseudolabel", "run_pseudolabel", "pseudolabel")
-    _wrap(timer, "a2lc_cli.acquire", "run_acquire", "acquire", 2)
-    _wrap(timer, "a2lc_cli.query", "run_query", "query", 2)
-    _wrap(timer, "a2lc_cli.lcm", "run_lcm_train", "lcm-train", 2)
-    _wrap(timer, "a2lc_cli.lcm", "run_lcm_correct", "lcm-correct", 2)
-    _wrap(timer, "a2lc_cli.training", "train_round", "train", 2)
+    from a2lc_cli.stages import STAGES
+
+    # every declared stage's run function, where the registry looks it up at call time
+    # (`Stage.hook` resolves "module:function" on each call), so a new stage is timed too
+    for stage in STAGES:
+        module, fn = stage.run.split(":")
+        _wrap(timer, "a2lc_cli" + module, fn, stage.name, 2)
     _wrap(timer, "a2lc_cli.evaluate", "run_metric", lambda a, k: "eval " + str(a[1]), 2)
     _wrap(timer, "a2lc_cli.demo", "share_round0", "share round 0")
     _wrap(timer, "a2lc_cli.demo", "collect_run", "collect runs")
