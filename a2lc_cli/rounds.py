@@ -16,7 +16,7 @@ from . import ui
 from .config import Config, resolve_method
 from .errors import A2LCError
 from .stage_inputs import StageInputs
-from .stages import (ACQUIRE, BY_NAME, QUERY, TRAIN, Stage, artifact_path, is_current, recorded_inputs,
+from .stages import (ACQUIRE, BY_NAME, QUERY, TRAIN, Stage, artifact_path, is_current,
                      required_before, stages_of_round)
 from .workspace import Workspace
 
@@ -27,18 +27,23 @@ def stage_state(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
     """done / stale / missing (and ``waiting`` for an artifact that waits for people, see ``Stage.waiting``).
 
     Derived from the declarations alone (:mod:`a2lc_cli.stages`): missing without the artifact;
-    stale when it is unreadable or :func:`a2lc_cli.stages.is_current` says an input changed.
+    stale when it is unreadable, :func:`a2lc_cli.stages.is_current` says an input changed, or the stage's
+    ``misfit`` hook says the artifact was made under settings the config no longer has.
     """
     p = artifact_path(ws, r, stage)
     if not p.exists():
         return MISSING
     if not stage.inputs:
         return DONE
+    from .store import read_header
+
     try:
-        rec = recorded_inputs(ws, r, stage)
+        head = read_header(p, stage.kind)
     except (A2LCError, OSError, RuntimeError, EOFError, KeyError, ValueError):
         return STALE
-    if not is_current(ws, stage, r, rec):
+    if not is_current(ws, stage, r, head.get("inputs")):
+        return STALE
+    if stage.misfit and stage.hook(stage.misfit)(head, cfg):
         return STALE
     if stage.waiting and stage.hook(stage.waiting)(p):
         return WAITING
