@@ -410,10 +410,11 @@ def beyond_goals(runs) -> list[str]:
         verdict = "met" if ok and vs_bound else ("vacuous: no corrections" if not vs_bound else "not met")
         tested = [s for s, *_ in vs_bound]  # a seed without corrections neither meets nor misses the goal
         none = [s for s in sorted(cal) if s not in tested]
-        scope = (f"on the {len(tested)} seed{'s' if len(tested) != 1 else ''} with corrections ({', '.join(map(str, tested))})"
+        pl = lambda n: "s" if n != 1 else ""  # noqa: E731
+        scope = (f"tested on {len(tested)} seed{pl(len(tested))} with corrections: {', '.join(map(str, tested))}"
                  if tested else f"seeds {_seeds(list(cal.values()))}")
         if tested and none:
-            scope += f"; {len(none)} seed{'s' if len(none) != 1 else ''} ({', '.join(map(str, none))}) made none"
+            scope += f"; {len(none)} seed{pl(len(none))} ({', '.join(map(str, none))}) made none, not tested"
         lines.append(f"- `{p}`: accuracy of the calibrated corrections, pooled over rounds ≥ 90%: {'; '.join(acc)}. "
                      f"**{verdict}** ({scope}).")
         if vs_bound:
