@@ -28,7 +28,8 @@ def stage_state(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
 
     Derived from the declarations alone (:mod:`a2lc_cli.stages`): missing without the artifact;
     stale when it is unreadable, :func:`a2lc_cli.stages.is_current` says an input changed, or the stage's
-    ``misfit`` hook says the artifact was made under settings the config no longer has.
+    ``misfit`` hook says the artifact was made under settings the config no longer has (in a round that no
+    later round's answers build upon, :func:`_built_upon`).
     """
     p = artifact_path(ws, r, stage)
     if not p.exists():
@@ -43,11 +44,18 @@ def stage_state(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
         return STALE
     if not is_current(ws, stage, r, head.get("inputs")):
         return STALE
-    if stage.misfit and stage.hook(stage.misfit)(head, cfg):
+    if stage.misfit and not _built_upon(ws, r) and stage.hook(stage.misfit)(head, cfg):
         return STALE
     if stage.waiting and stage.hook(stage.waiting)(p):
         return WAITING
     return DONE
+
+
+def _built_upon(ws: Workspace, r: int) -> bool:
+    """Whether a later round has answers (``query.h5``): round r is then history, kept as it was made even
+    when a setting a stage's ``misfit`` hook compares has changed since (that hook only marks the rounds
+    not yet built upon stale, so switching e.g. ``lcm.selection`` mid-way redoes the current round only)."""
+    return any(k > r and artifact_path(ws, k, QUERY).exists() for k in ws.rounds_present())
 
 
 def round_order_hint(ws: Workspace, r: int) -> str:

@@ -66,7 +66,8 @@ class Stage:
     exists but waits for people (state ``waiting``); redo: ``a2lc round --force`` reruns it;
     misfit: ``"module:function"`` ``(header, cfg) -> str | None`` saying why an artifact, current by
     its inputs, was made under settings the config no longer has (e.g. ``lcm.selection``): the
-    stage is then stale too. Settings are compared only where they change what the artifact is;
+    stage is then stale too, in a round no later round's answers build upon (earlier rounds are
+    history: ``a2lc status`` says which selection made them). Settings are compared only where they change what the artifact is;
     other config changes do not make artifacts stale.
     """
 

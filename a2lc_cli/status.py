@@ -87,6 +87,10 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
         rounds.append(entry)
     out["rounds"] = rounds
     out["lcm"] = lcm_summary(rounds)
+    if out["lcm"] is not None:
+        from .config import resolve_lcm
+
+        out["lcm"]["config_selection"] = resolve_lcm(cfg)["selection"]
     if waiting_round is not None and (stale_round is None or waiting_round <= stale_round):
         # answers for a stale acquisition cannot be completed (query refuses it): say how to get out first
         stale_acquisition = rounds[listed.index(waiting_round)]["stages"].get("acquire") == STALE
@@ -201,7 +205,8 @@ def lcm_summary(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
                            "selection": "calibrated" if calibrated else (rows or [x for _, x in every])[-1]["selection"],
                            "stale_corrected": sum(x["corrected"] for _, x in stale), "stale_rounds": [k for k, _ in stale],
                            "thresholds": any((x.get("thresholds") or 0) > 0 for x in rows),
-                           "reasons": {k: x["reason"] for k, x in every if x.get("reason") and not x.get("stale")}}
+                           "reasons": {k: x["reason"] for k, x in every if x.get("reason") and not x.get("stale")},
+                           "made_with": {k: x["selection"] for k, x in every if not x.get("stale")}}
     if calibrated and n:
         out["estimated_precision"] = sum(x["corrected"] * x["estimated_precision"] for x in rows if x["corrected"]) / n
         out["precision_bound"] = sum(x["corrected"] * x["precision_bound"] for x in rows if x["corrected"]) / n
@@ -222,6 +227,12 @@ def lcm_line(summary: dict[str, Any] | None) -> str | None:
         tail = (f"; not counted: {summary.get('stale_corrected', 0)} stale correction(s) of round(s) {rs} "
                 f"(an input or lcm.selection changed: `a2lc round --r {stale_rounds[0]}` redoes them)")
     reasons = summary.get("reasons") or {}
+    want = summary.get("config_selection")
+    other = [k for k, sel in (summary.get("made_with") or {}).items() if want and sel != want]
+    if other:  # rounds built upon by later ones stay as made (a2lc_cli.rounds._built_upon)
+        made = summary["made_with"][other[0]]
+        tail += (f"; round{'s' if len(other) > 1 else ''} {', '.join(map(str, other))} made with lcm.selection={made}, "
+                 f"the config now says {want}")
     if summary.get("precision_bound") is not None:
         return (f"{head}, estimated precision ≥ {summary['precision_bound']:.2f} "
                 f"(estimate {summary['estimated_precision']:.2f})" + tail)

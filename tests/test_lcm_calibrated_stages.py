@@ -186,7 +186,8 @@ def corrected_ws(plus_ws, tmp_path_factory):
     lconf = np.log(np.r_[lc0, np.full(40, 0.95)])
     hit = np.r_[lc0 >= 0.7, np.ones(40, bool)]
     other = (cls + 1) % c
-    crafted = {"pred": cls, "log_confidence": lconf, "answer": np.where(hit, cls, other), "previous": other,
+    miss_answer = np.where(cls == k0, k1, k0)  # answers only of k0, k1, k2: no other class has answers (so no threshold)
+    crafted = {"pred": cls, "log_confidence": lconf, "answer": np.where(hit, cls, miss_answer), "previous": other,
                "model_pred": cls, "mask": np.arange(120), "fold": np.arange(120) % 5,
                "prob": np.full((120, c), 1.0 / c, np.float32), "round": np.full(120, 2)}
     _, real = load_lcm(ws / "rounds/r002/lcm.pt")
@@ -291,12 +292,20 @@ def test_a_changed_selection_makes_the_lcm_stages_stale(plus_ws, cli, tmp_path):
     shutil.copytree(plus_ws, ws)
     ok(cli, "-q", "-w", ws, "config", "set", "lcm.selection=paper")
     st = json.loads(ok(cli, "-w", ws, "status", "--json"))
-    for r in (1, 2):
-        assert st["rounds"][r]["stages"]["lcm-train"] == "stale" and st["rounds"][r]["stages"]["lcm-correct"] == "stale"
-    assert st["next"].endswith("round --r 1")
-    ok(cli, "-q", "-w", ws, "config", "set", "lcm.selection=calibrated")  # back: nothing stale any more
+    # the current round (2) is redone under the new selection; round 1, which round 2's answers build on, is history
+    assert st["rounds"][2]["stages"]["lcm-train"] == "stale" and st["rounds"][2]["stages"]["lcm-correct"] == "stale"
+    assert st["rounds"][1]["stages"]["lcm-train"] == "done" and st["rounds"][1]["stages"]["lcm-correct"] == "done"
+    assert st["next"].endswith("round --r 2")
+    code, out, _ = cli("-w", ws, "status")
+    flat = " ".join(out.split())
+    assert "round 1 made with lcm.selection=calibrated, the config now says paper" in flat
+    assert "stale correction(s) of round(s) 2" in flat
+    ok(cli, "-q", "-w", ws, "round", "--r", "2")  # redoes round 2's LCM with the paper's rule
+    assert load_lcm(ws / "rounds/r002/lcm.pt")[1].get("selection", "paper") == "paper"
+    assert read_corrections(ws / "rounds/r002/lcm.h5").attrs["meta"]["selection"] == "paper"
+    ok(cli, "-q", "-w", ws, "config", "set", "lcm.selection=calibrated")  # back: round 2 (now paper) is stale again
     st = json.loads(ok(cli, "-w", ws, "status", "--json"))
-    assert all(st["rounds"][r]["stages"]["lcm-train"] == "done" for r in (1, 2))
+    assert st["rounds"][2]["stages"]["lcm-train"] == "stale" and st["rounds"][1]["stages"]["lcm-train"] == "done"
 
 
 def test_text_mode_of_the_lcm_commands_under_calibrated(plus_ws, cli, tmp_path):
