@@ -209,8 +209,10 @@ def evaluate_lcm_accuracy(ws: Workspace, r: int | None, **_: Any) -> dict[str, A
     """Paper Table 3: masks corrected automatically in round r and the share whose label matches
     the ground-truth majority before and after the correction (masks with a void GT majority excluded).
 
-    Without ground truth the measured fields are None. Under the calibrated selection the result also
-    has the per-class thresholds, the estimated precision and its lower bound (``by_class``).
+    Without ground truth the measured fields are None. ``reason``: why ψ was not trained (nothing to learn
+    from), else None; under the calibrated selection also why nothing was corrected. Under the calibrated
+    selection the result also has every class's threshold (or why none), evidence, estimated precision and
+    its lower bound (``by_class``; pooled classes marked) and the round's ``outside_overlap`` count.
     """
     if r is None:
         r = ws.latest_round(LCM_CORRECT)
@@ -224,7 +226,7 @@ def evaluate_lcm_accuracy(ws: Workspace, r: int | None, **_: Any) -> dict[str, A
         out: dict[str, Any] = {"metric": "lcm-accuracy", "round": r, "selection": meta.get("selection", "paper"),
                                "corrected": int(len(c.mask)), "void_gt": None, "accuracy_before": None,
                                "accuracy_after": None, "correct_before": None, "correct_after": None,
-                               "tau": meta.get("tau"), "by_new_label": {}}
+                               "tau": meta.get("tau"), "reason": meta.get("reason"), "by_new_label": {}}
         gt = ds.mask_column("gt_label")[c.mask] if ds.has_gt else None
     if gt is not None:
         valid = gt != 255
