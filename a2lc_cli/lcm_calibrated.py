@@ -268,7 +268,8 @@ def calibration_by_class(cal: dict[str, np.ndarray], names: list[str],
     evidence — then ``support``, ``estimated_precision``, ``precision_bound`` and ``effective_support`` are the
     *group's*, marked by ``pooled: true``, not a promise about the class alone; ``none``), answers, evidence
     (its situations) and n_eff of them, support/estimate/bound/n_eff at the threshold, corrections made, and
-    for a class without a threshold ``why`` (``meta``: ``lcm.h5``'s meta, for the settings it names)."""
+    ``why`` a class has no threshold (None when it has one; ``meta``: ``lcm.h5``'s meta, for the settings
+    it names)."""
     meta = meta or {}
     fnum = lambda v: None if not np.isfinite(v) else round(float(v), 6)  # noqa: E731
     answers = cal.get("answers", np.zeros(len(names), np.int64))
@@ -285,8 +286,7 @@ def calibration_by_class(cal: dict[str, np.ndarray], names: list[str],
                "estimated_precision": fnum(cal["precision"][k]), "precision_bound": fnum(cal["bound"][k]),
                "effective_support": fnum(cal["effective"][k]) if "effective" in cal else None,
                "corrected": int(cal["corrected"][k])}
-        if not has:
-            row["why"] = _no_threshold_reason(int(answers[k]), float(eff_ev[k]), meta)
+        row["why"] = None if has else _no_threshold_reason(int(answers[k]), float(eff_ev[k]), meta)
         out[name] = row
     return out
 
