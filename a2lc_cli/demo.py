@@ -218,6 +218,7 @@ def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5
 
 
 def demo_json(result: dict[str, Any]) -> dict[str, Any]:
-    """The ``--json`` object: for each method, rounds 0–N with round, data_miou, model_miou, budget_used."""
-    keys = ("round", "data_miou", "model_miou", "budget_used")
+    """The ``--json`` object: for each method, rounds 0–N with round, data_miou, model_miou, budget_used and
+    lcm_corrected (None in round 0 and for a method without LCM)."""
+    keys = ("round", "data_miou", "model_miou", "budget_used", "lcm_corrected")
     return {m: [{k: r.get(k) for k in keys} for r in run["rounds"]] for m, run in result["runs"].items()}

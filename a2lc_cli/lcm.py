@@ -61,6 +61,30 @@ def class_loss_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return inv / inv.sum() if inv.sum() > 0 else inv
 
 
+def nothing_to_learn(labels: np.ndarray, names: list[str] | tuple[str, ...], *, folds: int | None = None) -> str | None:
+    """Why ψ cannot learn anything from these answers (None when it can): then LCM corrects nothing.
+
+    labels: (N,) the non-void answers ψ would be trained on; names: (C,) class names; folds: the
+    calibrated selection's ``lcm.folds`` (it needs at least that many answers to score each out of fold).
+    Not in the paper (its rounds have 10,000 answers): no answers, or answers of a single class (ψ then
+    predicts that class for every mask with confidence ≈ 1 — nothing to discriminate), or too few
+    for the folds. Returned as one sentence for ``lcm.h5``'s ``reason``.
+    """
+    labels = np.asarray(labels, np.int64)
+    if len(labels) == 0:
+        return "no non-void answers to learn from"
+    present = np.unique(labels)
+    if len(present) < 2:
+        k = int(present[0])
+        name = names[k] if 0 <= k < len(names) else str(k)
+        return (f"all {len(labels)} non-void answers are of one class ({name}): ψ has nothing to discriminate "
+                "and would relabel every mask into it")
+    if folds is not None and len(labels) < folds:
+        return (f"{len(labels)} non-void answers, fewer than lcm.folds = {folds}: no out-of-fold scores "
+                "for the calibrated selection")
+    return None
+
+
 def train_lcm(
     features: np.ndarray,
     labels: np.ndarray,

@@ -22,6 +22,7 @@ from .acquire import mask_features, read_acquisition
 from .config import Config, resolve_lcm
 from .errors import A2LCError
 from .lcm_calibration import SOURCE_NAMES, ClassThresholds, calibrate_thresholds, precision_summary, select_calibrated
+from .lcm import nothing_to_learn
 from .lcm_crossfit import train_crossfit
 from .lcm_shift import overlap_weights, shift_covariates
 from .state import Dataset, mask_state, read_query, write_corrections
@@ -87,9 +88,13 @@ def run_lcm_train_calibrated(ws: Workspace, cfg: Config, r: int, *, seed: int | 
     t0 = time.perf_counter()
     with Dataset(ws.dataset_path) as ds:
         ids, labels, previous, rounds = answered_masks(ws, cfg, ds, r)
-        if len(labels) < lc.folds:
-            raise A2LCError(f"the calibrated LCM selection needs at least lcm.folds = {lc.folds} non-void answers "
-                            f"(rounds so far have {len(labels)}); lower lcm.folds or use lcm.selection=paper")
+        reason = nothing_to_learn(labels, ds.classes.names, folds=lc.folds)
+        if reason is not None:  # no corrections this round, the reason recorded; the round goes on
+            from .lcm_stage import save_untrained
+
+            counts = np.bincount(labels, minlength=ds.num_classes)[: ds.num_classes]
+            return save_untrained(ws, cfg, r, in_dim=int(feats.shape[1]), class_names=list(ds.classes.names),
+                                  counts=counts, reason=reason, selection="calibrated")
         if lc.evidence_features == "query-time":  # what acquisition saw before the answer reached θ
             x, prob, model_pred = query_time_view(ws, ids, rounds, acq, r)
         else:  # this round's acquisition: θ_{r−1} has been trained on the earlier rounds' answers
@@ -176,9 +181,29 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     from .lcm import predict_confidence
 
     state = mask_state(ws.root, ds, r, include_lcm_of_last=False)
+    lc = cfg.lcm
+    path = ws.path("lcm-train", r)
+    if ckpt.get("selection") != "calibrated":
+        calibration_arrays(ckpt, path)  # the one-line refusal of a checkpoint trained for the paper's rule
+    if ckpt.get("skipped"):  # ψ had nothing to learn from (lcm-train recorded why): no thresholds, no corrections
+        from .lcm_stage import write_no_corrections
+
+        c = ds.num_classes
+        th = calibrate_thresholds(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), c)
+        th.answers[:] = np.asarray(ckpt.get("answer_counts", np.zeros(c)), np.int64)[:c]
+        meta = {"selection": "calibrated", "round": r, "target_precision": lc.target_precision,
+                "confidence": lc.confidence, "folds": lc.folds, "min_class_evidence": lc.min_class_evidence,
+                "min_class_answers": lc.min_class_answers, "require_model_agreement": lc.require_model_agreement,
+                "reweight": lc.reweight, "evidence_features": lc.evidence_features,
+                "max_density_ratio": lc.max_density_ratio, "outside_overlap": 0, "effective_evidence": 0.0,
+                "answers": int(th.answers.sum()), "pooled_threshold": None,
+                **precision_summary(th, np.zeros(0, np.int64))}
+        res = write_no_corrections(ws, r, ds, state.label, ~state.queried, str(ckpt["skipped"]), meta,
+                                   calibration=_calibration_arrays(th, np.zeros(c, np.int64)))
+        return {**res, "estimated_precision": None, "precision_bound": None,
+                "target_precision": lc.target_precision, "classes_with_threshold": []}
     pred, logc = predict_confidence(model, feats)
     eligible = ~state.queried
-    path = ws.path("lcm-train", r)
     weight, outside = None, np.zeros(len(pred), bool)
     if cfg.lcm.reweight != "none":  # the never-queried situations the thresholds will be applied to
         never = eligible & (pred != state.label)
@@ -196,7 +221,6 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     ids = np.flatnonzero(chosen).astype(np.int64)
     per_class = np.bincount(pred[ids], minlength=ds.num_classes)[: ds.num_classes]
     summary = precision_summary(th, pred[ids])
-    lc = cfg.lcm
     pooled = th.pooled
     meta = {"selection": "calibrated", "round": r, "target_precision": lc.target_precision,
             "confidence": lc.confidence, "folds": lc.folds, "min_class_evidence": lc.min_class_evidence,
@@ -211,11 +235,7 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
                            previous=state.label, ids=ids, eligible=eligible) as f:
         f.create_dataset("tail", data=np.zeros(0, np.int64))
         c = f.create_group("calibration")
-        for name, value in (("log_threshold", th.log_threshold), ("threshold", th.threshold()),
-                            ("source", th.source), ("evidence", th.evidence), ("answers", th.answers),
-                            ("support", th.support), ("hits", th.hits), ("precision", th.precision),
-                            ("bound", th.bound), ("effective", th.effective),
-                            ("effective_evidence", th.effective_evidence), ("corrected", per_class)):
+        for name, value in _calibration_arrays(th, per_class).items():
             c.create_dataset(name, data=value)
     names = ds.classes.names
     return {
@@ -226,6 +246,14 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     }
 
 
+def _calibration_arrays(th: ClassThresholds, corrected: np.ndarray) -> dict[str, np.ndarray]:
+    """The (C,) arrays of ``lcm.h5``'s ``calibration`` group (corrected: corrections made per class)."""
+    return {"log_threshold": th.log_threshold, "threshold": th.threshold(), "source": th.source,
+            "evidence": th.evidence, "answers": th.answers, "support": th.support, "hits": th.hits,
+            "precision": th.precision, "bound": th.bound, "effective": th.effective,
+            "effective_evidence": th.effective_evidence, "corrected": corrected}
+
+
 def read_calibration(f) -> dict[str, np.ndarray] | None:
     """The ``calibration`` group of an open ``lcm.h5`` as arrays (None for the paper's selection)."""
     if "calibration" not in f:
@@ -233,21 +261,63 @@ def read_calibration(f) -> dict[str, np.ndarray] | None:
     return {k: np.asarray(v[()]) for k, v in f["calibration"].items()}
 
 
-def calibration_by_class(cal: dict[str, np.ndarray], names: list[str]) -> dict[str, dict[str, Any]]:
-    """Per class (every class with a threshold or a correction): threshold, its source, evidence, estimated
-    precision and bound at the threshold, the effective support behind them (Kish's n_eff of the importance
-    weights; None in files written before the weights), corrections made."""
+def calibration_by_class(cal: dict[str, np.ndarray], names: list[str],
+                         meta: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """Per class that ψ was trained on, predicted out of fold, got a threshold or a correction: threshold (None
+    when none), its source (``own``: the class's own situations; ``pooled``: the group of classes with little
+    evidence — then ``support``, ``estimated_precision``, ``precision_bound`` and ``effective_support`` are the
+    *group's*, marked by ``pooled: true``, not a promise about the class alone; ``none``), answers, evidence
+    (its situations) and n_eff of them, support/estimate/bound/n_eff at the threshold, corrections made, and
+    ``why`` a class has no threshold (None when it has one; ``meta``: ``lcm.h5``'s meta, for the settings
+    it names)."""
+    meta = meta or {}
+    fnum = lambda v: None if not np.isfinite(v) else round(float(v), 6)  # noqa: E731
+    answers = cal.get("answers", np.zeros(len(names), np.int64))
+    eff_ev = cal.get("effective_evidence", cal["evidence"].astype(np.float64))
     out = {}
     for k, name in enumerate(names):
-        if not (np.isfinite(cal["log_threshold"][k]) or cal["corrected"][k]):
+        has = bool(np.isfinite(cal["log_threshold"][k]))
+        if not (has or cal["corrected"][k] or answers[k] or cal["evidence"][k]):
             continue
-        fnum = lambda v: None if not np.isfinite(v) else round(float(v), 6)  # noqa: E731
-        out[name] = {"threshold": fnum(cal["threshold"][k]), "source": SOURCE_NAMES[int(cal["source"][k])],
-                     "evidence": int(cal["evidence"][k]), "support": int(cal["support"][k]),
-                     "estimated_precision": fnum(cal["precision"][k]), "precision_bound": fnum(cal["bound"][k]),
-                     "effective_support": fnum(cal["effective"][k]) if "effective" in cal else None,
-                     "corrected": int(cal["corrected"][k])}
+        source = SOURCE_NAMES[int(cal["source"][k])]
+        row = {"threshold": fnum(cal["threshold"][k]), "source": source, "pooled": source == "pooled",
+               "answers": int(answers[k]), "evidence": int(cal["evidence"][k]),
+               "effective_evidence": fnum(eff_ev[k]), "support": int(cal["support"][k]),
+               "estimated_precision": fnum(cal["precision"][k]), "precision_bound": fnum(cal["bound"][k]),
+               "effective_support": fnum(cal["effective"][k]) if "effective" in cal else None,
+               "corrected": int(cal["corrected"][k])}
+        row["why"] = None if has else _no_threshold_reason(int(answers[k]), float(eff_ev[k]), meta)
+        out[name] = row
     return out
+
+
+def _no_threshold_reason(answers: int, eff_evidence: float, meta: dict[str, Any]) -> str:
+    """Why a class got no threshold (the rules of :func:`calibrate_thresholds`), in the settings' names."""
+    min_answers, min_evidence = meta.get("min_class_answers"), meta.get("min_class_evidence")
+    target = meta.get("target_precision")
+    if meta.get("reason"):
+        return "ψ was not trained: " + str(meta["reason"])
+    if min_answers is not None and answers < min_answers:
+        return f"fewer answers than lcm.min_class_answers = {min_answers}"
+    if min_evidence is not None and eff_evidence >= min_evidence:
+        return f"its own situations' precision bound never reached lcm.target_precision = {target}"
+    return (f"pooled (n_eff of its situations < lcm.min_class_evidence = {min_evidence}): the pooled group's "
+            f"precision bound never reached lcm.target_precision = {target}")
+
+
+def no_correction_reason(meta: dict[str, Any], by_class: dict[str, dict[str, Any]], corrected: int) -> str | None:
+    """Why a calibrated round corrected nothing (None when it corrected): ψ not trained (``meta['reason']``),
+    no class with a threshold, or no never-queried mask reaching one (with the outside-overlap count)."""
+    if corrected:
+        return None
+    if meta.get("reason"):
+        return str(meta["reason"])
+    if not any(row["threshold"] is not None for row in by_class.values()):
+        return (f"no class had a threshold: no class's (or the pooled group's) precision bound reached "
+                f"lcm.target_precision = {meta.get('target_precision')}")
+    out = meta.get("outside_overlap")
+    return ("no never-queried mask reached its class's threshold"
+            + (f" inside the overlap ({out} never-queried situations outside it are never corrected)" if out else ""))
 
 
 def calibration_report(path, meta: dict[str, Any], names: list[str], corrected_label: np.ndarray,
@@ -262,7 +332,7 @@ def calibration_report(path, meta: dict[str, Any], names: list[str], corrected_l
         cal = read_calibration(f)
     if cal is None:
         raise A2LCError(f"{path}: the calibrated selection's thresholds are missing; rerun `a2lc lcm-correct`")
-    by_class = calibration_by_class(cal, list(names))
+    by_class = calibration_by_class(cal, list(names), meta)
     for name, row in by_class.items():
         row["accuracy_after"] = None
         if gt is not None:
@@ -271,4 +341,7 @@ def calibration_report(path, meta: dict[str, Any], names: list[str], corrected_l
     return {"target_precision": meta.get("target_precision"), "confidence": meta.get("confidence"),
             "estimated_precision": meta.get("estimated_precision"), "precision_bound": meta.get("precision_bound"),
             "min_class_bound": meta.get("min_class_bound"), "pooled_threshold": meta.get("pooled_threshold"),
+            "outside_overlap": meta.get("outside_overlap"), "answers": meta.get("answers"),
+            "effective_evidence": meta.get("effective_evidence"),
+            "reason": no_correction_reason(meta, by_class, int(cal["corrected"].sum())),
             "by_class": by_class}

@@ -22,7 +22,7 @@ from .round_state import mask_state
 from .state import Dataset, read_corrections, read_query, write_corrections
 from .store import load_torch, save_torch, torch_stamp
 from .workspace import Workspace
-from .lcm import LCMNet, _log_tau, predict_confidence, select_corrections, tail_classes, train_lcm  # noqa: F401
+from .lcm import LCMNet, _log_tau, nothing_to_learn, predict_confidence, select_corrections, tail_classes, train_lcm  # noqa: F401
 
 
 # --------------------------------------------------------------------------- stages
@@ -63,6 +63,10 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
     with Dataset(ws.dataset_path) as ds:
         check_acquisition_fits(acq, ds, apath)
         ids, labels, counts = _training_set(ws, cfg, ds, r, feats)
+        reason = nothing_to_learn(labels, ds.classes.names)
+        if reason is not None:  # LCM corrects nothing this round and says why (lcm-correct records it)
+            return save_untrained(ws, cfg, r, in_dim=int(feats.shape[1]), class_names=list(ds.classes.names),
+                                  counts=counts, reason=reason, selection="paper")
         from .threads import stage_threads
 
         with stage_threads("lcm-train", cfg):
@@ -83,6 +87,28 @@ def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None
     save_torch(ckpt, out)
     return {"round": r, "samples": log["samples"], "steps": log["steps"], "final_loss": log["loss"][-1],
             "train_accuracy": log["train_accuracy"], "seconds": round(seconds, 2), "path": str(out)}
+
+
+def save_untrained(ws: Workspace, cfg: Config, r: int, *, in_dim: int, class_names: list[str], counts: np.ndarray,
+                   reason: str, selection: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save ``lcm.pt`` for a round whose answers give ψ nothing to learn (:func:`a2lc_cli.lcm.nothing_to_learn`):
+    an untrained ψ (never applied) and ``skipped`` = the reason, so that ``lcm-correct`` writes an ``lcm.h5``
+    with no corrections and that reason, and the round goes on (θ is retrained on the answers)."""
+    import torch
+
+    torch.manual_seed(cfg.seed * 1009 + r)
+    model = LCMNet(in_dim, len(class_names), tuple(cfg.lcm.hidden))
+    log = {"loss": [], "train_accuracy": None, "samples": int(np.sum(counts)), "steps": 0, "epochs": 0}
+    ckpt = {
+        **torch_stamp("lcm", current_inputs(ws, LCM_TRAIN, r)), "selection": selection, "skipped": reason,
+        "state_dict": model.state_dict(), "in_dim": in_dim, "num_classes": len(class_names),
+        "hidden": list(cfg.lcm.hidden), "answer_counts": np.asarray(counts).tolist(), "class_names": class_names,
+        "log": log, "options": cfg.lcm.model_dump(mode="json"), "round": r, "seconds": 0.0, **(extra or {}),
+    }
+    out = artifact_path(ws, r, LCM_TRAIN)
+    save_torch(ckpt, out)
+    return {"round": r, "selection": selection, "samples": log["samples"], "steps": 0, "final_loss": None,
+            "train_accuracy": None, "skipped": reason, "seconds": 0.0, "path": str(out)}
 
 
 def load_lcm(path: Path) -> tuple[LCMNet, dict[str, Any]]:
@@ -128,6 +154,10 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int, *, inputs: StageInputs |
             return correct_calibrated(ws, cfg, r, ds, model, ckpt, feats, inputs, model_pred)
         if ckpt.get("selection", "paper") != "paper":
             raise A2LCError(f"{mpath} was trained for the calibrated selection; rerun `a2lc lcm-train --r {r}`")
+        if ckpt.get("skipped"):
+            meta = {"selection": "paper", "tau": tau, "alpha": cfg.lcm.alpha, "tail": [], "rarest": None,
+                    "tail_from": cfg.lcm.tail_from, "tail_size": cfg.lcm.tail_size, "round": r}
+            return write_no_corrections(ws, r, ds, state.label, ~state.queried, str(ckpt["skipped"]), meta)
         if cfg.lcm.tail_from == "dataset":
             counts = np.bincount(state.label[state.label != 255].astype(np.int64),
                                  weights=ds.mask_area[state.label != 255], minlength=ds.num_classes)[: ds.num_classes]
@@ -154,12 +184,35 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int, *, inputs: StageInputs |
         }
 
 
+def write_no_corrections(ws: Workspace, r: int, ds: Dataset, current: np.ndarray, eligible: np.ndarray, reason: str,
+                         meta: dict[str, Any], calibration: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Write round r's ``lcm.h5`` with no corrections because ψ had nothing to learn (``reason``, in the meta):
+    ψ's class 255 and log-confidence −inf for every mask (ψ was not applied). ``calibration``: the calibrated
+    selection's per-class arrays (no thresholds). Returns the stage's result."""
+    inputs = current_inputs(ws, LCM_CORRECT, r)
+    n = len(current)
+    with write_corrections(artifact_path(ws, r, LCM_CORRECT), inputs=inputs, meta={**meta, "reason": reason, "corrected": 0},
+                           pred=np.full(n, 255, np.int64), log_confidence=np.full(n, -np.inf),
+                           previous=np.asarray(current), ids=np.zeros(0, np.int64), eligible=np.zeros(n, bool)) as f:
+        f.create_dataset("tail", data=np.zeros(0, np.int64))
+        if calibration is not None:
+            c = f.create_group("calibration")
+            for name, value in calibration.items():
+                c.create_dataset(name, data=value)
+    out = {"round": r, "selection": meta["selection"], "eligible": int(np.sum(eligible)), "corrected": 0, "reason": reason}
+    if meta["selection"] == "paper":
+        out.update({"tau": meta["tau"], "confident": 0, "tail": [], "rarest": None})
+    return out
+
+
 def evaluate_lcm_accuracy(ws: Workspace, r: int | None, **_: Any) -> dict[str, Any]:
     """Paper Table 3: masks corrected automatically in round r and the share whose label matches
     the ground-truth majority before and after the correction (masks with a void GT majority excluded).
 
-    Without ground truth the measured fields are None. Under the calibrated selection the result also
-    has the per-class thresholds, the estimated precision and its lower bound (``by_class``).
+    Without ground truth the measured fields are None. ``reason``: why ψ was not trained (nothing to learn
+    from), else None; under the calibrated selection also why nothing was corrected. Under the calibrated
+    selection the result also has every class's threshold (or why none), evidence, estimated precision and
+    its lower bound (``by_class``; pooled classes marked) and the round's ``outside_overlap`` count.
     """
     if r is None:
         r = ws.latest_round(LCM_CORRECT)
@@ -173,7 +226,7 @@ def evaluate_lcm_accuracy(ws: Workspace, r: int | None, **_: Any) -> dict[str, A
         out: dict[str, Any] = {"metric": "lcm-accuracy", "round": r, "selection": meta.get("selection", "paper"),
                                "corrected": int(len(c.mask)), "void_gt": None, "accuracy_before": None,
                                "accuracy_after": None, "correct_before": None, "correct_after": None,
-                               "tau": meta.get("tau"), "by_new_label": {}}
+                               "tau": meta.get("tau"), "reason": meta.get("reason"), "by_new_label": {}}
         gt = ds.mask_column("gt_label")[c.mask] if ds.has_gt else None
     if gt is not None:
         valid = gt != 255

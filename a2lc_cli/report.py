@@ -93,6 +93,17 @@ def plot_miou(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     return path
 
 
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "x", "P", "*")
+
+
+def method_style(j: int) -> dict[str, Any]:
+    """The j-th method's line style and marker in the plots: every method its own, so that identical
+    curves (e.g. a2lc and a2lc+ when LCM corrected nothing) stay visible on top of each other."""
+    return {"linestyle": LINE_STYLES[j % len(LINE_STYLES)], "marker": MARKERS[j % len(MARKERS)],
+            "markersize": 7 - 1.2 * (j % 3), "markerfacecolor": "none" if j % 2 else None}
+
+
 def miou_figure(runs: dict[str, dict[str, Any]]):
     """The matplotlib figure of :func:`plot_miou`: whole-number round ticks, a readable mIoU span, and in
     a panel without any value (e.g. Model mIoU of a workspace that only trained θ_0) a note saying why
@@ -107,12 +118,12 @@ def miou_figure(runs: dict[str, dict[str, Any]]):
     last = max((r["round"] for run in runs.values() for r in run["rounds"]), default=0)
     for ax, key, title in ((axes[0], "data_miou", "Data mIoU (train labels)"), (axes[1], "model_miou", "Model mIoU (val)")):
         ys: list[float] = []
-        for name, run in runs.items():
+        for j, (name, run) in enumerate(runs.items()):
             pts = [(r["round"], r[key]) for r in run["rounds"] if r.get(key) is not None]
             if pts:
                 x, y = zip(*pts)
                 ys += y
-                ax.plot(x, y, marker="o", label=method_label(name))
+                ax.plot(x, y, label=method_label(name), **method_style(j))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
         ax.set_xlim(-0.5, max(last, 1) + 0.5)
         if ys and max(ys) - min(ys) < 2:  # a single point or a flat line: a readable span, not ±0.04
@@ -160,16 +171,24 @@ def plot_queried_classes(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def table_rows(runs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """(key, label, method, run) of the per-round table's rows: Data mIoU, Model mIoU, masks queried, and the
+    LCM's corrections for each method whose workspace has any (the demo's console table and ``report.md``)."""
+    rows = [(key, label, name, run) for key, label in (("data_miou", "Data mIoU"), ("model_miou", "Model mIoU"),
+                                                       ("budget_used", "masks queried")) for name, run in runs.items()]
+    return rows + [("lcm_corrected", "LCM corrections", name, run) for name, run in runs.items()
+                   if any(r.get("lcm_corrected") is not None for r in run["rounds"])]
+
+
 def markdown_table(runs: dict[str, dict[str, Any]]) -> str:
     """Per-round Data/Model mIoU of each method, like the paper's Table 1."""
     n = max(len(r["rounds"]) for r in runs.values())
     head = "| method | metric | " + " | ".join("Init." if k == 0 else f"{k}R" for k in range(n)) + " |"
     lines = [head, "|" + " --- |" * (n + 2)]
-    for key, label in (("data_miou", "Data mIoU"), ("model_miou", "Model mIoU"), ("budget_used", "masks queried")):
-        for name, run in runs.items():
-            vals = [r.get(key) for r in run["rounds"]] + [None] * (n - len(run["rounds"]))
-            cells = ["—" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in vals]
-            lines.append(f"| {method_label(name)} | {label} | " + " | ".join(cells) + " |")
+    for key, label, name, run in table_rows(runs):
+        vals = [r.get(key) for r in run["rounds"]] + [None] * (n - len(run["rounds"]))
+        cells = ["—" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v)) for v in vals]
+        lines.append(f"| {method_label(name)} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from . import ui
 from .config import Config, resolve_method
 from .errors import A2LCError
 from .stage_inputs import StageInputs
-from .stages import (ACQUIRE, BY_NAME, QUERY, TRAIN, Stage, artifact_path, is_current, recorded_inputs,
+from .stages import (ACQUIRE, BY_NAME, QUERY, TRAIN, Stage, artifact_path, is_current,
                      required_before, stages_of_round)
 from .workspace import Workspace
 
@@ -27,22 +27,35 @@ def stage_state(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
     """done / stale / missing (and ``waiting`` for an artifact that waits for people, see ``Stage.waiting``).
 
     Derived from the declarations alone (:mod:`a2lc_cli.stages`): missing without the artifact;
-    stale when it is unreadable or :func:`a2lc_cli.stages.is_current` says an input changed.
+    stale when it is unreadable, :func:`a2lc_cli.stages.is_current` says an input changed, or the stage's
+    ``misfit`` hook says the artifact was made under settings the config no longer has (in a round that no
+    later round's answers build upon, :func:`_built_upon`).
     """
     p = artifact_path(ws, r, stage)
     if not p.exists():
         return MISSING
     if not stage.inputs:
         return DONE
+    from .store import read_header
+
     try:
-        rec = recorded_inputs(ws, r, stage)
+        head = read_header(p, stage.kind)
     except (A2LCError, OSError, RuntimeError, EOFError, KeyError, ValueError):
         return STALE
-    if not is_current(ws, stage, r, rec):
+    if not is_current(ws, stage, r, head.get("inputs")):
+        return STALE
+    if stage.misfit and not _built_upon(ws, r) and stage.hook(stage.misfit)(head, cfg):
         return STALE
     if stage.waiting and stage.hook(stage.waiting)(p):
         return WAITING
     return DONE
+
+
+def _built_upon(ws: Workspace, r: int) -> bool:
+    """Whether a later round has answers (``query.h5``): round r is then history, kept as it was made even
+    when a setting a stage's ``misfit`` hook compares has changed since (that hook only marks the rounds
+    not yet built upon stale, so switching e.g. ``lcm.selection`` mid-way redoes the current round only)."""
+    return any(k > r and artifact_path(ws, k, QUERY).exists() for k in ws.rounds_present())
 
 
 def round_order_hint(ws: Workspace, r: int) -> str:

@@ -63,7 +63,12 @@ class Stage:
     ``"later"`` (rounds ≥ 1) or ``"all"``; enabled: whether the config's method runs it;
     trust_unrecorded: an artifact that records no inputs counts as current (models written
     by other tools); waiting: ``"module:function"`` telling from the artifact's path that it
-    exists but waits for people (state ``waiting``); redo: ``a2lc round --force`` reruns it.
+    exists but waits for people (state ``waiting``); redo: ``a2lc round --force`` reruns it;
+    misfit: ``"module:function"`` ``(header, cfg) -> str | None`` saying why an artifact, current by
+    its inputs, was made under settings the config no longer has (e.g. ``lcm.selection``): the
+    stage is then stale too, in a round no later round's answers build upon (earlier rounds are
+    history: ``a2lc status`` says which selection made them). Settings are compared only where they change what the artifact is;
+    other config changes do not make artifacts stale.
     """
 
     name: str
@@ -78,6 +83,7 @@ class Stage:
     trust_unrecorded: bool = False
     waiting: str | None = None
     redo: bool = True
+    misfit: str | None = None
 
     def runner(self) -> Callable[..., Any]:
         """The run function (imported on first use: ``a2lc status`` loads no torch)."""
@@ -110,10 +116,10 @@ QUERY = Stage("query", "query.h5", "query", "a2lc query --r {r}", ".query:run_st
 ), waiting=".query:answers_incomplete")
 LCM_TRAIN = Stage("lcm-train", "lcm.pt", "lcm", "a2lc lcm-train --r {r}", ".lcm_stage:run_lcm_train", inputs=(
     Input("query", "query"), Input("acquire", "acquire"),
-), enabled=_lcm_enabled)
+), enabled=_lcm_enabled, misfit=".status:lcm_selection_misfit")
 LCM_CORRECT = Stage("lcm-correct", "lcm.h5", "lcm", "a2lc lcm-correct --r {r}", ".lcm_stage:run_lcm_correct", inputs=(
     Input("query", "query"), Input("acquire", "acquire"), Input("lcm_model", "lcm-train"),
-), enabled=_lcm_enabled)
+), enabled=_lcm_enabled, misfit=".status:lcm_selection_misfit")
 TRAIN = Stage("train", "model.pt", "model", "a2lc train --r {r}", ".training:train_round", inputs=(
     Input("dataset", "pseudolabel"), Input("query", "query"), Input("lcm", "lcm-correct", required=False),
 ), rounds="all", trust_unrecorded=True)

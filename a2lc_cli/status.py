@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+
 from .errors import A2LCError
 from .stages import PSEUDOLABEL, next_step, stage_command, stages_of_round
 from .workspace import Workspace
@@ -79,12 +81,16 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
             m = saved_metric(ws, r, metric)
             if m is not None:
                 entry[key] = m.get("miou")
-        lcm = lcm_round(ws, r)
+        lcm = lcm_round(ws, r, stale=stages.get("lcm-correct") == STALE)
         if lcm is not None:
             entry["lcm"] = lcm
         rounds.append(entry)
     out["rounds"] = rounds
     out["lcm"] = lcm_summary(rounds)
+    if out["lcm"] is not None:
+        from .config import resolve_lcm
+
+        out["lcm"]["config_selection"] = resolve_lcm(cfg)["selection"]
     if waiting_round is not None and (stale_round is None or waiting_round <= stale_round):
         # answers for a stale acquisition cannot be completed (query refuses it): say how to get out first
         stale_acquisition = rounds[listed.index(waiting_round)]["stages"].get("acquire") == STALE
@@ -141,33 +147,66 @@ def people_round_step(ws: Workspace, r: int, stages: dict[str, str]) -> str | No
     return None
 
 
-def lcm_round(ws: Workspace, r: int) -> dict[str, Any] | None:
+def lcm_selection_misfit(head: dict[str, Any], cfg) -> str | None:
+    """Why ``lcm.pt`` / ``lcm.h5`` (their header) do not fit the config's LCM selection, or None when they do:
+    a ψ trained (or corrections made) for ``lcm.selection=calibrated`` is stale once the config says
+    ``paper``, and the other way round (the ``misfit`` hook of the LCM stages, :mod:`a2lc_cli.stages`)."""
+    from .config import resolve_lcm
+
+    made = head.get("selection") or (head.get("meta") or {}).get("selection") or "paper"
+    want = resolve_lcm(cfg)["selection"]
+    return None if made == want else f"made for lcm.selection={made}; the config now says {want}"
+
+
+def lcm_round(ws: Workspace, r: int, *, stale: bool | None = None) -> dict[str, Any] | None:
     """Round r's automatic corrections from its ``lcm.h5``: count, selection, estimated precision and bound
-    (the calibrated selection's; None under the paper's rule). None without a readable ``lcm.h5``."""
+    (the calibrated selection's; None under the paper's rule), ``stale`` (an input or the config's
+    ``lcm.selection`` changed since: the corrections are no longer applied, :mod:`a2lc_cli.round_state`),
+    ``reason`` (why ψ was not trained, when it was not) and ``thresholds`` (classes with a calibrated
+    threshold; None under the paper's rule). None without a readable ``lcm.h5``.
+    stale: the stage's state when the caller has it (None: computed here)."""
     p = ws.artifact(r, "lcm.h5")
     if r < 1 or not p.exists():
         return None
-    from .state import read_corrections
+    from .state import open_artifact, read_corrections
 
     try:
         c = read_corrections(p)
-    except A2LCError:
+        with open_artifact(p, "lcm") as f:
+            thresholds = (int(np.isfinite(f["calibration/log_threshold"][()]).sum())
+                          if "calibration/log_threshold" in f else None)
+    except (A2LCError, KeyError, OSError):
         return None
+    if stale is None:
+        from .rounds import STALE, stage_state
+        from .stages import LCM_CORRECT
+
+        stale = stage_state(ws, ws.config(), r, LCM_CORRECT) == STALE
     meta = c.attrs.get("meta", {})
     return {"corrected": int(len(c.mask)), "selection": meta.get("selection", "paper"),
-            "estimated_precision": meta.get("estimated_precision"), "precision_bound": meta.get("precision_bound")}
+            "estimated_precision": meta.get("estimated_precision"), "precision_bound": meta.get("precision_bound"),
+            "stale": bool(stale), "reason": meta.get("reason"), "thresholds": thresholds}
 
 
 def lcm_summary(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
     """All rounds' corrections, and — where every correcting round has one — their estimated precision and
-    lower bound, weighted by the corrections of each round. None when no round has ``lcm.h5``."""
-    rows = [e["lcm"] for e in rounds if e.get("lcm")]
-    if not rows:
+    lower bound, weighted by the corrections of each round. Stale rounds' corrections (no longer applied)
+    are not counted: ``stale_corrected`` / ``stale_rounds`` say how many there are. ``thresholds``: whether
+    any counted calibrated round had a class with a threshold; ``reasons``: why ψ was not trained, per
+    round where it was not. None when no round has ``lcm.h5``."""
+    every = [(e["round"], e["lcm"]) for e in rounds if e.get("lcm")]
+    if not every:
         return None
+    rows = [x for _, x in every if not x.get("stale")]
+    stale = [(k, x) for k, x in every if x.get("stale")]
     n = sum(x["corrected"] for x in rows)
-    calibrated = all(x["selection"] == "calibrated" for x in rows)
+    calibrated = bool(rows) and all(x["selection"] == "calibrated" for x in rows)
     out: dict[str, Any] = {"corrected": n, "rounds": len(rows), "estimated_precision": None, "precision_bound": None,
-                           "selection": "calibrated" if calibrated else rows[-1]["selection"]}
+                           "selection": "calibrated" if calibrated else (rows or [x for _, x in every])[-1]["selection"],
+                           "stale_corrected": sum(x["corrected"] for _, x in stale), "stale_rounds": [k for k, _ in stale],
+                           "thresholds": any((x.get("thresholds") or 0) > 0 for x in rows),
+                           "reasons": {k: x["reason"] for k, x in every if x.get("reason") and not x.get("stale")},
+                           "made_with": {k: x["selection"] for k, x in every if not x.get("stale")}}
     if calibrated and n:
         out["estimated_precision"] = sum(x["corrected"] * x["estimated_precision"] for x in rows if x["corrected"]) / n
         out["precision_bound"] = sum(x["corrected"] * x["precision_bound"] for x in rows if x["corrected"]) / n
@@ -175,13 +214,37 @@ def lcm_summary(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def lcm_line(summary: dict[str, Any] | None) -> str | None:
-    """"LCM: N corrections, estimated precision ≥ p" (the text ``a2lc status`` and the report show)."""
+    """"LCM: N corrections, estimated precision ≥ p" (the text ``a2lc status`` and the report show), with why
+    nothing was corrected and the stale rounds' corrections, which are not counted."""
     if summary is None:
         return None
     n = summary["corrected"]
     head = f"LCM: {n} correction{'s' if n != 1 else ''} in {summary['rounds']} round{'s' if summary['rounds'] != 1 else ''}"
+    stale_rounds = summary.get("stale_rounds") or []
+    tail = ""
+    if stale_rounds:
+        rs = ", ".join(str(k) for k in stale_rounds)
+        tail = (f"; not counted: {summary.get('stale_corrected', 0)} stale correction(s) of round(s) {rs} "
+                f"(an input or lcm.selection changed: `a2lc round --r {stale_rounds[0]}` redoes them)")
+    reasons = summary.get("reasons") or {}
+    want = summary.get("config_selection")
+    other = [k for k, sel in (summary.get("made_with") or {}).items() if want and sel != want]
+    if other:  # rounds built upon by later ones stay as made (a2lc_cli.rounds._built_upon)
+        made = summary["made_with"][other[0]]
+        tail += (f"; round{'s' if len(other) > 1 else ''} {', '.join(map(str, other))} made with lcm.selection={made}, "
+                 f"the config now says {want}")
     if summary.get("precision_bound") is not None:
-        return f"{head}, estimated precision ≥ {summary['precision_bound']:.2f} (estimate {summary['estimated_precision']:.2f})"
+        return (f"{head}, estimated precision ≥ {summary['precision_bound']:.2f} "
+                f"(estimate {summary['estimated_precision']:.2f})" + tail)
+    if n == 0 and reasons and len(reasons) == summary["rounds"]:
+        ks = ", ".join(str(k) for k in reasons)
+        return f"{head} (ψ not trained in round{'s' if len(reasons) > 1 else ''} {ks}: {list(reasons.values())[-1]})" + tail
     if summary["selection"] == "calibrated":
-        return f"{head} (calibrated selection: no never-queried mask reached its class's threshold)" if n == 0 else head
-    return f"{head} (paper's rule: no precision estimate; `lcm.selection=calibrated` gives one)"
+        if n or not summary["rounds"]:
+            return head + tail
+        if not summary.get("thresholds"):
+            return f"{head} (calibrated selection: no class had a threshold — no class's precision bound reached lcm.target_precision)" + tail
+        return f"{head} (calibrated selection: no never-queried mask reached its class's threshold)" + tail
+    if not summary["rounds"]:
+        return head + tail
+    return f"{head} (paper's rule: no precision estimate; `lcm.selection=calibrated` gives one)" + tail

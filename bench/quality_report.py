@@ -20,7 +20,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from a2lc_cli.report import plot_queried_classes  # noqa: E402
+from a2lc_cli.report import method_style, plot_queried_classes  # noqa: E402
 from a2lc_cli.workspace import write_text_atomic  # noqa: E402
 
 START, END = "<!-- generated: start (bench/quality_report.py) -->", "<!-- generated: end -->"
@@ -408,8 +408,15 @@ def beyond_goals(runs) -> list[str]:
                 vs_bound.append((s, a, est, bound))
         ok = all(x[1] >= 0.9 for x in vs_bound)
         verdict = "met" if ok and vs_bound else ("vacuous: no corrections" if not vs_bound else "not met")
+        tested = [s for s, *_ in vs_bound]  # a seed without corrections neither meets nor misses the goal
+        none = [s for s in sorted(cal) if s not in tested]
+        pl = lambda n: "s" if n != 1 else ""  # noqa: E731
+        scope = (f"tested on {len(tested)} seed{pl(len(tested))} with corrections: {', '.join(map(str, tested))}"
+                 if tested else f"seeds {_seeds(list(cal.values()))}")
+        if tested and none:
+            scope += f"; {len(none)} seed{pl(len(none))} ({', '.join(map(str, none))}) made none, not tested"
         lines.append(f"- `{p}`: accuracy of the calibrated corrections, pooled over rounds ≥ 90%: {'; '.join(acc)}. "
-                     f"**{verdict}** (seeds {_seeds(list(cal.values()))}).")
+                     f"**{verdict}** ({scope}).")
         if vs_bound:
             shown = "; ".join(f"seed {s}: measured {100 * a:.1f}%, bound {100 * b:.1f}%, estimate {100 * e:.1f}%"
                               for s, a, e, b in vs_bound)
@@ -454,7 +461,8 @@ def plot_curves(runs, preset: str, path: Path) -> Path:
             budget = np.array(curve(rs[0], "budget_used"), float) / max(1, rs[0]["budget_per_round"] / (0.5 if cfg == "a2lc-half" else 1))
             ys = np.array([[np.nan if v is None else v for v in curve(r, key)] for r in rs], float)
             m, s = np.nanmean(ys, 0), np.nanstd(ys, 0)
-            ax.plot(budget, m, marker="o", label=label, lw=2.2 if cfg in ("a2lc", "alc") else 1.2)
+            ax.plot(budget, m, label=label, lw=2.2 if cfg in ("a2lc", "alc") else 1.2,
+                    **method_style(list(labels).index(cfg)))  # its own line style and marker: equal curves stay visible
             ax.fill_between(budget, m - s, m + s, alpha=0.15)
         ax.set_xlabel("budget used (× B, the per-round budget)")
         ax.set_ylabel("mIoU (%)")

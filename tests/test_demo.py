@@ -20,7 +20,7 @@ def test_demo_runs_both_methods_with_one_budget_and_writes_the_report(tmp_path, 
     for method, rounds in res.items():
         assert [r["round"] for r in rounds] == [0, 1, 2]
         assert [r["budget_used"] for r in rounds] == [0, 7, 14]
-        assert set(rounds[0]) == {"round", "data_miou", "model_miou", "budget_used"}
+        assert set(rounds[0]) == {"round", "data_miou", "model_miou", "budget_used", "lcm_corrected"}
         assert all(0 <= r["data_miou"] <= 100 and 0 <= r["model_miou"] <= 100 for r in rounds)
     # round 0 is shared: same pseudo-labels and the same θ_0, so the same starting metrics
     assert res["a2lc"][0] == res["alc"][0]
@@ -58,7 +58,23 @@ def test_demo_methods_option_runs_and_plots_each_method(tmp_path, cli):
     assert (root / "a2lc+/rounds/r001/lcm.h5").exists() and not (root / "a2lc/rounds").exists()
     report = (root / "report/report.md").read_text()
     assert "| A2LC+ | Data mIoU |" in report and "| ALC | Data mIoU |" in report
+    assert "| A2LC+ | LCM corrections | — | " in report and "| ALC | LCM corrections |" not in report  # only LCM methods
+    assert "| A2LC+ | Model mIoU |" in report and "| ALC | Model mIoU |" in report
     assert report.startswith("# a2lc demo: ALC vs A2LC+")
+    assert res["a2lc+"][1]["lcm_corrected"] is not None and res["alc"][1]["lcm_corrected"] is None
+    # the plot's data: both panels have one line per method, named, each in its own style (identical curves
+    # would otherwise hide each other)
+    from a2lc_cli.report import collect_run, miou_figure
+    from a2lc_cli.workspace import Workspace
+
+    fig = miou_figure({m: collect_run(Workspace(root / m)) for m in ("alc", "a2lc+")})
+    for ax in fig.axes:
+        lines = ax.get_lines()
+        assert [ln.get_label() for ln in lines] == ["ALC", "A2LC+"]
+        assert len({(ln.get_linestyle(), ln.get_marker()) for ln in lines}) == 2
+        assert [list(ln.get_xdata()) for ln in lines] == [[0, 1], [0, 1]]
+        key = "data_miou" if ax is fig.axes[0] else "model_miou"
+        assert [ln.get_ydata()[1] for ln in lines] == [res["alc"][1][key], res["a2lc+"][1][key]]
 
 
 def test_demo_refuses_unknown_or_repeated_methods(tmp_path, cli):

@@ -33,7 +33,7 @@ def demo(
 ) -> None:
     """A²LC vs ALC for 5 rounds on the built-in data: progress, a per-round table, a report with plots."""
     from ..demo import demo_json, parse_methods, run_demo
-    from ..report import method_label
+    from ..report import method_label, table_rows
 
     method_list = parse_methods(methods)
 
@@ -55,9 +55,8 @@ def demo(
     n = max(len(r["rounds"]) for r in runs.values())
     cols = ["method", "metric"] + ["Init." if k == 0 else f"{k}R" for k in range(n)]
     rows = []
-    for key, label in (("data_miou", "Data mIoU"), ("model_miou", "Model mIoU"), ("budget_used", "masks queried")):
-        for m, run_ in runs.items():
-            rows.append([method_label(m), label] + [r.get(key) for r in run_["rounds"]])
+    for key, label, m, run_ in table_rows(runs):  # with an "LCM corrections" row per method that has LCM
+        rows.append([method_label(m), label] + [r.get(key) for r in run_["rounds"]])
     title = " vs ".join(method_label(m) for m in method_list)
     ui.out.print(ui.table(f"{title} on the built-in {preset} benchmark ({res['budget']} masks per round)", cols, rows))
     ui.out.print(f"report with plots: {ui.esc(res['report'])}  ({res['minutes']:.1f} min)")

@@ -53,6 +53,32 @@ def render(res: dict) -> None:
             continue
         ui.out.print(ui.esc(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}"))
     for k, v in res.items():  # nested tables, e.g. answer-time's per_annotator, lcm-accuracy's by_new_label
+        if k == "by_class" and res.get("metric") == "lcm-accuracy":
+            ui.out.print(calibration_table(v))
+            continue
         if k != "per_class" and isinstance(v, dict) and v and all(isinstance(x, dict) for x in v.values()):
             cols = list(next(iter(v.values())))
             ui.out.print(ui.table(k.replace("_", " "), ["", *cols], [[name, *(row.get(c) for c in cols)] for name, row in v.items()]))
+
+
+def calibration_table(by_class: dict):
+    """The calibrated selection's per-class table, then why each class without a threshold has none (grouped).
+    A pooled class's support, estimate and bound are the pooled group's (column "of" says "pooled"), not the
+    class's own. Columns: threshold, whose evidence, answers, situations of a correction and their n_eff,
+    support at the threshold, estimated precision, its bound, corrections, measured accuracy (%)."""
+    from rich.console import Group
+
+    rows, why = [], {}
+    for name, row in by_class.items():
+        of = {"own": "class", "pooled": "pooled", "none": "—"}.get(row.get("source"), row.get("source"))
+        t = row.get("threshold")
+        rows.append([name, None if t is None else f"{t:.6g}", of, row.get("answers"), row.get("evidence"),
+                     row.get("effective_evidence"), row.get("support"), row.get("estimated_precision"),
+                     row.get("precision_bound"), row.get("corrected"), row.get("accuracy_after")])
+        if row.get("why"):
+            why.setdefault(row["why"], []).append(name)
+    table = ui.table("thresholds by predicted class (of: whose evidence — pooled = the pooled group's numbers, "
+                     "not the class's own)", ["class", "threshold", "of", "answers", "situations", "n_eff", "support",
+                                              "estimate", "bound", "corrected", "acc. %"], rows)
+    lines = [ui.esc(f"no threshold: {', '.join(names)}: {reason}") for reason, names in why.items()]
+    return Group(table, *lines)

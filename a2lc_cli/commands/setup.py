@@ -186,7 +186,7 @@ def _raise_if_damaged(st: dict) -> None:
         raise A2LCError(damage)
 
 
-STATUS_LEGEND = ("legend: ✓ done, · missing, stale = an input changed since (rerun it), "
+STATUS_LEGEND = ("legend: ✓ done, · missing, stale = an input (or lcm.selection) changed since (rerun it), "
                  "waiting = people's answers incomplete, blank = not a stage of this round, — = no value")
 
 
