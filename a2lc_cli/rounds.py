@@ -3,7 +3,9 @@
 A stage is *done* when its artifact exists and records, as its inputs, the
 current uids of what it was computed from; *stale* when it exists but an input
 changed since; *missing* otherwise. ``run_round`` runs every stage that is not
-done (all of them with ``force``), in the order of ``stages.stages_of_round``.
+done (all of them with ``force``), in the order of ``stages.stages_of_round``;
+each stage's state is read when its turn comes, so a rerun stage (a new uid)
+makes exactly the stages that declare it as an input stale, no others.
 """
 
 from __future__ import annotations
@@ -215,17 +217,18 @@ def run_round(
         raise A2LCError(people_step(r), exit_code=4)
     method = resolve_method(cfg.method)
     outcome: dict[str, str] = {}
-    forced_downstream = False
     for stage in stages_of_round(r, cfg):
+        # the state is read when the stage's turn comes: a stage rerun before it wrote its artifact under a
+        # new uid, so exactly the stages that declare it as an input (directly or in turn) are stale now;
+        # a stage that depends on none of the rerun ones stays done (the declarations alone decide)
         state = stage_state(ws, cfg, r, stage)
-        if state == DONE and not ((force or forced_downstream) and stage.redo):
+        if state == DONE and not (force and stage.redo):
             outcome[stage.name] = "skipped"
             continue
         if on_stage:
             on_stage(r, stage.name, "running")
         call_runner(stage, ws, cfg, r, device=device, force=force, state=state, inputs=inputs)
         outcome[stage.name] = "ran"
-        forced_downstream = True  # everything after a rerun stage must be recomputed
     metrics: dict[str, Any] = {}
     if evaluate:
         metrics = evaluate_round(ws, cfg, r, lcm=bool(method["lcm"]) and r > 0, inputs=inputs)

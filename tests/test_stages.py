@@ -269,3 +269,57 @@ def read_header_inputs(ws, stage):
     from a2lc_cli.store import read_header
 
     return read_header(ws.path(stage, 1), stage.kind)["inputs"]
+
+
+def _denoise_stage(**kw):
+    """The worked example's stage (docs/developing.md), declared here; ``kw`` overrides fields of the declaration."""
+    from a2lc_cli.stages import Input, Stage
+
+    return Stage("denoise", "denoise.h5", "denoise", "a2lc denoise --r {r}", "test_stages:_run_denoise", inputs=(
+        Input("query", "query"), Input("lcm", "lcm-correct", required=False), Input("dataset", "pseudolabel"),
+    ), **kw)
+
+
+def _register(monkeypatch, extra, *, before):
+    """Declare ``extra`` in the registry, in round order just before ``before`` (as docs/developing.md says)."""
+    from a2lc_cli import stages
+
+    order = list(stages.STAGES)
+    order.insert(order.index(before), extra)
+    monkeypatch.setattr(stages, "STAGES", tuple(order))
+    monkeypatch.setitem(stages.BY_NAME, extra.name, extra)
+
+
+def test_a_round_reruns_only_what_depends_on_a_rerun_stage(ws_with_fakes, monkeypatch):
+    """`a2lc round` reruns a stage only when its recorded inputs differ from its declared inputs' uids now: a
+    rerun `denoise` that `train` does not depend on leaves θ_1 (and round 2's acquisition scored by θ_1)
+    current; a rerun `query` makes everything that declares it (lcm-train, lcm-correct, denoise, train) rerun."""
+    from a2lc_cli.rounds import run_round
+
+    denoise = _denoise_stage()
+    _register(monkeypatch, denoise, before=TRAIN)
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    cfg.train.iterations = 1
+    ws.save_config(cfg)
+    inputs = fakes(source, model)
+    res = run_round(ws, cfg, 1, device="cpu", evaluate=False, inputs=inputs)
+    assert set(res["stages"].values()) == {"ran"}
+    run_acquire(ws, cfg, 2, device="cpu", inputs=inputs)  # round 2 starts on θ_1
+    model_uid = artifact_uid(ws.path(TRAIN, 1))
+
+    ws.path(denoise, 1).unlink()  # denoise missing: it alone reruns
+    res = run_round(ws, cfg, 1, device="cpu", evaluate=False, inputs=inputs)
+    assert res["stages"] == {"acquire": "skipped", "query": "skipped", "lcm-train": "skipped",
+                             "lcm-correct": "skipped", "denoise": "ran", "train": "skipped"}
+    assert artifact_uid(ws.path(TRAIN, 1)) == model_uid
+    assert stage_state(ws, cfg, 2, ACQUIRE) == DONE  # round 2 stays current
+
+    q = read_query(ws.path(QUERY, 1))
+    write_query(ws.path(QUERY, 1), q, inputs=q.attrs["inputs"], meta={})  # a new query.h5 (new uid): its dependants rerun
+    res = run_round(ws, cfg, 1, device="cpu", evaluate=False, inputs=inputs)
+    assert res["stages"] == {"acquire": "skipped", "query": "skipped", "lcm-train": "ran",
+                             "lcm-correct": "ran", "denoise": "ran", "train": "ran"}
+    assert artifact_uid(ws.path(TRAIN, 1)) != model_uid
+    assert stage_state(ws, cfg, 2, ACQUIRE) == STALE  # θ_1 changed under round 2
