@@ -150,8 +150,10 @@ def run_acquire(
     The pass saves ``.acquire.h5.partial`` every ``checkpoint_seconds`` (and every
     ``checkpoint_images`` images when given); a rerun with the same inputs resumes there.
     """
-    if r < 1:
-        raise A2LCError("acquire runs in rounds ≥ 1 (round 0 is `a2lc pseudolabel` + `a2lc train --r 0`)")
+    from .stages import ACQUIRE
+
+    if ACQUIRE.round_refusal(r):  # the one wording (commands refuse it first, _common.stage_round)
+        raise A2LCError(ACQUIRE.round_refusal(r))
     fn = fn or str(resolve_method(cfg.method)["acquisition"])
     if fn not in ACQUISITIONS:
         raise A2LCError(f"unknown acquisition function {fn!r} (choose from {', '.join(ACQUISITIONS)})")

@@ -129,6 +129,18 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
                         f"since {ws.artifact(r, 'acquire.h5')} was computed); rerun the round: `a2lc round --r {r}`")
 
 
+def missing_artifact_hint(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
+    """What to run first for round ``r``'s missing artifact of ``stage``: the refusal :func:`check_order` gives
+    when what it needs is missing too (or stale), else ``round r has no <artifact> yet; run `<command>` first``."""
+    from .stages import stage_command
+
+    try:
+        check_order(ws, cfg, r, stage)
+    except A2LCError as e:
+        return str(e)
+    return f"round {r} has no {stage.artifact} yet; run `{stage_command(cfg, r, stage)}` first"
+
+
 def _raise_damage(ws: Workspace, r: int) -> None:
     """Raise the one-line damage error (a2lc_cli.integrity) of the dataset or round r's ``acquire.h5`` if either
     fails its checks on open; return quietly when both are sound (the acquisition is then really stale)."""

@@ -92,6 +92,14 @@ class Stage:
     def in_round(self, r: int) -> bool:
         return self.rounds == "all" or (self.rounds == "first") == (r == 0)
 
+    def round_refusal(self, r: int, *, what: str | None = None) -> str | None:
+        """Why ``--r r`` names a round this stage does not run in (the one wording of every command), or None.
+        what: the subject of the sentence (default: the stage's name)."""
+        if self.in_round(r):
+            return None
+        where = "round 0 only" if self.rounds == "first" else "rounds ≥ 1 (round 0 is the pseudo-labels and θ_0)"
+        return f"{what or self.name} runs in {where}, not round {r}"
+
 
 def _lcm_enabled(cfg: Config) -> bool:
     return bool(resolve_method(cfg.method)["lcm"])

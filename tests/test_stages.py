@@ -323,3 +323,44 @@ def test_a_round_reruns_only_what_depends_on_a_rerun_stage(ws_with_fakes, monkey
                              "lcm-correct": "ran", "denoise": "ran", "train": "ran"}
     assert artifact_uid(ws.path(TRAIN, 1)) != model_uid
     assert stage_state(ws, cfg, 2, ACQUIRE) == STALE  # θ_1 changed under round 2
+
+
+def test_evaluate_scores_what_exists_and_flags_staleness(ws_with_fakes, cli):
+    """`a2lc evaluate --r 2` is read-only: a stale round 1 (θ_0 changed under its acquisition) is flagged in its
+    output, not refused (as `evaluate` without --r, and before the registry); it refuses only a missing
+    artifact, and a round the scored stage does not run in, in the shared round check's words."""
+    import json
+
+    from a2lc_cli.lcm_stage import run_lcm_correct, run_lcm_train
+
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 1
+    ws.save_config(cfg)
+    inputs = fakes(source, model)
+    run_acquire(ws, cfg, 1, device="cpu", inputs=inputs)
+    run_query(ws, cfg, 1)
+    touch_model(ws, 1)
+    run_acquire(ws, cfg, 2, device="cpu", inputs=inputs)
+    run_query(ws, cfg, 2)
+    run_lcm_train(ws, cfg, 2)
+    run_lcm_correct(ws, cfg, 2)
+    import torch
+
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "another θ_0"}, ws.path(TRAIN, 0))
+    # θ_0 changed: round 1's acquisition is stale
+    assert stage_state(ws, cfg, 1, ACQUIRE) == STALE
+
+    for metric in ("data-miou", "lcm-accuracy"):
+        code, out, err = cli("-w", ws.root, "evaluate", "--r", "2", "-m", metric, "--json")
+        assert code == 0, err
+        res = json.loads(out)
+        assert res["round"] == 2 and "r1:acquire" in res["stale_stages"]
+    code, out, err = cli("-w", ws.root, "evaluate", "--r", "2")
+    assert code == 0 and "note: stale (r1:acquire" in err
+
+    code, _, err = cli("-w", ws.root, "evaluate", "--r", "0", "-m", "lcm-accuracy")
+    assert code == 2 and err.strip() == ("error: lcm-accuracy scores lcm-correct, which runs in rounds ≥ 1 "
+                                         "(round 0 is the pseudo-labels and θ_0), not round 0")
+    code, _, err = cli("-w", ws.root, "evaluate", "--r", "1", "-m", "lcm-accuracy")  # round 1 has no lcm.h5: what first
+    assert code == 2 and err.strip() == f"error: round 1 has no lcm.pt yet; run `a2lc -w {ws.root} lcm-train --r 1` first"
