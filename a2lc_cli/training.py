@@ -26,7 +26,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -47,7 +47,7 @@ from .models import IMAGENET_MEAN, build_model, model_spec, to_input
 from .round_state import mask_state
 from .state import Dataset, paint_labels
 from .stage_inputs import StageInputs, given
-from .stages import inputs_match
+from .stages import TRAIN, is_current
 from .store import load_torch, save_torch, torch_stamp
 from .threads import cpu_threads
 from .workspace import Workspace, write_json_atomic
@@ -574,8 +574,8 @@ def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progr
     start, log, elapsed_before = 0, [], 0.0
     if resume and ckpt_path.exists():
         start, log, elapsed_before = _load_checkpoint(ckpt_path, model, optimizer, scheduler, recipe=recipe,
-                                                      inputs=inputs, model_name=cfg.train.model,
-                                                      world=dist_info.world)
+                                                      current=lambda rec: is_current(ws, TRAIN, r, rec),
+                                                      model_name=cfg.train.model, world=dist_info.world)
         if progress and dist_info.is_main:
             ui.info(f"resuming θ_{r} from iteration {start} of {recipe.iterations} ({ui.esc(ckpt_path)})")
     elif resume and progress and dist_info.is_main:
@@ -694,14 +694,18 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, iter
     }, path)
 
 
-def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, recipe: Recipe, inputs: dict,
-                     model_name: str, world: int) -> tuple[int, list, float]:
+def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, recipe: Recipe,
+                     current: Callable[[dict | None], bool], model_name: str, world: int) -> tuple[int, list, float]:
+    """Resume from ``model.ckpt``: refused unless it was made with this model, recipe and process count and
+    the inputs it recorded are current (``current``: the registry's one staleness check for ``train``,
+    :func:`a2lc_cli.stages.is_current`)."""
     obj = load_torch(path, what="training checkpoint", hint="delete it or train without --resume")
     if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
         raise A2LCError(f"{path}: not an a2lc training checkpoint")
     mismatch = [k for k, a, b in (("model", obj.get("model"), model_name), ("recipe", obj.get("recipe"), asdict(recipe)),
-                                  ("inputs", obj.get("inputs"), inputs), ("processes", obj.get("world_size"), world))
-                if a != b]
+                                  ("processes", obj.get("world_size"), world)) if a != b]
+    if not current(obj.get("inputs")):
+        mismatch.insert(2, "inputs")
     if mismatch:
         raise A2LCError(f"{path}: made with a different {', '.join(mismatch)}; train without --resume to start over")
     model.load_state_dict(obj["state_dict"])
@@ -793,10 +797,7 @@ def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | No
         conf = val_confusion(model, source, c, batch_size=batch_size,
                              progress=f"model mIoU θ_{r}" if progress else None)
     res = iou_from_confusion(conf)
-    stale = None
-    if ws.dataset_path.exists():
-        with Dataset(ws.dataset_path) as ds:
-            stale = not inputs_match(info.get("inputs") or {}, round_inputs(ws, ds, r))
+    stale = not is_current(ws, TRAIN, r, info.get("inputs")) if ws.dataset_path.exists() else None  # status's verdict
     return result_json("model-miou", r, res, list(info.get("class_names") or source.classes.names),
                        checkpoint="last", model=info.get("model"), iterations=info.get("iterations"),
                        val_images=len(names), stale=stale, model_uid=info.get("uid"))

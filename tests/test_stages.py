@@ -364,3 +364,40 @@ def test_evaluate_scores_what_exists_and_flags_staleness(ws_with_fakes, cli):
                                          "(round 0 is the pseudo-labels and θ_0), not round 0")
     code, _, err = cli("-w", ws.root, "evaluate", "--r", "1", "-m", "lcm-accuracy")  # round 1 has no lcm.h5: what first
     assert code == 2 and err.strip() == f"error: round 1 has no lcm.pt yet; run `a2lc -w {ws.root} lcm-train --r 1` first"
+
+
+def test_the_annotation_session_asks_the_one_staleness_check(ws_with_fakes):
+    """The serve session refuses a query.h5 that `a2lc status` calls stale — by any of its declared inputs
+    (the dataset as well as the acquisition), not only ``inputs["acquire"]``."""
+    from a2lc_cli.errors import A2LCError
+    from a2lc_cli.serve.session import AnnotationSession
+
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    cfg.method.annotator = "human"
+    run_acquire(ws, cfg, 1, device="cpu", model=model, source=source)
+    run_query(ws, cfg, 1)
+    assert len(AnnotationSession(ws, 1).selected) == 2
+    q = read_query(ws.path(QUERY, 1))
+    write_query(ws.path(QUERY, 1), q, inputs={**q.attrs["inputs"], "dataset": "another dataset"}, meta=q.attrs["meta"])
+    assert stage_state(ws, cfg, 1, QUERY) == STALE
+    with pytest.raises(A2LCError, match="query.h5 is stale"):
+        AnnotationSession(ws, 1)
+
+
+def test_the_round_check_refuses_a_round_a_declared_stage_does_not_run_in():
+    """The shared round check reads the rounds from the declaration: a newly declared stage (rounds ≥ 1 by
+    default) is refused at --r 0 in the same words as acquire."""
+    from a2lc_cli.commands._common import require_round
+    from a2lc_cli.errors import A2LCError
+
+    with pytest.raises(A2LCError) as e:
+        require_round(0, "denoise", _denoise_stage())
+    assert str(e.value) == "denoise runs in rounds ≥ 1 (round 0 is the pseudo-labels and θ_0), not round 0"
+    with pytest.raises(A2LCError) as e2:
+        require_round(0, "acquire", ACQUIRE)
+    assert str(e2.value) == str(e.value).replace("denoise", "acquire")
+    with pytest.raises(A2LCError, match=r"^denoise needs a round: --r R$"):
+        require_round(None, "denoise", _denoise_stage())
+    assert require_round(2, "denoise", _denoise_stage()) == 2 and require_round(0, "train", TRAIN) == 0
