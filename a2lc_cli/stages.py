@@ -63,7 +63,11 @@ class Stage:
     ``"later"`` (rounds ≥ 1) or ``"all"``; enabled: whether the config's method runs it;
     trust_unrecorded: an artifact that records no inputs counts as current (models written
     by other tools); waiting: ``"module:function"`` telling from the artifact's path that it
-    exists but waits for people (state ``waiting``); redo: ``a2lc round --force`` reruns it.
+    exists but waits for people (state ``waiting``); redo: ``a2lc round --force`` reruns it;
+    layout: ``"module:NAME"`` of the HDF5 artifact's schema (``{dataset: (dtype kinds, trailing shape,
+    length group, required)}``, as :data:`a2lc_cli.store.LAYOUT`), kept beside the stage's reader and writer;
+    None: ``store.LAYOUT[kind]`` (the built-in stages). ``store.open_artifact`` checks every open against it.
+    The command is ``a2lc <name>`` in ``commands/<name with _ for ->.py`` (:mod:`a2lc_cli.commands`).
     """
 
     name: str
@@ -78,6 +82,7 @@ class Stage:
     trust_unrecorded: bool = False
     waiting: str | None = None
     redo: bool = True
+    layout: str | None = None
 
     def runner(self) -> Callable[..., Any]:
         """The run function (imported on first use: ``a2lc status`` loads no torch)."""

@@ -105,16 +105,16 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
 
 
 def _round_damage(ws: Workspace, r: int, dataset: dict | None) -> tuple[str, str] | None:
-    """(stage, error) of round r's first damaged HDF5 artifact (a2lc_cli.integrity), else None."""
-    from .integrity import ROUND_FILES, artifact_damage
+    """(stage, error) of round r's first damaged artifact of any declared stage (a2lc_cli.integrity), else None."""
+    from .integrity import artifact_damage, round_files
 
     size = dataset if dataset and "error" not in dataset else {}
-    for name, kind in ROUND_FILES:
+    for name, kind, stage_name in round_files():
         p = ws.artifact(r, name)
         if p.exists():
             err = artifact_damage(p, kind, n_masks=size.get("masks"), num_classes=size.get("classes"))
             if err is not None:
-                return {"acquire": "acquire", "query": "query", "lcm": "lcm-correct"}[kind], err
+                return stage_name, err
     return None
 
 

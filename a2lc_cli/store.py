@@ -154,12 +154,21 @@ _KIND_WORDS = {"OSU": "strings", "iu": "integers", "u": "unsigned integers", "i"
                "biu": "booleans or integers"}
 
 
+def layout_of(kind: str) -> dict[str, tuple[str, tuple[int | None, ...], str | None, bool]]:
+    """The schema of an artifact kind: the one its declared stage names (``Stage.layout``, the stage
+    registry :mod:`a2lc_cli.stages`), else :data:`LAYOUT`'s (the built-in kinds); {} for an unknown kind."""
+    from .stages import STAGES
+
+    declared = next((s for s in STAGES if s.kind == kind and s.layout), None)
+    return declared.hook(declared.layout) if declared is not None else LAYOUT.get(kind, {})
+
+
 def check_layout(f: h5py.File, kind: str, path: Path | str) -> None:
-    """Check every dataset of an open artifact against ``LAYOUT[kind]``: present when required, a
+    """Check every dataset of an open artifact against its kind's schema (:func:`layout_of`): present when required, a
     dataset (not a group), of an allowed dtype kind, of the right number of axes and trailing shape,
     and of the same length as the others of its length group. Raises A2LCError naming the dataset."""
     sizes: dict[str, tuple[int, str]] = {}
-    for name, (kinds, tail, group, required) in LAYOUT.get(kind, {}).items():
+    for name, (kinds, tail, group, required) in layout_of(kind).items():
         if name not in f:
             if required:
                 raise A2LCError(f"{path}: missing dataset {name!r} (file damaged or from another tool)")

@@ -241,9 +241,26 @@ def test_the_intact_workspace_passes_every_check(built, cli):
     ws = built[0]
     with Dataset(ws / "dataset.h5") as ds:
         assert integrity.verify_pixels(ds) == 4 * 32 * 64
-        for name, kind in integrity.ROUND_FILES:
+        present = [(name, kind) for name, kind, _ in integrity.round_files() if (ws / "rounds/r001" / name).exists()]
+        assert [name for name, _ in present] == ["acquire.h5", "query.h5", "lcm.pt", "lcm.h5"]  # no θ_1 yet
+        for name, kind in present:
             assert integrity.artifact_damage(ws / "rounds/r001" / name, kind, n_masks=ds.n_masks,
                                              num_classes=ds.num_classes) is None
+
+
+@pytest.mark.parametrize("target, stage", [("rounds/r001/lcm.pt", "lcm-train"), ("rounds/r000/model.pt", "train")])
+def test_a_truncated_torch_artifact_shows_as_damaged_in_status(built, cli, tmp_path, target, stage):
+    """Every declared stage's artifact is checked by `a2lc status` (the registry's, a2lc_cli.integrity.round_files):
+    a truncated lcm.pt or model.pt is damage (exit 2, named), not merely "stale"."""
+    ws = tmp_path / "ws"
+    shutil.copytree(built[0], ws)
+    data = (ws / target).read_bytes()
+    (ws / target).write_bytes(data[: len(data) // 2])
+    code, out, err = cli("-q", "-w", ws, "status", "--json")
+    one_line_error(code, err, str(ws / target))
+    res = json.loads(out)
+    r = int(target.split("/")[1][1:])
+    assert res["rounds"][r]["stages"][stage] == "damaged" and str(ws / target) in res["error"]
 
 
 def test_every_reader_of_workspace_hdf5_goes_through_open_artifact():

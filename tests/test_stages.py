@@ -401,3 +401,29 @@ def test_the_round_check_refuses_a_round_a_declared_stage_does_not_run_in():
     with pytest.raises(A2LCError, match=r"^denoise needs a round: --r R$"):
         require_round(None, "denoise", _denoise_stage())
     assert require_round(2, "denoise", _denoise_stage()) == 2 and require_round(0, "train", TRAIN) == 0
+
+
+DENOISE_LAYOUT = {"label": ("u", (), None, True)}  # the worked example's schema, beside its run function
+
+
+def test_a_declared_stage_brings_its_schema_and_status_checks_its_artifact(ws_with_fakes, monkeypatch):
+    """The worked example's declaration names its schema (``layout=``): store.open_artifact checks every open
+    against it, and `a2lc status` shows a damaged artifact of the new stage as damaged, naming it."""
+    from a2lc_cli.status import workspace_status
+    from a2lc_cli.store import layout_of, write_artifact
+
+    denoise = _denoise_stage(layout="test_stages:DENOISE_LAYOUT")
+    _register(monkeypatch, denoise, before=TRAIN)
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    assert layout_of("denoise") == DENOISE_LAYOUT and "score" in layout_of("acquire")
+    run_acquire(ws, cfg, 1, device="cpu", model=model, source=source)
+    run_query(ws, cfg, 1)
+    _run_denoise(ws, cfg, 1)
+    assert workspace_status(ws)["rounds"][1]["stages"]["denoise"] == DONE
+    with write_artifact(ws.path(denoise, 1), "denoise", inputs=current_inputs(ws, denoise, 1)) as f:
+        f.create_dataset("labels", data=np.zeros(4, np.uint8))  # not the declared "label"
+    st = workspace_status(ws)
+    assert st["rounds"][1]["stages"]["denoise"] == "damaged"
+    assert st["rounds"][1]["error"] == f"{ws.path(denoise, 1)}: missing dataset 'label' (file damaged or from another tool)"
