@@ -88,7 +88,7 @@ def _waits_for_people(ws: Workspace, r: int) -> bool:
     from .query import answers_incomplete
     from .state import read_query
 
-    q = ws.artifact(r, "query.h5")
+    q = ws.path(QUERY, r)
     if not q.exists():
         return False
     try:
@@ -126,7 +126,7 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
     if stage not in (ACQUIRE, QUERY) and stage_state(ws, cfg, r, ACQUIRE) == STALE:
         _raise_damage(ws, r)  # unreadable counts as stale for status; a command names the damage instead
         raise A2LCError(f"round {r}'s acquisition is stale (the model of round {r - 1} or an earlier round changed "
-                        f"since {ws.artifact(r, 'acquire.h5')} was computed); rerun the round: `a2lc round --r {r}`")
+                        f"since {ws.path(ACQUIRE, r)} was computed); rerun the round: `a2lc round --r {r}`")
 
 
 def missing_artifact_hint(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
@@ -166,7 +166,7 @@ def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
     # a name of its own per acquisition, so that a second move never overwrites the first one's answers
     from .store import artifact_uid
 
-    aside = qpath.with_name(f"query.h5.old-{(artifact_uid(ws.path(ACQUIRE, r)) or 'acquire')[:8]}")
+    aside = qpath.with_name(f"{qpath.name}.old-{(artifact_uid(ws.path(ACQUIRE, r)) or 'acquire')[:8]}")
     return (f"round {r}'s acquisition must be recomputed (the model of round {r - 1} or an earlier round changed), "
             f"but {qpath} holds {ui.plural(people, 'answer')} of people for the old selection, which a2lc never overwrites. "
             f"Keep a copy: `a2lc export-answers --r {r} --out FILE`; move it aside: `mv {_sh(qpath)} {_sh(aside)}`; "

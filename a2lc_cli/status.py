@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .errors import A2LCError
-from .stages import PSEUDOLABEL, next_step, stage_command, stages_of_round
+from .stages import LCM_CORRECT, PSEUDOLABEL, QUERY, next_step, stage_command, stages_of_round
 from .workspace import Workspace
 
 
@@ -64,7 +64,7 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
         if damage is not None:
             stage, entry["error"] = damage
             stages[stage] = "damaged"
-        q = ws.artifact(r, "query.h5")
+        q = ws.path(QUERY, r)
         if q.exists():
             try:
                 from .state import read_query
@@ -126,7 +126,7 @@ def people_round_step(ws: Workspace, r: int, stages: dict[str, str]) -> str | No
     from .rounds import STALE
     from .state import read_query
 
-    q = ws.artifact(r, "query.h5")
+    q = ws.path(QUERY, r)
     try:
         annotator = read_query(q).attrs.get("meta", {}).get("annotator") if q.exists() else None
     except A2LCError:
@@ -144,7 +144,7 @@ def people_round_step(ws: Workspace, r: int, stages: dict[str, str]) -> str | No
 def lcm_round(ws: Workspace, r: int) -> dict[str, Any] | None:
     """Round r's automatic corrections from its ``lcm.h5``: count, selection, estimated precision and bound
     (the calibrated selection's; None under the paper's rule). None without a readable ``lcm.h5``."""
-    p = ws.artifact(r, "lcm.h5")
+    p = ws.path(LCM_CORRECT, r)
     if r < 1 or not p.exists():
         return None
     from .state import read_corrections

@@ -481,6 +481,13 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, device: 
 
 
 # --------------------------------------------------------------------------- training a round
+def resume_checkpoint(ws: Workspace, r: int) -> Path:
+    """θ_r's periodic checkpoint for ``--resume`` (``model.ckpt`` beside the train stage's ``model.pt``)."""
+    from .stages import TRAIN
+
+    return ws.path(TRAIN, r).with_suffix(".ckpt")
+
+
 def round_inputs(ws: Workspace, ds: Dataset, r: int) -> dict[str, str | None]:
     """uids of what θ_r's labels derive from (dataset, round r's query and LCM corrections): the declared
     inputs of the ``train`` stage (:mod:`a2lc_cli.stages`), None for an absent one."""
@@ -570,7 +577,7 @@ def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progr
     model = model.to(memory_format=torch.channels_last)  # faster on CUDA and with oneDNN on CPUs
     optimizer = make_optimizer(model, recipe)
     scheduler = poly_schedule(optimizer, recipe)
-    ckpt_path = ws.artifact(r, "model.ckpt")
+    ckpt_path = resume_checkpoint(ws, r)
     start, log, elapsed_before = 0, [], 0.0
     if resume and ckpt_path.exists():
         start, log, elapsed_before = _load_checkpoint(ckpt_path, model, optimizer, scheduler, recipe=recipe,
@@ -720,7 +727,7 @@ def _write_debug(folder: Path, dist_info: DistInfo, drawn: list[list[int]], mode
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"rank{dist_info.rank}-samples.json").write_text(
         json.dumps({"rank": dist_info.rank, "world": dist_info.world, "indices": drawn}))
-    torch.save(model.state_dict(), folder / f"rank{dist_info.rank}-weights.pt")
+    save_torch(model.state_dict(), folder / f"rank{dist_info.rank}-weights.pt")
 
 
 # --------------------------------------------------------------------------- model mIoU
