@@ -410,18 +410,12 @@ def _seed_everything(seed: int, r: int, rank: int) -> None:
     np.random.seed((seed * 1_000_003 + r * 101 + rank) % 2**32)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to memory, then one atomic plain write (torch's own writer turns a full disk into
-    ``RuntimeError: unexpected pos``; a plain write gives the one-line ``no space left`` error)."""
-    save_torch(obj, path)
-
-
 def save_model(path: Path, model: nn.Module, *, model_name: str, class_names: list[str], round: int | None = None,
                inputs: dict | None = None, recipe: dict | None = None, config: dict | None = None,
                log: list | None = None) -> str:
     """Write θ atomically as an a2lc model file (read back by :func:`load_model`). Returns its uid."""
     stamp = torch_stamp("model", inputs)  # kind, uid, created, a2lc_version, inputs: the header of every artifact
-    _atomic_torch_save({
+    save_torch({
         "format": MODEL_FORMAT,
         "format_version": FORMAT_VERSION,
         **stamp,
@@ -693,7 +687,7 @@ def _mean_over_ranks(value: float, dev: torch.device, dist_info: DistInfo) -> fl
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, iteration: int, recipe: Recipe,
                      inputs: dict, model_name: str, world: int, log: list, elapsed: float) -> None:
     """Everything needed to continue: weights, optimizer, schedule, iteration, RNG state (atomic write)."""
-    _atomic_torch_save({
+    save_torch({
         "format": CKPT_FORMAT, "format_version": FORMAT_VERSION, "iteration": iteration,
         "model": model_name, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "recipe": asdict(recipe),
