@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
@@ -28,6 +27,7 @@ from .config import Config, resolve_method
 from .data.stream import iter_train_batches
 from .errors import A2LCError
 from .stage_inputs import StageInputs, given
+from .store import open_progress
 from .threads import stage_threads
 from .round_state import mask_state
 from .state import (  # noqa: F401 - acquire.h5's schema lives in state.py; names kept here
@@ -150,8 +150,10 @@ def run_acquire(
     The pass saves ``.acquire.h5.partial`` every ``checkpoint_seconds`` (and every
     ``checkpoint_images`` images when given); a rerun with the same inputs resumes there.
     """
-    if r < 1:
-        raise A2LCError("acquire runs in rounds ≥ 1 (round 0 is `a2lc pseudolabel` + `a2lc train --r 0`)")
+    from .stages import ACQUIRE
+
+    if ACQUIRE.round_refusal(r):  # the one wording (commands refuse it first, _common.stage_round)
+        raise A2LCError(ACQUIRE.round_refusal(r))
     fn = fn or str(resolve_method(cfg.method)["acquisition"])
     if fn not in ACQUISITIONS:
         raise A2LCError(f"unknown acquisition function {fn!r} (choose from {', '.join(ACQUISITIONS)})")
@@ -349,7 +351,7 @@ def _finished_shard(path: Path, inputs: dict, meta: dict) -> bool:
     if not path.exists():
         return False
     try:
-        with h5py.File(path, "r") as f:
+        with open_progress(path) as f:
             return json.loads(f.attrs["inputs"]) == inputs and json.loads(f.attrs["meta"]) == meta
     except (OSError, KeyError, ValueError):
         return False
@@ -367,7 +369,7 @@ def _save_shard(path: Path, stats: MaskStats, m_lo: int, m_hi: int, inputs: dict
 
 def _load_shard(path: Path, stats: MaskStats, m_lo: int, m_hi: int) -> None:
     """Add a shard's statistics into ``stats`` (masks [m_lo, m_hi); class counts summed)."""
-    with h5py.File(path, "r") as f:
+    with open_progress(path) as f:
         for name in PARTIAL_FIELDS:
             arr = read_array(f, name, path=path)
             if name == "counts":
@@ -397,7 +399,7 @@ def _load_partial(path: Path, stats: MaskStats, inputs: dict, meta: dict) -> int
     import json
 
     try:
-        with h5py.File(path, "r") as f:
+        with open_progress(path) as f:
             if json.loads(f.attrs["inputs"]) != inputs or json.loads(f.attrs["meta"]) != meta:
                 return 0
             for name in PARTIAL_FIELDS:

@@ -66,10 +66,10 @@ def _main(
 
 
 def _register() -> None:
-    from .commands import COMMAND_MODULES
+    from .commands import command_modules
     import importlib
 
-    for name in COMMAND_MODULES:
+    for name in command_modules():  # the stage registry's stages, in round order, among the others
         importlib.import_module(f"a2lc_cli.commands.{name}").register(app)
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from . import faults, integrity
+from . import integrity
 from .data.base import VOID, ClassInfo
 from .errors import A2LCError, os_error
 from .mask_table import _bboxes, mask_majority, value_counts
-from .store import STR, _short, _stamp, file_image, memory_h5, open_artifact, read_array
-from .workspace import fsync_dir, write_bytes_atomic
+from .store import STR, _short, _stamp, file_image, memory_h5, open_artifact, open_progress, read_array, write_large_h5
+from .workspace import write_bytes_atomic
 
 PIXEL_CHUNK = 1 << 18
 
@@ -130,7 +130,7 @@ class DatasetWriter:
             if first != self.images_done or not first < end <= self.n:
                 break
             try:
-                with h5py.File(p, "r") as f:
+                with open_progress(p) as f:
                     a = f.attrs
                     ok = (a.get("meta") == self.meta_json and int(a.get("images_total", -1)) == self.n
                           and int(a.get("first", -1)) == first and int(a.get("end", -1)) == end
@@ -270,20 +270,8 @@ class DatasetWriter:
             write_bytes_atomic(self.path, image)
         else:
             self._check_room()
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            try:
-                with h5py.File(tmp, "w") as f:
-                    self._write_final(f)
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                faults.checkpoint(f"rename.{self.path.name}")
-                os.replace(tmp, self.path)
-                fsync_dir(self.path.parent)
-            except OSError as e:
-                raise os_error(e, self.path) from None
-            finally:
-                if tmp.exists():
-                    tmp.unlink()
+            with write_large_h5(self.path) as f:  # the store's atomic writer (temporary name, fsync, rename)
+                self._write_final(f)
         import shutil
 
         shutil.rmtree(self.partial, ignore_errors=True)
@@ -339,7 +327,7 @@ class DatasetWriter:
         for name, (dt, tail) in self.columns.items():
             m.create_dataset(name, shape=(self.n_masks, *tail), maxshape=(None, *tail), dtype=dt, chunks=(4096, *tail))
         for part, first, end, mask_first, mask_end in self.parts:
-            with h5py.File(part, "r") as src:
+            with open_progress(part) as src:
                 p0, p1 = int(self.pixel_offset[first]), int(self.pixel_offset[end])
                 for name in p:
                     _copy_into(src["pixels"][name], p[name], at=p0, n=p1 - p0)

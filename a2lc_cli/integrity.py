@@ -409,18 +409,31 @@ def _short(e: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- whole files (status)
-ROUND_FILES = (("acquire.h5", "acquire"), ("query.h5", "query"), ("lcm.h5", "lcm"))
+def round_files() -> tuple[tuple[str, str, str], ...]:
+    """(artifact file name, header kind, stage name) of every declared stage of rounds, in round order: the
+    registry's (:mod:`a2lc_cli.stages`), so a newly declared stage's artifact is checked by ``a2lc status`` too."""
+    from .stages import STAGES
+
+    return tuple((s.artifact, s.kind, s.name) for s in STAGES if s.per_round)
 
 
 def artifact_damage(path: Path, kind: str, *, n_masks: int | None = None, num_classes: int | None = None) -> str | None:
     """Why the round artifact ``path`` cannot be used (the one-line error), or None when it is sound.
 
-    Opens it through ``state.open_artifact`` (every on-open check) and, given the dataset's size,
+    ``.h5``: opens it through ``store.open_artifact`` (every on-open check) and, given the dataset's size,
     checks what needs both files: one ``acquire.h5`` row per mask and column per class, mask ids of
-    ``query.h5``/``lcm.h5`` inside the dataset, their labels classes of it. Used by ``a2lc status``.
+    ``query.h5``/``lcm.h5`` inside the dataset, their labels classes of it. Torch files (``model.pt``,
+    ``lcm.pt``): their header must read (:func:`a2lc_cli.store.read_header`: a truncated or foreign file
+    fails). Used by ``a2lc status``.
     """
-    from .store import open_artifact
+    from .store import open_artifact, read_header
 
+    if Path(path).suffix != ".h5":
+        try:
+            read_header(Path(path), kind)
+        except A2LCError as e:
+            return str(e)
+        return None
     try:
         with open_artifact(path, kind) as f:
             if n_masks is None or num_classes is None:

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from . import faults, ui
@@ -31,6 +30,7 @@ from .fingerprint import image_signature
 from .sanity import dataset_warnings
 from .labelers import Labeler, default_labeler, make_labeler
 from .stage_inputs import StageInputs, given
+from .store import open_progress
 from .state import Dataset, DatasetWriter, ImageProposal
 
 
@@ -187,7 +187,7 @@ def _finished_shard(path: Path, meta: dict[str, Any], n: int) -> bool:
     if not path.exists():
         return False
     try:
-        with h5py.File(path, "r") as f:
+        with open_progress(path) as f:
             return (f.attrs.get("meta") == json.dumps(meta, sort_keys=True, default=str)
                     and int(f.attrs.get("images_done", -1)) == n)
     except OSError:

@@ -3,7 +3,9 @@
 A stage is *done* when its artifact exists and records, as its inputs, the
 current uids of what it was computed from; *stale* when it exists but an input
 changed since; *missing* otherwise. ``run_round`` runs every stage that is not
-done (all of them with ``force``), in the order of ``stages.stages_of_round``.
+done (all of them with ``force``), in the order of ``stages.stages_of_round``;
+each stage's state is read when its turn comes, so a rerun stage (a new uid)
+makes exactly the stages that declare it as an input stale, no others.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def _waits_for_people(ws: Workspace, r: int) -> bool:
     from .query import answers_incomplete
     from .state import read_query
 
-    q = ws.artifact(r, "query.h5")
+    q = ws.path(QUERY, r)
     if not q.exists():
         return False
     try:
@@ -137,7 +139,19 @@ def check_order(ws: Workspace, cfg: Config, r: int, stage: Stage) -> None:
     if stage not in (ACQUIRE, QUERY) and stage_state(ws, cfg, r, ACQUIRE) == STALE:
         _raise_damage(ws, r)  # unreadable counts as stale for status; a command names the damage instead
         raise A2LCError(f"round {r}'s acquisition is stale (the model of round {r - 1} or an earlier round changed "
-                        f"since {ws.artifact(r, 'acquire.h5')} was computed); rerun the round: `a2lc round --r {r}`")
+                        f"since {ws.path(ACQUIRE, r)} was computed); rerun the round: `a2lc round --r {r}`")
+
+
+def missing_artifact_hint(ws: Workspace, cfg: Config, r: int, stage: Stage) -> str:
+    """What to run first for round ``r``'s missing artifact of ``stage``: the refusal :func:`check_order` gives
+    when what it needs is missing too (or stale), else ``round r has no <artifact> yet; run `<command>` first``."""
+    from .stages import stage_command
+
+    try:
+        check_order(ws, cfg, r, stage)
+    except A2LCError as e:
+        return str(e)
+    return f"round {r} has no {stage.artifact} yet; run `{stage_command(cfg, r, stage)}` first"
 
 
 def _raise_damage(ws: Workspace, r: int) -> None:
@@ -165,7 +179,7 @@ def answers_block(ws: Workspace, cfg: Config, r: int) -> str | None:
     # a name of its own per acquisition, so that a second move never overwrites the first one's answers
     from .store import artifact_uid
 
-    aside = qpath.with_name(f"query.h5.old-{(artifact_uid(ws.path(ACQUIRE, r)) or 'acquire')[:8]}")
+    aside = qpath.with_name(f"{qpath.name}.old-{(artifact_uid(ws.path(ACQUIRE, r)) or 'acquire')[:8]}")
     return (f"round {r}'s acquisition must be recomputed (the model of round {r - 1} or an earlier round changed), "
             f"but {qpath} holds {ui.plural(people, 'answer')} of people for the old selection, which a2lc never overwrites. "
             f"Keep a copy: `a2lc export-answers --r {r} --out FILE`; move it aside: `mv {_sh(qpath)} {_sh(aside)}`; "
@@ -228,17 +242,18 @@ def run_round(
         raise A2LCError(people_step(r), exit_code=4)
     method = resolve_method(cfg.method)
     outcome: dict[str, str] = {}
-    forced_downstream = False
     for stage in stages_of_round(r, cfg):
+        # the state is read when the stage's turn comes: a stage rerun before it wrote its artifact under a
+        # new uid, so exactly the stages that declare it as an input (directly or in turn) are stale now;
+        # a stage that depends on none of the rerun ones stays done (the declarations alone decide)
         state = stage_state(ws, cfg, r, stage)
-        if state == DONE and not ((force or forced_downstream) and stage.redo):
+        if state == DONE and not (force and stage.redo):
             outcome[stage.name] = "skipped"
             continue
         if on_stage:
             on_stage(r, stage.name, "running")
         call_runner(stage, ws, cfg, r, device=device, force=force, state=state, inputs=inputs)
         outcome[stage.name] = "ran"
-        forced_downstream = True  # everything after a rerun stage must be recomputed
     metrics: dict[str, Any] = {}
     if evaluate:
         metrics = evaluate_round(ws, cfg, r, lcm=bool(method["lcm"]) and r > 0, inputs=inputs)

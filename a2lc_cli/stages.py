@@ -69,6 +69,10 @@ class Stage:
     stage is then stale too, in a round no later round's answers build upon (earlier rounds are
     history: ``a2lc status`` says which selection made them). Settings are compared only where they change what the artifact is;
     other config changes do not make artifacts stale.
+    layout: ``"module:NAME"`` of the HDF5 artifact's schema (``{dataset: (dtype kinds, trailing shape,
+    length group, required)}``, as :data:`a2lc_cli.store.LAYOUT`), kept beside the stage's reader and writer;
+    None: ``store.LAYOUT[kind]`` (the built-in stages). ``store.open_artifact`` checks every open against it.
+    The command is ``a2lc <name>`` in ``commands/<name with _ for ->.py`` (:mod:`a2lc_cli.commands`).
     """
 
     name: str
@@ -84,6 +88,7 @@ class Stage:
     waiting: str | None = None
     redo: bool = True
     misfit: str | None = None
+    layout: str | None = None
 
     def runner(self) -> Callable[..., Any]:
         """The run function (imported on first use: ``a2lc status`` loads no torch)."""
@@ -97,6 +102,14 @@ class Stage:
 
     def in_round(self, r: int) -> bool:
         return self.rounds == "all" or (self.rounds == "first") == (r == 0)
+
+    def round_refusal(self, r: int, *, what: str | None = None) -> str | None:
+        """Why ``--r r`` names a round this stage does not run in (the one wording of every command), or None.
+        what: the subject of the sentence (default: the stage's name)."""
+        if self.in_round(r):
+            return None
+        where = "round 0 only" if self.rounds == "first" else "rounds ≥ 1 (round 0 is the pseudo-labels and θ_0)"
+        return f"{what or self.name} runs in {where}, not round {r}"
 
 
 def _lcm_enabled(cfg: Config) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import A2LCError
-from .stages import PSEUDOLABEL, next_step, stage_command, stages_of_round
+from .stages import LCM_CORRECT, PSEUDOLABEL, QUERY, next_step, stage_command, stages_of_round
 from .workspace import Workspace
 
 
@@ -66,7 +66,7 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
         if damage is not None:
             stage, entry["error"] = damage
             stages[stage] = "damaged"
-        q = ws.artifact(r, "query.h5")
+        q = ws.path(QUERY, r)
         if q.exists():
             try:
                 from .state import read_query
@@ -111,16 +111,16 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
 
 
 def _round_damage(ws: Workspace, r: int, dataset: dict | None) -> tuple[str, str] | None:
-    """(stage, error) of round r's first damaged HDF5 artifact (a2lc_cli.integrity), else None."""
-    from .integrity import ROUND_FILES, artifact_damage
+    """(stage, error) of round r's first damaged artifact of any declared stage (a2lc_cli.integrity), else None."""
+    from .integrity import artifact_damage, round_files
 
     size = dataset if dataset and "error" not in dataset else {}
-    for name, kind in ROUND_FILES:
+    for name, kind, stage_name in round_files():
         p = ws.artifact(r, name)
         if p.exists():
             err = artifact_damage(p, kind, n_masks=size.get("masks"), num_classes=size.get("classes"))
             if err is not None:
-                return {"acquire": "acquire", "query": "query", "lcm": "lcm-correct"}[kind], err
+                return stage_name, err
     return None
 
 
@@ -132,7 +132,7 @@ def people_round_step(ws: Workspace, r: int, stages: dict[str, str]) -> str | No
     from .rounds import STALE
     from .state import read_query
 
-    q = ws.artifact(r, "query.h5")
+    q = ws.path(QUERY, r)
     try:
         annotator = read_query(q).attrs.get("meta", {}).get("annotator") if q.exists() else None
     except A2LCError:
@@ -165,7 +165,7 @@ def lcm_round(ws: Workspace, r: int, *, stale: bool | None = None) -> dict[str, 
     ``reason`` (why ψ was not trained, when it was not) and ``thresholds`` (classes with a calibrated
     threshold; None under the paper's rule). None without a readable ``lcm.h5``.
     stale: the stage's state when the caller has it (None: computed here)."""
-    p = ws.artifact(r, "lcm.h5")
+    p = ws.path(LCM_CORRECT, r)
     if r < 1 or not p.exists():
         return None
     from .state import open_artifact, read_corrections

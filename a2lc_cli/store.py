@@ -1,15 +1,21 @@
 """The artifact store: one header format and one atomic writer/reader for every artifact.
 
 Every a2lc artifact carries the same header (the "stamp"), in HDF5 root attributes for
-``.h5`` files and as top-level keys of the dict in torch files (``.pt``)::
+``.h5`` files (:func:`_stamp`) and as top-level keys of the dict in torch files (``.pt``,
+:func:`torch_stamp`)::
 
-    kind            "dataset" | "acquire" | "query" | "lcm" (h5); "lcm" (lcm.pt); model.pt: ``format``
+    kind            "dataset" | "acquire" | "query" | "lcm" (h5); "lcm" (lcm.pt), "model" (model.pt, which
+                    also keeps its older ``format`` key)
     uid             random hex id of this write
+    created         ISO time of the write
+    a2lc_version    the a2lc that wrote it
     inputs          {key: uid} of the artifacts it was computed from (see :mod:`a2lc_cli.stages`)
-    meta / options  what produced it
-    (h5 also: schema_version, created, a2lc_version)
+    meta / options  what produced it (h5: ``meta``; torch files: their own keys, e.g. ``options``)
+    (h5 only: schema_version)
 
-- :func:`write_artifact` / :func:`open_artifact`: HDF5, atomic, checked against :data:`LAYOUT`;
+- :func:`write_artifact` / :func:`open_artifact`: HDF5, atomic, checked against its kind's schema
+  (:func:`layout_of`: the stage's declared ``layout`` or :data:`LAYOUT`); :func:`write_large_h5` for a file too
+  large to build in memory; :func:`open_progress` for a2lc's own resumable progress files (shards, partials);
 - :func:`torch_stamp` + :func:`save_torch` / :func:`load_torch`: torch files, the same header, atomic;
   the one place a2lc calls ``torch.load``;
 - :func:`read_header`: kind, uid and recorded inputs of either kind of file;
@@ -37,7 +43,7 @@ import numpy as np
 
 from . import __version__, integrity
 from .errors import A2LCError
-from .workspace import write_bytes_atomic
+from .workspace import atomic_path, write_bytes_atomic
 
 SCHEMA_VERSION = 1
 STR = h5py.string_dtype("utf-8")
@@ -76,6 +82,25 @@ def write_artifact(
     finally:
         f.close()
     write_bytes_atomic(Path(path), image)
+
+
+@contextmanager
+def write_large_h5(path: Path) -> Iterator[h5py.File]:
+    """An HDF5 artifact too large to build in memory (``dataset.h5`` of a large dataset): written on disk
+    at a temporary name, then fsynced and renamed over ``path`` (:func:`a2lc_cli.workspace.atomic_path`:
+    the same temporary name, fault checkpoint and one-line OSError as every other atomic write). If the
+    body raises, ``path`` is untouched. The body stamps it (the writer of its schema)."""
+    with atomic_path(Path(path)) as tmp:
+        with h5py.File(tmp, "w") as f:
+            yield f
+
+
+def open_progress(path: Path) -> h5py.File:
+    """Open one of a2lc's own progress files read-only: acquire's shards and ``.partial`` checkpoint,
+    pseudolabel's shards, the dataset writer's parts. These are not workspace artifacts (no layout check);
+    their readers compare the options they recorded and treat any OSError (missing, truncated, foreign)
+    as "not resumable"."""
+    return h5py.File(path, "r")
 
 
 def memory_h5() -> h5py.File:
@@ -154,12 +179,21 @@ _KIND_WORDS = {"OSU": "strings", "iu": "integers", "u": "unsigned integers", "i"
                "biu": "booleans or integers"}
 
 
+def layout_of(kind: str) -> dict[str, tuple[str, tuple[int | None, ...], str | None, bool]]:
+    """The schema of an artifact kind: the one its declared stage names (``Stage.layout``, the stage
+    registry :mod:`a2lc_cli.stages`), else :data:`LAYOUT`'s (the built-in kinds); {} for an unknown kind."""
+    from .stages import STAGES
+
+    declared = next((s for s in STAGES if s.kind == kind and s.layout), None)
+    return declared.hook(declared.layout) if declared is not None else LAYOUT.get(kind, {})
+
+
 def check_layout(f: h5py.File, kind: str, path: Path | str) -> None:
-    """Check every dataset of an open artifact against ``LAYOUT[kind]``: present when required, a
+    """Check every dataset of an open artifact against its kind's schema (:func:`layout_of`): present when required, a
     dataset (not a group), of an allowed dtype kind, of the right number of axes and trailing shape,
     and of the same length as the others of its length group. Raises A2LCError naming the dataset."""
     sizes: dict[str, tuple[int, str]] = {}
-    for name, (kinds, tail, group, required) in LAYOUT.get(kind, {}).items():
+    for name, (kinds, tail, group, required) in layout_of(kind).items():
         if name not in f:
             if required:
                 raise A2LCError(f"{path}: missing dataset {name!r} (file damaged or from another tool)")

@@ -26,7 +26,7 @@ import math
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -47,7 +47,7 @@ from .models import IMAGENET_MEAN, build_model, model_spec, to_input
 from .round_state import mask_state
 from .state import Dataset, paint_labels
 from .stage_inputs import StageInputs, given
-from .stages import inputs_match
+from .stages import TRAIN, is_current
 from .store import load_torch, save_torch, torch_stamp
 from .threads import cpu_threads
 from .workspace import Workspace, write_json_atomic
@@ -410,18 +410,12 @@ def _seed_everything(seed: int, r: int, rank: int) -> None:
     np.random.seed((seed * 1_000_003 + r * 101 + rank) % 2**32)
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to memory, then one atomic plain write (torch's own writer turns a full disk into
-    ``RuntimeError: unexpected pos``; a plain write gives the one-line ``no space left`` error)."""
-    save_torch(obj, path)
-
-
 def save_model(path: Path, model: nn.Module, *, model_name: str, class_names: list[str], round: int | None = None,
                inputs: dict | None = None, recipe: dict | None = None, config: dict | None = None,
                log: list | None = None) -> str:
     """Write θ atomically as an a2lc model file (read back by :func:`load_model`). Returns its uid."""
     stamp = torch_stamp("model", inputs)  # kind, uid, created, a2lc_version, inputs: the header of every artifact
-    _atomic_torch_save({
+    save_torch({
         "format": MODEL_FORMAT,
         "format_version": FORMAT_VERSION,
         **stamp,
@@ -481,6 +475,13 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, device: 
 
 
 # --------------------------------------------------------------------------- training a round
+def resume_checkpoint(ws: Workspace, r: int) -> Path:
+    """θ_r's periodic checkpoint for ``--resume`` (``model.ckpt`` beside the train stage's ``model.pt``)."""
+    from .stages import TRAIN
+
+    return ws.path(TRAIN, r).with_suffix(".ckpt")
+
+
 def round_inputs(ws: Workspace, ds: Dataset, r: int) -> dict[str, str | None]:
     """uids of what θ_r's labels derive from (dataset, round r's query and LCM corrections): the declared
     inputs of the ``train`` stage (:mod:`a2lc_cli.stages`), None for an absent one."""
@@ -570,12 +571,12 @@ def _train(ws: Workspace, cfg: Config, r: int, job: _Job, *, resume: bool, progr
     model = model.to(memory_format=torch.channels_last)  # faster on CUDA and with oneDNN on CPUs
     optimizer = make_optimizer(model, recipe)
     scheduler = poly_schedule(optimizer, recipe)
-    ckpt_path = ws.artifact(r, "model.ckpt")
+    ckpt_path = resume_checkpoint(ws, r)
     start, log, elapsed_before = 0, [], 0.0
     if resume and ckpt_path.exists():
         start, log, elapsed_before = _load_checkpoint(ckpt_path, model, optimizer, scheduler, recipe=recipe,
-                                                      inputs=inputs, model_name=cfg.train.model,
-                                                      world=dist_info.world)
+                                                      current=lambda rec: is_current(ws, TRAIN, r, rec),
+                                                      model_name=cfg.train.model, world=dist_info.world)
         if progress and dist_info.is_main:
             ui.info(f"resuming θ_{r} from iteration {start} of {recipe.iterations} ({ui.esc(ckpt_path)})")
     elif resume and progress and dist_info.is_main:
@@ -686,7 +687,7 @@ def _mean_over_ranks(value: float, dev: torch.device, dist_info: DistInfo) -> fl
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, iteration: int, recipe: Recipe,
                      inputs: dict, model_name: str, world: int, log: list, elapsed: float) -> None:
     """Everything needed to continue: weights, optimizer, schedule, iteration, RNG state (atomic write)."""
-    _atomic_torch_save({
+    save_torch({
         "format": CKPT_FORMAT, "format_version": FORMAT_VERSION, "iteration": iteration,
         "model": model_name, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "recipe": asdict(recipe),
@@ -694,14 +695,18 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, iter
     }, path)
 
 
-def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, recipe: Recipe, inputs: dict,
-                     model_name: str, world: int) -> tuple[int, list, float]:
+def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, recipe: Recipe,
+                     current: Callable[[dict | None], bool], model_name: str, world: int) -> tuple[int, list, float]:
+    """Resume from ``model.ckpt``: refused unless it was made with this model, recipe and process count and
+    the inputs it recorded are current (``current``: the registry's one staleness check for ``train``,
+    :func:`a2lc_cli.stages.is_current`)."""
     obj = load_torch(path, what="training checkpoint", hint="delete it or train without --resume")
     if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
         raise A2LCError(f"{path}: not an a2lc training checkpoint")
     mismatch = [k for k, a, b in (("model", obj.get("model"), model_name), ("recipe", obj.get("recipe"), asdict(recipe)),
-                                  ("inputs", obj.get("inputs"), inputs), ("processes", obj.get("world_size"), world))
-                if a != b]
+                                  ("processes", obj.get("world_size"), world)) if a != b]
+    if not current(obj.get("inputs")):
+        mismatch.insert(2, "inputs")
     if mismatch:
         raise A2LCError(f"{path}: made with a different {', '.join(mismatch)}; train without --resume to start over")
     model.load_state_dict(obj["state_dict"])
@@ -716,7 +721,7 @@ def _write_debug(folder: Path, dist_info: DistInfo, drawn: list[list[int]], mode
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"rank{dist_info.rank}-samples.json").write_text(
         json.dumps({"rank": dist_info.rank, "world": dist_info.world, "indices": drawn}))
-    torch.save(model.state_dict(), folder / f"rank{dist_info.rank}-weights.pt")
+    save_torch(model.state_dict(), folder / f"rank{dist_info.rank}-weights.pt")
 
 
 # --------------------------------------------------------------------------- model mIoU
@@ -793,10 +798,7 @@ def evaluate_model_miou(ws: Workspace, r: int | None = None, *, device: str | No
         conf = val_confusion(model, source, c, batch_size=batch_size,
                              progress=f"model mIoU θ_{r}" if progress else None)
     res = iou_from_confusion(conf)
-    stale = None
-    if ws.dataset_path.exists():
-        with Dataset(ws.dataset_path) as ds:
-            stale = not inputs_match(info.get("inputs") or {}, round_inputs(ws, ds, r))
+    stale = not is_current(ws, TRAIN, r, info.get("inputs")) if ws.dataset_path.exists() else None  # status's verdict
     return result_json("model-miou", r, res, list(info.get("class_names") or source.classes.names),
                        checkpoint="last", model=info.get("model"), iterations=info.get("iterations"),
                        val_images=len(names), stale=stale, model_uid=info.get("uid"))

@@ -284,7 +284,7 @@ def test_export_counts_label_changes_not_touched_masks(ws, cli, tmp_path):
 
 # --------------------------------------------------------------------------- 14: wording
 def test_round_summary_never_prints_none():
-    from a2lc_cli.commands.rounds import _metrics_line
+    from a2lc_cli.commands.round import _metrics_line
 
     line = _metrics_line({"round": 1, "stages": {"train": "ran"},
                           "metrics": {"data_miou": 50.0, "lcm_corrected": 0, "lcm_accuracy_before": None,

@@ -483,12 +483,18 @@ def test_torchrun_shards_images_over_ranks_and_merges(models, tmp_path, fresh1):
     assert not (ws / ".lock").exists()
 
 
-def test_cli_rejects_bad_checkpoints_before_any_image(cli, models, tmp_path, monkeypatch):
-    from a2lc_cli.data.synthetic import SyntheticSource
+def test_cli_rejects_bad_checkpoints_before_any_image(cli, models, tmp_path):
+    from a2lc_cli.data import open_source
+    from a2lc_cli.stage_inputs import StageInputs
 
     seen = []
-    original = SyntheticSource.image
-    monkeypatch.setattr(SyntheticSource, "image", lambda self, s, i: seen.append(i) or original(self, s, i))
+
+    def spy_source(cfg):  # the config's source, every image read recorded (passed as the stage's input)
+        source = open_source(cfg)
+        read = source.image
+        source.image = lambda s, i: seen.append(i) or read(s, i)
+        return source
+
     ws = tmp_path / "ws"
     assert cli("-w", ws, *SYNTH)[0] == 0
     for extra, message in [
@@ -496,7 +502,7 @@ def test_cli_rejects_bad_checkpoints_before_any_image(cli, models, tmp_path, mon
         (["--sam-type", "vit_h"], "encoder width is 32, vit_h has 1280"),
         (["--sam-checkpoint", tmp_path / "nope.pth"], "does not exist"),
     ]:
-        code, out, err = cli("-w", ws, *cli_args(models, *extra))
+        code, out, err = cli("-w", ws, *cli_args(models, *extra), inputs=StageInputs(source=spy_source))
         assert code == 2 and out == ""
         flat = " ".join(err.split())  # rich wraps long lines at the terminal width
         assert flat.startswith("error: ") and message in flat and "Traceback" not in err

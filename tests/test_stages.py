@@ -276,3 +276,161 @@ def read_header_inputs(ws, stage):
     from a2lc_cli.store import read_header
 
     return read_header(ws.path(stage, 1), stage.kind)["inputs"]
+
+
+def _denoise_stage(**kw):
+    """The worked example's stage (docs/developing.md), declared here; ``kw`` overrides fields of the declaration."""
+    from a2lc_cli.stages import Input, Stage
+
+    return Stage("denoise", "denoise.h5", "denoise", "a2lc denoise --r {r}", "test_stages:_run_denoise", inputs=(
+        Input("query", "query"), Input("lcm", "lcm-correct", required=False), Input("dataset", "pseudolabel"),
+    ), **kw)
+
+
+def _register(monkeypatch, extra, *, before):
+    """Declare ``extra`` in the registry, in round order just before ``before`` (as docs/developing.md says)."""
+    from a2lc_cli import stages
+
+    order = list(stages.STAGES)
+    order.insert(order.index(before), extra)
+    monkeypatch.setattr(stages, "STAGES", tuple(order))
+    monkeypatch.setitem(stages.BY_NAME, extra.name, extra)
+
+
+def test_a_round_reruns_only_what_depends_on_a_rerun_stage(ws_with_fakes, monkeypatch):
+    """`a2lc round` reruns a stage only when its recorded inputs differ from its declared inputs' uids now: a
+    rerun `denoise` that `train` does not depend on leaves θ_1 (and round 2's acquisition scored by θ_1)
+    current; a rerun `query` makes everything that declares it (lcm-train, lcm-correct, denoise, train) rerun."""
+    from a2lc_cli.rounds import run_round
+
+    denoise = _denoise_stage()
+    _register(monkeypatch, denoise, before=TRAIN)
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    cfg.train.iterations = 1
+    ws.save_config(cfg)
+    inputs = fakes(source, model)
+    res = run_round(ws, cfg, 1, device="cpu", evaluate=False, inputs=inputs)
+    assert set(res["stages"].values()) == {"ran"}
+    run_acquire(ws, cfg, 2, device="cpu", inputs=inputs)  # round 2 starts on θ_1
+    model_uid = artifact_uid(ws.path(TRAIN, 1))
+
+    ws.path(denoise, 1).unlink()  # denoise missing: it alone reruns
+    res = run_round(ws, cfg, 1, device="cpu", evaluate=False, inputs=inputs)
+    assert res["stages"] == {"acquire": "skipped", "query": "skipped", "lcm-train": "skipped",
+                             "lcm-correct": "skipped", "denoise": "ran", "train": "skipped"}
+    assert artifact_uid(ws.path(TRAIN, 1)) == model_uid
+    assert stage_state(ws, cfg, 2, ACQUIRE) == DONE  # round 2 stays current
+
+    q = read_query(ws.path(QUERY, 1))
+    write_query(ws.path(QUERY, 1), q, inputs=q.attrs["inputs"], meta={})  # a new query.h5 (new uid): its dependants rerun
+    res = run_round(ws, cfg, 1, device="cpu", evaluate=False, inputs=inputs)
+    assert res["stages"] == {"acquire": "skipped", "query": "skipped", "lcm-train": "ran",
+                             "lcm-correct": "ran", "denoise": "ran", "train": "ran"}
+    assert artifact_uid(ws.path(TRAIN, 1)) != model_uid
+    assert stage_state(ws, cfg, 2, ACQUIRE) == STALE  # θ_1 changed under round 2
+
+
+def test_evaluate_scores_what_exists_and_flags_staleness(ws_with_fakes, cli):
+    """`a2lc evaluate --r 2` is read-only: a stale round 1 (θ_0 changed under its acquisition) is flagged in its
+    output, not refused (as `evaluate` without --r, and before the registry); it refuses only a missing
+    artifact, and a round the scored stage does not run in, in the shared round check's words."""
+    import json
+
+    from a2lc_cli.lcm_stage import run_lcm_correct, run_lcm_train
+
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 1
+    ws.save_config(cfg)
+    inputs = fakes(source, model)
+    run_acquire(ws, cfg, 1, device="cpu", inputs=inputs)
+    run_query(ws, cfg, 1)
+    touch_model(ws, 1)
+    run_acquire(ws, cfg, 2, device="cpu", inputs=inputs)
+    run_query(ws, cfg, 2)
+    run_lcm_train(ws, cfg, 2)
+    run_lcm_correct(ws, cfg, 2)
+    import torch
+
+    torch.save({"format": "a2lc-test-placeholder", "inputs": {}, "uid": "another θ_0"}, ws.path(TRAIN, 0))
+    # θ_0 changed: round 1's acquisition is stale
+    assert stage_state(ws, cfg, 1, ACQUIRE) == STALE
+
+    for metric in ("data-miou", "lcm-accuracy"):
+        code, out, err = cli("-w", ws.root, "evaluate", "--r", "2", "-m", metric, "--json")
+        assert code == 0, err
+        res = json.loads(out)
+        assert res["round"] == 2 and "r1:acquire" in res["stale_stages"]
+    code, out, err = cli("-w", ws.root, "evaluate", "--r", "2")
+    assert code == 0 and "note: stale (r1:acquire" in err
+
+    code, _, err = cli("-w", ws.root, "evaluate", "--r", "0", "-m", "lcm-accuracy")
+    assert code == 2 and err.strip() == ("error: lcm-accuracy scores lcm-correct, which runs in rounds ≥ 1 "
+                                         "(round 0 is the pseudo-labels and θ_0), not round 0")
+    code, _, err = cli("-w", ws.root, "evaluate", "--r", "1", "-m", "lcm-accuracy")  # round 1 has no lcm.h5: what first
+    assert code == 2 and err.strip() == f"error: round 1 has no lcm.pt yet; run `a2lc -w {ws.root} lcm-train --r 1` first"
+
+
+def test_the_annotation_session_asks_the_one_staleness_check(ws_with_fakes):
+    """The serve session refuses a query.h5 that `a2lc status` calls stale — by any of its declared inputs
+    (the dataset as well as the acquisition), not only ``inputs["acquire"]``."""
+    from a2lc_cli.errors import A2LCError
+    from a2lc_cli.serve.session import AnnotationSession
+
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    cfg.method.annotator = "human"
+    run_acquire(ws, cfg, 1, device="cpu", model=model, source=source)
+    run_query(ws, cfg, 1)
+    assert len(AnnotationSession(ws, 1).selected) == 2
+    q = read_query(ws.path(QUERY, 1))
+    write_query(ws.path(QUERY, 1), q, inputs={**q.attrs["inputs"], "dataset": "another dataset"}, meta=q.attrs["meta"])
+    assert stage_state(ws, cfg, 1, QUERY) == STALE
+    with pytest.raises(A2LCError, match="query.h5 is stale"):
+        AnnotationSession(ws, 1)
+
+
+def test_the_round_check_refuses_a_round_a_declared_stage_does_not_run_in():
+    """The shared round check reads the rounds from the declaration: a newly declared stage (rounds ≥ 1 by
+    default) is refused at --r 0 in the same words as acquire."""
+    from a2lc_cli.commands._common import require_round
+    from a2lc_cli.errors import A2LCError
+
+    with pytest.raises(A2LCError) as e:
+        require_round(0, "denoise", _denoise_stage())
+    assert str(e.value) == "denoise runs in rounds ≥ 1 (round 0 is the pseudo-labels and θ_0), not round 0"
+    with pytest.raises(A2LCError) as e2:
+        require_round(0, "acquire", ACQUIRE)
+    assert str(e2.value) == str(e.value).replace("denoise", "acquire")
+    with pytest.raises(A2LCError, match=r"^denoise needs a round: --r R$"):
+        require_round(None, "denoise", _denoise_stage())
+    assert require_round(2, "denoise", _denoise_stage()) == 2 and require_round(0, "train", TRAIN) == 0
+
+
+DENOISE_LAYOUT = {"label": ("u", (), None, True)}  # the worked example's schema, beside its run function
+
+
+def test_a_declared_stage_brings_its_schema_and_status_checks_its_artifact(ws_with_fakes, monkeypatch):
+    """The worked example's declaration names its schema (``layout=``): store.open_artifact checks every open
+    against it, and `a2lc status` shows a damaged artifact of the new stage as damaged, naming it."""
+    from a2lc_cli.status import workspace_status
+    from a2lc_cli.store import layout_of, write_artifact
+
+    denoise = _denoise_stage(layout="test_stages:DENOISE_LAYOUT")
+    _register(monkeypatch, denoise, before=TRAIN)
+    ws, source, model = ws_with_fakes
+    cfg = ws.config()
+    cfg.method.budget = 2
+    assert layout_of("denoise") == DENOISE_LAYOUT and "score" in layout_of("acquire")
+    run_acquire(ws, cfg, 1, device="cpu", model=model, source=source)
+    run_query(ws, cfg, 1)
+    _run_denoise(ws, cfg, 1)
+    assert workspace_status(ws)["rounds"][1]["stages"]["denoise"] == DONE
+    with write_artifact(ws.path(denoise, 1), "denoise", inputs=current_inputs(ws, denoise, 1)) as f:
+        f.create_dataset("labels", data=np.zeros(4, np.uint8))  # not the declared "label"
+    st = workspace_status(ws)
+    assert st["rounds"][1]["stages"]["denoise"] == "damaged"
+    assert st["rounds"][1]["error"] == f"{ws.path(denoise, 1)}: missing dataset 'label' (file damaged or from another tool)"

@@ -180,7 +180,12 @@ def test_model_miou_known_by_construction(tmp_path):
     assert res["per_class"]["red"] == 0 and res["per_class"]["blue"] == 0
     assert res["miou"] == pytest.approx(expect_green / 3, abs=1e-3)
     assert res["pixel_accuracy"] == pytest.approx(expect_green, abs=1e-3)
-    assert res["stale"] is True  # saved without the dataset's uid: not made from these labels
+    # saved without recorded inputs (as by another tool): `a2lc status` trusts such a model (train's
+    # trust_unrecorded), and evaluate's flag is the same verdict (a2lc_cli.stages.is_current)
+    from a2lc_cli.rounds import DONE, stage_state
+    from a2lc_cli.stages import TRAIN
+
+    assert res["stale"] is False and stage_state(ws, ws.config(), 0, TRAIN) == DONE
 
 
 def test_load_model_errors(tmp_path):
@@ -231,6 +236,28 @@ def test_resume_continues_from_the_checkpoint_to_the_same_model(tmp_path):
     other = set_option(cfg, "train.lr", "0.5")
     with pytest.raises(A2LCError, match="different recipe"):
         train_round(ws, other, 0, device="cpu", progress=False, resume=True)
+
+
+def test_resume_asks_the_one_staleness_check(tmp_path):
+    """train --resume accepts a checkpoint whose recorded inputs are current by a2lc_cli.stages.is_current (as
+    `a2lc status` would say), not by dict equality: a key absent now and never recorded is no difference;
+    a recorded uid that differs now is refused."""
+    ws, cfg = write_tile_dataset(tmp_path, n_train=6, n_val=2)
+    for k, v in {"iterations": 8, "batch_size": 4, "crop": 16, "checkpoint_every": 4}.items():
+        cfg = set_option(cfg, f"train.{k}", str(v))
+    ckpt = ws.artifact(0, "model.ckpt")
+
+    def stop_with_inputs(edit):
+        train_round(ws, cfg, 0, device="cpu", progress=False, stop_at=4)
+        obj = torch.load(ckpt, weights_only=False)
+        obj["inputs"] = edit(obj["inputs"])
+        torch.save(obj, ckpt)
+
+    stop_with_inputs(lambda rec: {k: v for k, v in rec.items() if v is not None})  # round 0: no query, no lcm
+    assert train_round(ws, cfg, 0, device="cpu", progress=False, resume=True)["resumed_from"] == 4
+    stop_with_inputs(lambda rec: {**rec, "dataset": "another dataset"})
+    with pytest.raises(A2LCError, match="different inputs"):
+        train_round(ws, cfg, 0, device="cpu", progress=False, resume=True)
 
 
 def test_cli_train_errors_are_one_line(tmp_path, cli):

@@ -113,23 +113,41 @@ def config_for_write(ws: Workspace) -> Config:
     return ws.ensure_config()
 
 
-def require_round(r: int | None, what: str) -> int:
+def require_round(r: int | None, what: str, stage=None) -> int:
+    """The one round check of every command's ``--r``: given (``{what} needs a round: --r R``) and, for a
+    declared :class:`a2lc_cli.stages.Stage`, one of the rounds its declaration says it runs in
+    (:meth:`a2lc_cli.stages.Stage.round_refusal`: ``{what} runs in rounds ≥ 1 (…), not round 0``)."""
     if r is None:
         raise A2LCError(f"{what} needs a round: --r R")
+    refusal = None if stage is None else stage.round_refusal(r, what=what)
+    if refusal:
+        raise A2LCError(refusal)
     return r
 
 
 def stage_round(ctx: typer.Context, r: int | None, stage, *, cfg: Config | None = None) -> tuple[Workspace, Config, int]:
     """The one round check of the stage commands: the workspace, its config and round ``r`` of ``stage``
-    (a declared :class:`a2lc_cli.stages.Stage`). ``--r`` is required; in a round the stage belongs to, what
-    it needs must exist (:func:`a2lc_cli.rounds.check_order`); a round it does not belong to (``acquire
-    --r 0``) is refused by the stage itself with its own words."""
+    (a declared :class:`a2lc_cli.stages.Stage`). ``--r`` is required and must name a round the stage's
+    declaration runs it in (:func:`require_round`); what it needs must exist (:func:`a2lc_cli.rounds.check_order`)."""
     from ..rounds import check_order
 
     ws = workspace(ctx)
-    r = require_round(r, stage.name)
+    r = require_round(r, stage.name, stage)
     cfg = ws.ensure_config() if cfg is None else cfg
-    if stage.in_round(r):
-        check_order(ws, cfg, r, stage)
+    check_order(ws, cfg, r, stage)
     return ws, cfg, r
+
+
+def round_artifact(ctx: typer.Context, r: int, stage, *, what: str) -> Workspace:
+    """The round check of the commands that only read round ``r``'s artifact of ``stage`` (``evaluate --r``,
+    ``export --r``, ``export-answers --r``): a round the stage runs in (:func:`require_round`), and its artifact
+    must exist — when it does not, the hint of :func:`a2lc_cli.rounds.check_order` (what to run first) or
+    ``round r has no <artifact> yet; run `<command>` first``. Staleness is no refusal: they read what exists."""
+    from ..rounds import missing_artifact_hint
+
+    ws = workspace(ctx)
+    require_round(r, what, stage)
+    if not ws.path(stage, r).exists():
+        raise A2LCError(missing_artifact_hint(ws, ws.config(), r, stage))
+    return ws
 

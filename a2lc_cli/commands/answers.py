@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .. import ui
-from ._common import JSON, round_option, workspace
+from ._common import JSON, round_artifact, round_option, workspace
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,10 @@ def export_answers(
     from ..answers_backup import export_answers as run
 
     ws = workspace(ctx)
+    if r is not None:  # the shared round check of the commands that read a round's artifact
+        from ..stages import QUERY
+
+        ws = round_artifact(ctx, r, QUERY, what="export-answers --r")
     res = run(ws, out, r=r, current_only=current)
     if json_out:
         ui.print_json(res)

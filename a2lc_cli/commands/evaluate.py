@@ -8,7 +8,7 @@ import typer
 
 from .. import ui
 from ..evaluate import METRICS, run_metric
-from ._common import JSON, choices, chosen, round_option, stage_inputs, stage_round, workspace
+from ._common import JSON, choices, chosen, round_artifact, round_option, stage_inputs, workspace
 
 Unlabeled = choices("Unlabeled", ("ignore", "error"))
 Metric = choices("Metric", METRICS)
@@ -27,15 +27,45 @@ def evaluate(
 ) -> None:
     """Score a round: its labels (data-miou), its model (model-miou), or its automatic corrections (lcm-accuracy)."""
     ws = workspace(ctx)
-    if r is not None:  # the one round check of the stage commands: round r's labels need its query (and θ_{r-1})
-        from ..stages import QUERY
-
-        ws, _, r = stage_round(ctx, r, QUERY, cfg=ws.config())
-    res = run_metric(ws, chosen(metric), r, unlabeled=chosen(unlabeled), inputs=stage_inputs(ctx))
+    name = chosen(metric)
+    if r is not None:  # read-only: round r's artifact must exist (what to run first if not); staleness is no refusal
+        scored = scored_stage(name, r)
+        if scored is not None:
+            ws = round_artifact(ctx, r, scored, what=f"{name} scores {scored.name}, which")
+    res = run_metric(ws, name, r, unlabeled=chosen(unlabeled), inputs=stage_inputs(ctx))
+    stale = stale_stages(ws, res.get("round"))
+    if stale:  # it scores what exists; say what changed since
+        res["stale_stages"] = stale
     if json_out:
         ui.print_json(res)
         return
+    if stale:
+        ui.err.print(ui.esc(f"note: stale ({', '.join(stale)}: an input changed since); this scores what exists, "
+                            f"`a2lc round --r {int(stale[0].split(':')[0][1:])}` recomputes it"))
     render(res)
+
+
+def scored_stage(metric: str, r: int):
+    """The declared stage whose round-``r`` artifact ``metric`` reads (None: only the dataset, round 0's labels)."""
+    from ..stages import LCM_CORRECT, QUERY, TRAIN
+
+    if metric == "model-miou":
+        return TRAIN
+    if metric == "lcm-accuracy":
+        return LCM_CORRECT
+    return QUERY if r >= 1 else None  # data-miou, answer-time: round r's answers
+
+
+def stale_stages(ws, r) -> list[str]:
+    """``rK:stage`` of every stale stage of rounds 0..r (``a2lc status``'s verdict, :func:`a2lc_cli.rounds.stage_state`)."""
+    if r is None:
+        return []
+    from ..rounds import STALE, stage_state
+    from ..stages import stages_of_round
+
+    cfg = ws.config()
+    return [f"r{k}:{s.name}" for k in range(0, int(r) + 1) for s in stages_of_round(k, cfg)
+            if s.per_round and stage_state(ws, cfg, k, s) == STALE]
 
 
 def render(res: dict) -> None:

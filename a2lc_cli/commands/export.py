@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .. import ui
-from ._common import JSON, round_option, workspace
+from ._common import JSON, round_artifact, round_option, workspace
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +26,10 @@ def export(
     from ..export import export_round
 
     ws = workspace(ctx)
+    if r is not None and r >= 1:  # the shared round check of the commands that read a round's artifact
+        from ..stages import QUERY
+
+        ws = round_artifact(ctx, r, QUERY, what="export --r")
     r = latest_label_round(ws) if r is None else r
     res = export_round(ws, r, out)
     if json_out:

@@ -55,7 +55,9 @@ def train(
     model_spec(cfg.train.model)  # the config's model (an edited config.json)
     ws, cfg, r = stage_round(ctx, r, TRAIN, cfg=cfg)
     model_path = ws.path(TRAIN, r)
-    if resume and not ws.artifact(r, "model.ckpt").exists() and model_path.exists() \
+    from ..training import resume_checkpoint
+
+    if resume and not resume_checkpoint(ws, r).exists() and model_path.exists() \
             and stage_state(ws, cfg, r, TRAIN) == DONE:
         if json_out:
             ui.print_json({"round": r, "already_trained": True, "path": str(model_path)})
@@ -109,7 +111,7 @@ def _refuse_or_skip_a_current_model(ws, cfg, r: int, *, force: bool, stale_next_
     """
     from ..errors import A2LCError
     from ..rounds import DONE, people_answers, stage_state
-    from ..stages import ACQUIRE, TRAIN
+    from ..stages import ACQUIRE, QUERY, TRAIN
 
     current = stage_state(ws, cfg, r, TRAIN) == DONE
     if current and not force:
@@ -121,7 +123,7 @@ def _refuse_or_skip_a_current_model(ws, cfg, r: int, *, force: bool, stale_next_
         return True
     people = people_answers(ws, r + 1)
     if people and not stale_next_round and stage_state(ws, cfg, r + 1, ACQUIRE) == DONE:
-        q = ws.artifact(r + 1, "query.h5")
+        q = ws.path(QUERY, r + 1)
         raise A2LCError(
             f"round {r + 1}'s selection was made with this θ_{r} and {q} holds {ui.plural(people, 'answer')} of "
             f"people for it: training θ_{r} again makes round {r + 1}'s acquisition stale, and those answers could "

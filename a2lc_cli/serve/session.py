@@ -114,9 +114,11 @@ class AnnotationSession:
         acq = read_acquisition(ws.path("acquire", r))
         with Dataset(ws.dataset_path) as ds:
             check_acquisition_fits(acq, ds, ws.path("acquire", r))
-        if self.inputs.get("acquire") not in (None, acq.attrs.get("uid")):
-            raise A2LCError(f"{ws.path('acquire', r)} was recomputed after round {r}'s selection; "
-                            "its candidates would not match the queried masks")
+        from ..stages import QUERY, is_current
+
+        if not is_current(ws, QUERY, r, self.inputs):  # the registry's one staleness check, as `a2lc status`'s
+            raise A2LCError(f"{self.path} is stale ({ws.path('acquire', r)} or {ws.dataset_path} changed after round "
+                            f"{r}'s selection); its candidates would not match the queried masks")
         self.mean_prob = np.asarray(acq.mean_prob, np.float32)[self.selected]
         self.leases: dict[int, Lease] = {}
         self.lock = threading.RLock()

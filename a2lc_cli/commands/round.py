@@ -1,4 +1,4 @@
-"""``a2lc round`` and ``a2lc run``: whole rounds, their stages derived from the stage registry."""
+"""``a2lc round``: one whole round, its stages derived from the stage registry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from ._common import JSON, require_round, round_option, stage_inputs, workspace
 
 def register(app: typer.Typer) -> None:
     app.command("round")(round_)
-    app.command("run")(run)
 
 
 def _stage_printer(r: int, stage: str, what: str) -> None:
@@ -51,27 +50,3 @@ def round_(
         ui.print_json(res)
     else:
         ui.out.print(ui.esc(_metrics_line(res)))
-
-
-def run(
-    ctx: typer.Context,
-    rounds: Optional[int] = typer.Option(None, "--rounds", min=0, help="Last round (default: the config's, 5)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
-    json_out: bool = JSON,
-) -> None:
-    """Run rounds 0..N, skipping what is already done."""
-    from ..rounds import run_round
-
-    ws = workspace(ctx)
-    cfg = ws.ensure_config()
-    last = cfg.method.rounds if rounds is None else rounds
-    results = []
-    with ws.lock():
-        for r in range(0, last + 1):
-            res = run_round(ws, cfg, r, device=device, on_stage=None if json_out else _stage_printer,
-                            inputs=stage_inputs(ctx))
-            results.append(res)
-            if not json_out:
-                ui.out.print(ui.esc(_metrics_line(res)))
-    if json_out:
-        ui.print_json({"rounds": results})
