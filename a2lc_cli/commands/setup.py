@@ -153,6 +153,8 @@ def status(ctx: typer.Context, json_out: bool = JSON, verify: bool = typer.Optio
     else:
         ui.out.print(f"dataset: {d['images']} train images, {d['masks']} masks, {d['classes']} classes"
                      + (", ground truth" if d["has_gt"] else ", no ground truth"))
+        if d.get("outdated"):
+            ui.warn(d["outdated"])
     from ..stages import STAGES
 
     names = [s.name for s in STAGES if s.per_round]  # the stages of rounds, in the registry's order

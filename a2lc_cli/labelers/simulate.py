@@ -369,6 +369,21 @@ def simulate_detections(
     return ImageProposal(segment=segment, label0=label0, score=score, prompt=lab.astype(np.int16)), info
 
 
+def outdated_benchmark(meta: dict[str, Any]) -> int | None:
+    """The older benchmark version a dataset file was made with, or None.
+
+    meta: ``dataset.h5``'s meta (:attr:`a2lc_cli.state.Dataset.meta`; the simulate labeler records
+    ``noise_version``, v1 included). None for a dataset of another labeler or of this version.
+    """
+    if meta.get("labeler") != SimulatedFoundationModel.name:
+        return None
+    try:
+        version = int(meta.get("noise_version", 1))
+    except (TypeError, ValueError):
+        version = 1
+    return version if version < NOISE_VERSION else None
+
+
 class SimulatedFoundationModel(Labeler):
     """Grounded-SAM-like masks and labels for the built-in benchmark (``--labeler simulate``)."""
 
