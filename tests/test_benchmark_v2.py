@@ -280,3 +280,50 @@ def test_the_annotator_rules_take_arrays_by_hand():
     got = answer_with_ground_truth(ids, unit="pixel", rep_gt=np.array([4, 4]), share=np.array([0.51, 0.5]),
                                    current=current, relabel="at-most-half")
     np.testing.assert_array_equal(got, [5, 4])  # more than half right keeps its label; exactly half is relabelled
+
+
+def _as_benchmark_v1(dataset_path) -> None:
+    """What benchmark v1 left on disk: the same file format, its meta saying noise_version 1."""
+    import json
+
+    import h5py
+
+    with h5py.File(dataset_path, "r+") as f:
+        meta = json.loads(f.attrs["meta"])
+        meta["noise_version"] = 1
+        f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+
+
+def test_status_reports_an_older_benchmarks_dataset_as_stale_and_pseudolabel_force_rebuilds_it(tmp_path, cli):
+    import json
+
+    ws = tmp_path / "ws"
+    tiny = ["source.n_train=6", "source.n_val=2", "source.height=32", "source.width=64"]
+    code, _, err = cli("-w", ws, "init")
+    assert code == 0, err
+    for kv in tiny + ["method.budget_share=0.04"]:  # v1 wrote its default share into every config
+        code, _, err = cli("-w", ws, "config", "set", kv)
+        assert code == 0, err
+    code, _, err = cli("-w", ws, "pseudolabel")
+    assert code == 0, err
+    code, out, err = cli("-w", ws, "status", "--json")
+    assert code == 0 and json.loads(out)["dataset"].get("pseudolabel") is None  # this version's: not stale
+
+    _as_benchmark_v1(ws / "dataset.h5")
+    (ws / "rounds/r000").mkdir(parents=True)  # a round was computed from it
+    code, out, err = cli("-w", ws, "status", "--json")
+    st = json.loads(out)
+    assert code == 0 and st["dataset"]["pseudolabel"] == "stale"
+    assert st["next"].startswith("a2lc ") and st["next"].endswith(" pseudolabel --force")
+    assert "benchmark v1" in st["dataset"]["outdated"] and "method.budget_share 0.04" in st["dataset"]["outdated"]
+    code, out, err = cli("-w", ws, "status")
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 1 and f"v{NOISE_VERSION}" in warnings[0], err
+    assert "pseudolabel --force`" in warnings[0] and "new workspace" in warnings[0]
+
+    code, _, err = cli("-w", ws, "pseudolabel", "--force")
+    assert code == 0, err
+    with Dataset(ws / "dataset.h5") as ds:
+        assert ds.meta["noise_version"] == NOISE_VERSION
+    code, out, err = cli("-w", ws, "status", "--json")
+    assert code == 0 and "outdated" not in json.loads(out)["dataset"] and "warning" not in err
