@@ -107,16 +107,24 @@ def test_voc_errors_have_a_visual_cause(seed):
         assert not (gt == VOID)[s.role[s.region] == ROLE_DECOY].any()
 
 
-def test_voc_object_mislabels_go_to_sinks():
-    r = _voc_records(0, 120)
+# the classes real Grounded SAM's wrong VOC labels go to (../shared/reference/real-grounded-sam.md): the targets
+# of whole-object mislabels (car→tvmonitor, cat/train/boat/bird/bicycle→aeroplane, chair→sofa) and the
+# "sink" classes that carry most wrong masks (chair, person, tvmonitor, bottle)
+REAL_SINKS = ("aeroplane", "tvmonitor", "sofa", "chair", "person", "bottle")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_voc_object_mislabels_go_to_sinks(seed):
+    names = SyntheticSource(preset="voc").classes.names
+    r = _voc_records(seed, 120)
     obj = (r["kind"] == KIND_OBJECT) & (r["maj"] != VOID) & (r["maj"] != 0)
     flipped = obj & (r["label"] != r["maj"])
     assert 0.02 <= flipped.sum() / obj.sum() <= 0.25
-    # real Grounded SAM: car→tvmonitor, cat/train/boat/bird/bicycle→aeroplane, chair→sofa
-    sinks = {1, 20, 18, 9, 12, 6, 7, 13, 2, 14, 5, 10, 15, 17, 19, 11, 8, 3}  # every partner in _VOC_PARTNERS
-    assert set(r["label"][flipped].tolist()) <= sinks
-    top = np.bincount(r["label"][flipped], minlength=21).argsort()[::-1][:3]
-    assert {1, 20} <= set(top.tolist())  # aeroplane and tvmonitor lead
+    # most whole-object mislabels name a real sink, not a look-alike of the object (v1: cow/sheep/horse flips)
+    sinks = [names.index(n) for n in REAL_SINKS]
+    assert np.isin(r["label"][flipped], sinks).mean() >= 0.75
+    counts = np.bincount(r["label"][flipped], minlength=len(names))
+    assert set(np.argsort(-counts, kind="stable")[:2].tolist()) == {names.index("aeroplane"), names.index("tvmonitor")}
 
 
 # --------------------------------------------------------------------------- city: class-level confusions
