@@ -345,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--n-train", type=int, default=None, help="train images per seed (default: the preset's)")
     ap.add_argument("--no-save", action="store_true")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="JSON file to write (default: bench/results/calibration-v<noise_version>.json)")
     a = ap.parse_args(argv)
     if a.n_train is not None and a.n_train < 1:
         print(f"error: --n-train must be at least 1 (got {a.n_train})", file=sys.stderr)
@@ -379,12 +381,12 @@ def main(argv: list[str] | None = None) -> int:
                       + (", ".join(f"→ {k} {100 * v:.0f}%" for k, v in to.items()) or "—") + ")")
     result["seconds"] = round(time.time() - t0, 1)
     if not a.no_save:
-        out = ROOT / "bench" / "results" / f"calibration-v{NOISE_VERSION}.json"
+        out = (a.out or ROOT / "bench" / "results" / f"calibration-v{NOISE_VERSION}.json").absolute()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
         tmp.replace(out)
-        print(f"saved {out.relative_to(ROOT)}")
+        print(f"saved {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
 
 
