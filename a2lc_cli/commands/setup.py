@@ -130,6 +130,8 @@ def status(ctx: typer.Context, json_out: bool = JSON, verify: bool = typer.Optio
     from ..hints import localise
 
     st["next"] = localise(st["next"])  # a command that works when copied: with -w unless a bare `a2lc` finds ws
+    if (st["dataset"] or {}).get("outdated"):  # an older built-in benchmark: its way out, with -w likewise
+        st["dataset"]["outdated"] = localise(st["dataset"]["outdated"])
     if json_out:
         damage = _damage(st)
         if damage is not None:  # one JSON object on stdout, the damage named in it, and exit status 2
