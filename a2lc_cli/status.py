@@ -127,7 +127,7 @@ def outdated_dataset(meta: dict[str, Any], cfg, *, rounds: bool, where: str = "d
             + (" (its rounds then rerun)" if rounds else "") + " or start a new workspace")
     if cfg.method.budget_share == V1_BUDGET_SHARE:
         line += (f"; config.json keeps v1's method.budget_share {V1_BUDGET_SHARE} "
-                 "(`a2lc config set method.budget_share null` for this version's default)")
+                 "(`a2lc config set method.budget_share=null` for this version's default)")
     return line
 
 

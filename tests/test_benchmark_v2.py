@@ -304,6 +304,7 @@ def _as_benchmark_v1(dataset_path) -> None:
 
 def test_status_reports_an_older_benchmarks_dataset_as_stale_and_pseudolabel_force_rebuilds_it(tmp_path, cli):
     import json
+    import shlex
 
     ws = tmp_path / "ws"
     tiny = ["source.n_train=6", "source.n_val=2", "source.height=32", "source.width=64"]
@@ -328,6 +329,13 @@ def test_status_reports_an_older_benchmarks_dataset_as_stale_and_pseudolabel_for
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert code == 0 and len(warnings) == 1 and f"v{NOISE_VERSION}" in warnings[0], err
     assert "pseudolabel --force`" in warnings[0] and "new workspace" in warnings[0]
+    # the command the line gives for the share works as written
+    fix = warnings[0].split("`")[-2]
+    assert fix.endswith("config set method.budget_share=null")
+    code, _, err = cli(*shlex.split(fix)[1:])
+    assert code == 0, err
+    code, out, err = cli("-w", ws, "status", "--json")
+    assert "budget_share" not in json.loads(out)["dataset"]["outdated"]
 
     code, _, err = cli("-w", ws, "pseudolabel", "--force")
     assert code == 0, err
