@@ -160,7 +160,7 @@ def _rounds_side_by_side(root: Path, methods: tuple[str, ...], rounds: int, devi
 def refuse_older_benchmark(root: Path, spaces: dict[str, Workspace]) -> None:
     """A2LCError when a method's folder under the demo folder ``root`` holds a dataset of an older built-in
     benchmark (its rounds would continue that benchmark under this version's name). Nothing is written."""
-    from .labelers.simulate import NOISE_VERSION, outdated_benchmark
+    from .labelers.benchmark_version import NOISE_VERSION, outdated_benchmark
     from .state import Dataset
 
     for m, ws in spaces.items():

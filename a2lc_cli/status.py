@@ -117,7 +117,7 @@ def rebuild_command(rounds: bool) -> str:
 def outdated_dataset(meta: dict[str, Any], cfg, *, rounds: bool, where: str = "dataset.h5") -> str | None:
     """One line when ``meta`` (a dataset file's) says an older built-in benchmark made it, with the way out;
     None otherwise (another labeler, or this version). rounds: rounds were computed from it."""
-    from .labelers.simulate import NOISE_VERSION, outdated_benchmark
+    from .labelers.benchmark_version import NOISE_VERSION, outdated_benchmark
 
     old = outdated_benchmark(meta)
     if old is None:

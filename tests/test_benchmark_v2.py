@@ -318,6 +318,9 @@ def test_status_reports_an_older_benchmarks_dataset_as_stale_and_pseudolabel_for
     code, out, err = cli("-w", ws, "status", "--json")
     assert code == 0 and json.loads(out)["dataset"].get("pseudolabel") is None  # this version's: not stale
 
+    from a2lc_cli.labelers import benchmark_version
+
+    assert benchmark_version.LABELER == SimulatedFoundationModel.name  # the check names the right labeler
     _as_benchmark_v1(ws / "dataset.h5")
     (ws / "rounds/r000").mkdir(parents=True)  # a round was computed from it
     code, out, err = cli("-w", ws, "status", "--json")

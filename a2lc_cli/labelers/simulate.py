@@ -44,9 +44,9 @@ from ..data.synthetic import ROLE_DECOY, ROLE_PART, Z_BETA, Scene, SyntheticSour
 from ..errors import A2LCError
 from ..state import ImageProposal
 from .base import Labeler
+from .benchmark_version import NOISE_VERSION, outdated_benchmark  # noqa: F401 - re-exported: the version lives there
 
 SHARPNESS = 0.05
-NOISE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -367,21 +367,6 @@ def simulate_detections(
     info = {"region": region, "true": scene.cls[region], "flipped": lab != scene.cls[region], "z": z,
             "kind": np.asarray(kind, np.uint8)[visible], "hidden": np.int64(k_det - visible.size)}
     return ImageProposal(segment=segment, label0=label0, score=score, prompt=lab.astype(np.int16)), info
-
-
-def outdated_benchmark(meta: dict[str, Any]) -> int | None:
-    """The older benchmark version a dataset file was made with, or None.
-
-    meta: ``dataset.h5``'s meta (:attr:`a2lc_cli.state.Dataset.meta`; the simulate labeler records
-    ``noise_version``, v1 included). None for a dataset of another labeler or of this version.
-    """
-    if meta.get("labeler") != SimulatedFoundationModel.name:
-        return None
-    try:
-        version = int(meta.get("noise_version", 1))
-    except (TypeError, ValueError):
-        version = 1
-    return version if version < NOISE_VERSION else None
 
 
 class SimulatedFoundationModel(Labeler):
