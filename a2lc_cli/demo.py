@@ -157,6 +157,22 @@ def _rounds_side_by_side(root: Path, methods: tuple[str, ...], rounds: int, devi
     return results
 
 
+def refuse_older_benchmark(root: Path, spaces: dict[str, Workspace]) -> None:
+    """A2LCError when a method's folder under the demo folder ``root`` holds a dataset of an older built-in
+    benchmark (its rounds would continue that benchmark under this version's name). Nothing is written."""
+    from .labelers.benchmark_version import NOISE_VERSION, outdated_benchmark
+    from .state import Dataset
+
+    for m, ws in spaces.items():
+        if not ws.dataset_path.exists():
+            continue
+        with Dataset(ws.dataset_path) as ds:
+            old = outdated_benchmark(ds.meta)
+        if old is not None:
+            raise A2LCError(f"{root} holds a demo of built-in benchmark v{old} ({m}/{ws.dataset_path.name}); this a2lc "
+                            f"runs v{NOISE_VERSION}: run the demo in a new folder (a2lc -w NEW_FOLDER demo) or delete {root}")
+
+
 def _metrics_line(method: str, met: dict) -> str:
     return f"{method_label(method)} data {met.get('data_miou', float('nan')):.2f} / model {met.get('model_miou', float('nan')):.2f}"
 
@@ -176,6 +192,7 @@ def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5
             for m in methods}
     t0 = time.perf_counter()
     first = methods[0]
+    refuse_older_benchmark(root, spaces)
     for m in methods:
         spaces[m].root.mkdir(parents=True, exist_ok=True)
         spaces[m].save_config(cfgs[m])
@@ -214,11 +231,20 @@ def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5
              + "; ".join(DESCRIPTIONS.get(m, m) for m in methods) + ".")
     title = "a2lc demo: " + " vs ".join(method_label(m) for m in methods)
     report = write_report(root / "report", runs, title=title, notes=notes)
-    return {"runs": runs, "report": str(report), "minutes": round(minutes, 2), "budget": cfgs[first].method.budget}
+    return {"runs": runs, "report": str(report), "minutes": round(minutes, 2), "budget": cfgs[first].method.budget,
+            "benchmark": {"preset": preset, "version": NOISE_VERSION}}
+
+
+def benchmark_name(result: dict[str, Any]) -> str:
+    """``built-in city benchmark v2``: what the demo ran on (its table title names it)."""
+    b = result["benchmark"]
+    return f"built-in {b['preset']} benchmark v{b['version']}"
 
 
 def demo_json(result: dict[str, Any]) -> dict[str, Any]:
-    """The ``--json`` object: for each method, rounds 0–N with round, data_miou, model_miou, budget_used and
+    """The ``--json`` object: ``benchmark`` ({preset, version}: the built-in benchmark's version,
+    docs/benchmark.md) and, for each method, rounds 0–N with round, data_miou, model_miou, budget_used and
     lcm_corrected (None in round 0 and for a method without LCM)."""
     keys = ("round", "data_miou", "model_miou", "budget_used", "lcm_corrected")
-    return {m: [{k: r.get(k) for k in keys} for r in run["rounds"]] for m, run in result["runs"].items()}
+    return {"benchmark": dict(result["benchmark"]),
+            **{m: [{k: r.get(k) for k in keys} for r in run["rounds"]] for m, run in result["runs"].items()}}

@@ -25,7 +25,7 @@ from .annotator import (
     new_answers,
 )
 from .answers_io import export_bundle, import_command, parse_answers_file
-from .config import Config, resolve_method
+from .config import BUDGET_SHARE, Config, resolve_method  # noqa: F401 - BUDGET_SHARE: the defaults, kept importable here
 from .errors import A2LCError
 from .stage_inputs import StageInputs, given
 from .stages import ACQUIRE, QUERY, artifact_path, current_inputs, is_current
@@ -33,14 +33,8 @@ from .state import Answers, Dataset, Query, read_query, write_query
 from .workspace import Workspace
 
 
-# default share of all masks queried per round (``method.budget_share`` unset), by dataset:
-# VOC at the paper's operating point (1,000 of ≈11k real masks ≈ 9%); the built-in `city` so that five
-# rounds of budget stay below the round-0 wrong-mask pool (≥ 1.1×, as on real VOC); others 4%
-BUDGET_SHARE = {"voc": 0.09, "city": 0.02, "other": 0.04}
-
-
 def default_budget_share(cfg: Config) -> float:
-    """``method.budget_share``, or the dataset's default of :data:`BUDGET_SHARE`."""
+    """``method.budget_share``, or the dataset's default of :data:`a2lc_cli.config.BUDGET_SHARE`."""
     if cfg.method.budget_share is not None:
         return float(cfg.method.budget_share)
     s = cfg.source

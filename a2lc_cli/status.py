@@ -33,6 +33,9 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
             with Dataset(ws.dataset_path) as ds:
                 out["dataset"] = {"images": ds.n_images, "masks": ds.n_masks, "classes": ds.num_classes,
                                   "has_gt": ds.has_gt, "uid": ds.uid}
+                outdated = outdated_dataset(ds.meta, cfg, rounds=bool(ws.rounds_present()))
+                if outdated:  # the pseudolabel stage is stale: the built-in benchmark it was made with is older
+                    out["dataset"].update(pseudolabel="stale", outdated=outdated)
                 if verify:
                     from . import ui
                     from .integrity import verify_pixels
@@ -107,7 +110,34 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
         out["next"] = stage_command(cfg, *nxt) if nxt else None
         if nxt and nxt[0] >= 1 and nxt[1].name == "acquire":
             out["next"] = answers_block(ws, cfg, nxt[0]) or out["next"]
+    if (out["dataset"] or {}).get("pseudolabel") == "stale":
+        out["next"] = rebuild_command(bool(present))
     return out
+
+
+def rebuild_command(rounds: bool) -> str:
+    """The command that rebuilds ``dataset.h5`` (``--force`` where rounds were computed from it)."""
+    return "a2lc pseudolabel --force" if rounds else "a2lc pseudolabel"
+
+
+def outdated_dataset(meta: dict[str, Any], cfg, *, rounds: bool, where: str = "dataset.h5") -> str | None:
+    """One line when ``meta`` (a dataset file's) says an older built-in benchmark made it, with the way out;
+    None otherwise (another labeler, or this version). rounds: rounds were computed from it."""
+    from .labelers.benchmark_version import NOISE_VERSION, outdated_benchmark
+
+    old = outdated_benchmark(meta)
+    if old is None:
+        return None
+    line = (f"{where} holds built-in benchmark v{old}, made by an older simulator (this a2lc makes v{NOISE_VERSION}; "
+            f"docs/benchmark.md): rebuild it with `{rebuild_command(rounds)}`"
+            + (" (its rounds then rerun)" if rounds else "") + " or start a new workspace")
+    if cfg.method.budget_share == V1_BUDGET_SHARE:
+        line += (f"; config.json keeps v1's method.budget_share {V1_BUDGET_SHARE} "
+                 "(`a2lc config set method.budget_share=null` for this version's default)")
+    return line
+
+
+V1_BUDGET_SHARE = 0.04  # benchmark v1's default share, written explicitly into its workspaces' configs
 
 
 def _round_damage(ws: Workspace, r: int, dataset: dict | None) -> tuple[str, str] | None:

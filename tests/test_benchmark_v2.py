@@ -107,16 +107,24 @@ def test_voc_errors_have_a_visual_cause(seed):
         assert not (gt == VOID)[s.role[s.region] == ROLE_DECOY].any()
 
 
-def test_voc_object_mislabels_go_to_sinks():
-    r = _voc_records(0, 120)
+# the classes real Grounded SAM's wrong VOC labels go to (../shared/reference/real-grounded-sam.md): the targets
+# of whole-object mislabels (car→tvmonitor, cat/train/boat/bird/bicycle→aeroplane, chair→sofa) and the
+# "sink" classes that carry most wrong masks (chair, person, tvmonitor, bottle)
+REAL_SINKS = ("aeroplane", "tvmonitor", "sofa", "chair", "person", "bottle")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_voc_object_mislabels_go_to_sinks(seed):
+    names = SyntheticSource(preset="voc").classes.names
+    r = _voc_records(seed, 120)
     obj = (r["kind"] == KIND_OBJECT) & (r["maj"] != VOID) & (r["maj"] != 0)
     flipped = obj & (r["label"] != r["maj"])
     assert 0.02 <= flipped.sum() / obj.sum() <= 0.25
-    # real Grounded SAM: car→tvmonitor, cat/train/boat/bird/bicycle→aeroplane, chair→sofa
-    sinks = {1, 20, 18, 9, 12, 6, 7, 13, 2, 14, 5, 10, 15, 17, 19, 11, 8, 3}  # every partner in _VOC_PARTNERS
-    assert set(r["label"][flipped].tolist()) <= sinks
-    top = np.bincount(r["label"][flipped], minlength=21).argsort()[::-1][:3]
-    assert {1, 20} <= set(top.tolist())  # aeroplane and tvmonitor lead
+    # most whole-object mislabels name a real sink, not a look-alike of the object (v1: cow/sheep/horse flips)
+    sinks = [names.index(n) for n in REAL_SINKS]
+    assert np.isin(r["label"][flipped], sinks).mean() >= 0.75
+    counts = np.bincount(r["label"][flipped], minlength=len(names))
+    assert set(np.argsort(-counts, kind="stable")[:2].tolist()) == {names.index("aeroplane"), names.index("tvmonitor")}
 
 
 # --------------------------------------------------------------------------- city: class-level confusions
@@ -280,3 +288,61 @@ def test_the_annotator_rules_take_arrays_by_hand():
     got = answer_with_ground_truth(ids, unit="pixel", rep_gt=np.array([4, 4]), share=np.array([0.51, 0.5]),
                                    current=current, relabel="at-most-half")
     np.testing.assert_array_equal(got, [5, 4])  # more than half right keeps its label; exactly half is relabelled
+
+
+def _as_benchmark_v1(dataset_path) -> None:
+    """What benchmark v1 left on disk: the same file format, its meta saying noise_version 1."""
+    import json
+
+    import h5py
+
+    with h5py.File(dataset_path, "r+") as f:
+        meta = json.loads(f.attrs["meta"])
+        meta["noise_version"] = 1
+        f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+
+
+def test_status_reports_an_older_benchmarks_dataset_as_stale_and_pseudolabel_force_rebuilds_it(tmp_path, cli):
+    import json
+    import shlex
+
+    ws = tmp_path / "ws"
+    tiny = ["source.n_train=6", "source.n_val=2", "source.height=32", "source.width=64"]
+    code, _, err = cli("-w", ws, "init")
+    assert code == 0, err
+    for kv in tiny + ["method.budget_share=0.04"]:  # v1 wrote its default share into every config
+        code, _, err = cli("-w", ws, "config", "set", kv)
+        assert code == 0, err
+    code, _, err = cli("-w", ws, "pseudolabel")
+    assert code == 0, err
+    code, out, err = cli("-w", ws, "status", "--json")
+    assert code == 0 and json.loads(out)["dataset"].get("pseudolabel") is None  # this version's: not stale
+
+    from a2lc_cli.labelers import benchmark_version
+
+    assert benchmark_version.LABELER == SimulatedFoundationModel.name  # the check names the right labeler
+    _as_benchmark_v1(ws / "dataset.h5")
+    (ws / "rounds/r000").mkdir(parents=True)  # a round was computed from it
+    code, out, err = cli("-w", ws, "status", "--json")
+    st = json.loads(out)
+    assert code == 0 and st["dataset"]["pseudolabel"] == "stale"
+    assert st["next"].startswith("a2lc ") and st["next"].endswith(" pseudolabel --force")
+    assert "benchmark v1" in st["dataset"]["outdated"] and "method.budget_share 0.04" in st["dataset"]["outdated"]
+    code, out, err = cli("-w", ws, "status")
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 1 and f"v{NOISE_VERSION}" in warnings[0], err
+    assert "pseudolabel --force`" in warnings[0] and "new workspace" in warnings[0]
+    # the command the line gives for the share works as written
+    fix = warnings[0].split("`")[-2]
+    assert fix.endswith("config set method.budget_share=null")
+    code, _, err = cli(*shlex.split(fix)[1:])
+    assert code == 0, err
+    code, out, err = cli("-w", ws, "status", "--json")
+    assert "budget_share" not in json.loads(out)["dataset"]["outdated"]
+
+    code, _, err = cli("-w", ws, "pseudolabel", "--force")
+    assert code == 0, err
+    with Dataset(ws / "dataset.h5") as ds:
+        assert ds.meta["noise_version"] == NOISE_VERSION
+    code, out, err = cli("-w", ws, "status", "--json")
+    assert code == 0 and "outdated" not in json.loads(out)["dataset"] and "warning" not in err

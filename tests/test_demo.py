@@ -16,8 +16,8 @@ def test_demo_runs_both_methods_with_one_budget_and_writes_the_report(tmp_path, 
     code, out, err = cli("-w", root, "demo", "--rounds", "2", "--budget", "7", "--json", *TINY)
     assert code == 0, err
     res = json.loads(out)
-    assert set(res) == {"a2lc", "alc"}
-    for method, rounds in res.items():
+    assert set(res) == {"benchmark", "a2lc", "alc"}
+    for method, rounds in ((m, res[m]) for m in ("a2lc", "alc")):
         assert [r["round"] for r in rounds] == [0, 1, 2]
         assert [r["budget_used"] for r in rounds] == [0, 7, 14]
         assert set(rounds[0]) == {"round", "data_miou", "model_miou", "budget_used", "lcm_corrected"}
@@ -52,7 +52,7 @@ def test_demo_methods_option_runs_and_plots_each_method(tmp_path, cli):
     code, out, err = cli("-w", root, "demo", "--rounds", "1", "--budget", "7", "--json", "--methods", "alc,a2lc+", *TINY)
     assert code == 0, err
     res = json.loads(out)
-    assert list(res) == ["alc", "a2lc+"]
+    assert list(res) == ["benchmark", "alc", "a2lc+"]
     assert res["alc"][0] == res["a2lc+"][0]  # round 0 shared
     assert [r["budget_used"] for r in res["a2lc+"]] == [0, 7]
     assert (root / "a2lc+/rounds/r001/lcm.h5").exists() and not (root / "a2lc/rounds").exists()
@@ -107,3 +107,45 @@ def test_methods_side_by_side_give_the_same_rounds_as_one_after_the_other(tmp_pa
         assert all(torch.allclose(wa[k].float(), wb[k].float(), rtol=1e-2, atol=1e-2) for k in wa)
     assert demo_jobs(("a2lc", "alc"), "cuda") == 1 and demo_jobs(("a2lc", "alc"), "cpu", jobs=1) == 1
     assert demo_jobs(("a2lc", "alc", "a2lc+"), "cpu", jobs=8) == 3
+
+
+def _as_benchmark_v1(dataset_path) -> None:
+    """Mark a dataset.h5 written by the current simulator as benchmark v1's (the meta v1 wrote: noise_version 1)."""
+    import h5py
+
+    with h5py.File(dataset_path, "r+") as f:
+        meta = json.loads(f.attrs["meta"])
+        assert meta["labeler"] == "simulate"
+        meta["noise_version"] = 1
+        f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+
+
+def test_demo_names_the_benchmark_version_and_refuses_an_older_benchmarks_folder(tmp_path, cli):
+    from a2lc_cli.labelers.simulate import NOISE_VERSION
+
+    root = tmp_path / "demo"
+    code, out, err = cli("-w", root, "demo", "--rounds", "1", "--budget", "3", "--methods", "alc", *TINY)
+    assert code == 0, err
+    assert f"on the built-in city benchmark v{NOISE_VERSION} (3 masks per round)" in " ".join(out.split())
+    code, out, err = cli("-w", root, "demo", "--rounds", "1", "--budget", "3", "--methods", "alc", "--json", *TINY)
+    assert code == 0, err
+    assert json.loads(out)["benchmark"] == {"preset": "city", "version": NOISE_VERSION}
+
+    _as_benchmark_v1(root / "alc/dataset.h5")
+    config = (root / "alc/config.json").read_bytes()
+    models = sorted((root / "alc/rounds").rglob("*"))
+    code, out, err = cli("-w", root, "demo", "--rounds", "2", "--budget", "3", "--methods", "alc", *TINY)
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+    assert "benchmark v1" in err and str(root) in err and "new folder" in err
+    assert sorted((root / "alc/rounds").rglob("*")) == models  # nothing was run or written
+    assert (root / "alc/config.json").read_bytes() == config
+
+
+def test_demo_help_gives_each_presets_default_budget(cli):
+    from a2lc_cli.config import BUDGET_SHARE
+
+    code, out, _ = cli("demo", "--help")
+    assert code == 0
+    text = " ".join(out.replace("│", " ").split())
+    assert f"city {BUDGET_SHARE['city']:.0%}" in text and f"voc {BUDGET_SHARE['voc']:.0%}" in text
+    assert "4% of all masks" not in text

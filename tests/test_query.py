@@ -165,6 +165,33 @@ def test_mask_level_and_pixel_level_answers_differ_where_masks_are_mixed(ws, cli
     assert always == {A: 0, B: 1, C: 2, D: 255, E: 1}
 
 
+def test_alc_rule_in_round_2_reads_the_labels_after_round_1(ws, cli):
+    """The authors' ALC rule (relabel only when at most half of the mask carries its current label) must
+    judge the label a mask has *now*. Round 1 queries E and LCM corrects B from c1 to c2 (B's GT: 3 of
+    its 4 pixels c2, its representative pixel c1). In round 2, B's current label c2 is right on 3 of 4
+    pixels: B keeps c2. Judged by its round-0 label c1 (right on 1 of 4) it would be relabelled with its
+    representative pixel's class, c1."""
+    from a2lc_cli.stages import LCM_CORRECT, current_inputs
+    from a2lc_cli.state import write_corrections
+
+    assert cli("-w", ws.root, "acquire", "--r", "1")[0] == 0
+    assert cli("-w", ws.root, "query", "--r", "1", "--budget", "1", "--unit", "pixel")[0] == 0
+    assert read_query(ws.artifact(1, "query.h5")).selected.tolist() == [E]
+    pred = np.array([0, 2, 0, 2, 1])  # ψ's class of every mask; only B is corrected
+    with write_corrections(ws.artifact(1, "lcm.h5"), inputs=current_inputs(ws, LCM_CORRECT, 1), meta={},
+                           pred=pred, log_confidence=np.zeros(5), previous=np.array([0, 1, 0, 2, 0]),
+                           ids=np.array([B]), eligible=np.ones(5, bool)):
+        pass
+    with Dataset(ws.dataset_path) as ds:
+        assert mask_state(ws, ds, 1).label[[A, B, C, D]].tolist() == [0, 2, 0, 2]  # the correction is applied
+    touch_model(ws, 1)
+    assert cli("-w", ws.root, "acquire", "--r", "2")[0] == 0
+    assert cli("-w", ws.root, "query", "--r", "2", "--budget", "all", "--unit", "pixel")[0] == 0
+    q = read_query(ws.artifact(2, "query.h5"))
+    answers = dict(zip(*[a.tolist() for a in q.answers.effective()]))
+    assert answers == {A: 0, B: 2, C: 0, D: 255}
+
+
 def test_budget_larger_than_what_is_left(ws, cli):
     assert cli("-w", ws.root, "acquire", "--r", "1")[0] == 0
     code, _, err = cli("-w", ws.root, "query", "--r", "1", "--budget", "6")

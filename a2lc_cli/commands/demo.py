@@ -8,7 +8,7 @@ import typer
 
 from .. import ui
 from ..errors import A2LCError
-from ..config import Preset
+from ..config import BUDGET_SHARE, Preset
 from ._common import JSON, choices, chosen, workspace
 
 DemoPreset = choices("DemoPreset", Preset)
@@ -23,7 +23,8 @@ def demo(
     preset: DemoPreset = typer.Option("city", "--preset", help="Built-in benchmark."),
     rounds: int = typer.Option(5, "--rounds", min=1, help="Rounds of correction."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data and of training."),
-    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Masks per round for both methods (default: 4% of all masks)."),
+    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Masks per round for both methods (default: the preset's share of all masks: "
+                                          + ", ".join(f"{p} {BUDGET_SHARE[p]:.0%}" for p in Preset.__args__) + ")."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
     set_: list[str] = typer.Option([], "--set", help="A config key for every method, e.g. --set source.n_train=100 "
                                    "(repeatable; not method.*)."),
@@ -32,7 +33,7 @@ def demo(
     json_out: bool = JSON,
 ) -> None:
     """A²LC vs ALC for 5 rounds on the built-in data: progress, a per-round table, a report with plots."""
-    from ..demo import demo_json, parse_methods, run_demo
+    from ..demo import benchmark_name, demo_json, parse_methods, run_demo
     from ..report import method_label, table_rows
 
     method_list = parse_methods(methods)
@@ -58,5 +59,5 @@ def demo(
     for key, label, m, run_ in table_rows(runs):  # with an "LCM corrections" row per method that has LCM
         rows.append([method_label(m), label] + [r.get(key) for r in run_["rounds"]])
     title = " vs ".join(method_label(m) for m in method_list)
-    ui.out.print(ui.table(f"{title} on the built-in {preset} benchmark ({res['budget']} masks per round)", cols, rows))
+    ui.out.print(ui.table(f"{title} on the {benchmark_name(res)} ({res['budget']} masks per round)", cols, rows))
     ui.out.print(f"report with plots: {ui.esc(res['report'])}  ({res['minutes']:.1f} min)")

@@ -32,6 +32,8 @@ def status(ctx: typer.Context, json_out: bool = JSON, verify: bool = typer.Optio
     from ..hints import localise
 
     st["next"] = localise(st["next"])  # a command that works when copied: with -w unless a bare `a2lc` finds ws
+    if (st["dataset"] or {}).get("outdated"):  # an older built-in benchmark: its way out, with -w likewise
+        st["dataset"]["outdated"] = localise(st["dataset"]["outdated"])
     if json_out:
         damage = _damage(st)
         if damage is not None:  # one JSON object on stdout, the damage named in it, and exit status 2
@@ -55,6 +57,8 @@ def status(ctx: typer.Context, json_out: bool = JSON, verify: bool = typer.Optio
     else:
         ui.out.print(f"dataset: {d['images']} train images, {d['masks']} masks, {d['classes']} classes"
                      + (", ground truth" if d["has_gt"] else ", no ground truth"))
+        if d.get("outdated"):
+            ui.warn(d["outdated"])
     from ..stages import STAGES
 
     names = [s.name for s in STAGES if s.per_round]  # the stages of rounds, in the registry's order
