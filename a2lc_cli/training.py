@@ -110,6 +110,18 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+def training_threads(cfg: Config, recipe: Recipe) -> int | None:
+    """CPU threads for training now: ``train.threads`` > ``OMP_NUM_THREADS`` (None: leave torch's) > the recipe's.
+
+    Decided when a stage runs, never stored: the recipe saved in ``model.pt`` keeps the recipe's own
+    value, so ``acquire``/``evaluate`` later apply their own precedence (:mod:`a2lc_cli.threads`) whatever
+    the environment was while training, and a resumed training is not refused for a changed environment.
+    """
+    if cfg.train.threads is None and os.environ.get("OMP_NUM_THREADS"):
+        return None  # the user's OMP_NUM_THREADS wins over the recipe
+    return recipe.threads
+
+
 def resolve_recipe(cfg: Config) -> Recipe:
     """The recipe of ``cfg.train.model`` on ``cfg.source.kind``, with every non-None ``cfg.train`` field applied."""
     family = model_spec(cfg.train.model).family
@@ -121,8 +133,6 @@ def resolve_recipe(cfg: Config) -> Recipe:
         v = getattr(t, f.name, None)
         if v is not None and f.name not in ("flip", "bf16"):
             values[f.name] = v
-    if t.threads is None and os.environ.get("OMP_NUM_THREADS"):
-        values["threads"] = None  # the user's OMP_NUM_THREADS wins over the recipe
     values["flip"] = bool(t.flip) and bool(base["flip"])
     values["bf16"] = bool(t.bf16)
     rec = Recipe(**values)
@@ -535,7 +545,7 @@ def train_round(ws: Workspace, cfg: Config, r: int, *, device: str | torch.devic
     job = _Job(dev, dist_info, recipe, per_rank, state, uids, n_images, num_classes, class_names, stages,
                preload, crop_hw, given(inputs).open_source(cfg))
     _seed_everything(cfg.seed, r, dist_info.rank)
-    with cpu_threads(recipe.threads if dev.type == "cpu" else None):
+    with cpu_threads(training_threads(cfg, recipe) if dev.type == "cpu" else None):
         return _train(ws, cfg, r, job, resume=resume, progress=progress, stop_at=stop_at)
 
 
@@ -695,6 +705,11 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, iter
     }, path)
 
 
+def _results_recipe(recipe: dict | None) -> dict | None:
+    """A recipe without its thread count (which changes speed, not what is trained) for comparing checkpoints."""
+    return None if recipe is None else {k: v for k, v in recipe.items() if k != "threads"}
+
+
 def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, recipe: Recipe,
                      current: Callable[[dict | None], bool], model_name: str, world: int) -> tuple[int, list, float]:
     """Resume from ``model.ckpt``: refused unless it was made with this model, recipe and process count and
@@ -703,7 +718,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, *, reci
     obj = load_torch(path, what="training checkpoint", hint="delete it or train without --resume")
     if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
         raise A2LCError(f"{path}: not an a2lc training checkpoint")
-    mismatch = [k for k, a, b in (("model", obj.get("model"), model_name), ("recipe", obj.get("recipe"), asdict(recipe)),
+    mismatch = [k for k, a, b in (("model", obj.get("model"), model_name), ("recipe", _results_recipe(obj.get("recipe")), _results_recipe(asdict(recipe))),
                                   ("processes", obj.get("world_size"), world)) if a != b]
     if not current(obj.get("inputs")):
         mismatch.insert(2, "inputs")

@@ -47,3 +47,26 @@ def test_bad_thread_counts_are_config_errors():
         set_option(Config(), "threads.acquire", "0")
     with pytest.raises(A2LCError):
         set_option(Config(), "threads.query", "1")
+
+
+def test_environment_while_training_does_not_change_later_stages(monkeypatch):
+    """OMP_NUM_THREADS at training time decides training's threads only: the recipe saved in model.pt
+    keeps the tiny model's 1, so acquire/evaluate run without the variable get 1 thread (not torch's
+    default), and a resume is not refused because the variable changed."""
+    from a2lc_cli.training import _results_recipe, resolve_recipe, training_threads
+
+    cfg = Config()  # the built-in benchmark, tiny model: recipe threads 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    with_env = resolve_recipe(cfg)
+    assert with_env.threads == 1 and training_threads(cfg, with_env) is None
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    without = resolve_recipe(cfg)
+    assert without == with_env and training_threads(cfg, without) == 1
+    assert stage_thread_count("acquire", cfg, model_threads=with_env.threads) == 1
+    cfg2 = set_option(cfg, "train.threads", "2")  # the config wins over both
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert training_threads(cfg2, resolve_recipe(cfg2)) == 2
+    from dataclasses import asdict
+
+    a, b = asdict(without), {**asdict(without), "threads": None}
+    assert _results_recipe(a) == _results_recipe(b) and _results_recipe({**a, "lr": 9.0}) != _results_recipe(b)
