@@ -209,7 +209,6 @@ def lcm_round(ws: Workspace, r: int, *, stale: bool | None = None) -> dict[str, 
         return None
     if stale is None:
         from .rounds import STALE, stage_state
-        from .stages import LCM_CORRECT
 
         stale = stage_state(ws, ws.config(), r, LCM_CORRECT) == STALE
     meta = c.attrs.get("meta", {})
