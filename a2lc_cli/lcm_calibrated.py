@@ -232,11 +232,9 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
             "pooled_threshold": None if pooled is None else float(np.exp(min(pooled.log_threshold, 0.0))),
             **summary}
     with write_corrections(ws.path("lcm-correct", r), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
-                           previous=state.label, ids=ids, eligible=eligible) as f:
-        f.create_dataset("tail", data=np.zeros(0, np.int64))
-        c = f.create_group("calibration")
-        for name, value in _calibration_arrays(th, per_class).items():
-            c.create_dataset(name, data=value)
+                           previous=state.label, ids=ids, eligible=eligible, tail=np.zeros(0, np.int64),
+                           calibration=_calibration_arrays(th, per_class)):
+        pass
     names = ds.classes.names
     return {
         "round": r, "selection": "calibrated", "eligible": int(eligible.sum()), "corrected": int(len(ids)),
@@ -252,13 +250,6 @@ def _calibration_arrays(th: ClassThresholds, corrected: np.ndarray) -> dict[str,
             "evidence": th.evidence, "answers": th.answers, "support": th.support, "hits": th.hits,
             "precision": th.precision, "bound": th.bound, "effective": th.effective,
             "effective_evidence": th.effective_evidence, "corrected": corrected}
-
-
-def read_calibration(f) -> dict[str, np.ndarray] | None:
-    """The ``calibration`` group of an open ``lcm.h5`` as arrays (None for the paper's selection)."""
-    if "calibration" not in f:
-        return None
-    return {k: np.asarray(v[()]) for k, v in f["calibration"].items()}
 
 
 def calibration_by_class(cal: dict[str, np.ndarray], names: list[str],
@@ -320,18 +311,13 @@ def no_correction_reason(meta: dict[str, Any], by_class: dict[str, dict[str, Any
             + (f" inside the overlap ({out} never-queried situations outside it are never corrected)" if out else ""))
 
 
-def calibration_report(path, meta: dict[str, Any], names: list[str], corrected_label: np.ndarray,
+def calibration_report(cal: dict[str, np.ndarray], meta: dict[str, Any], names: list[str], corrected_label: np.ndarray,
                        gt: np.ndarray | None) -> dict[str, Any]:
     """The calibrated selection's part of ``a2lc evaluate --metric lcm-accuracy``: target, estimated
     precision and its bound (weighted by the corrections made), and per class the threshold, estimate,
     bound, corrections and — with ground truth (gt: (K,) GT majority of the corrected masks) — their
-    measured accuracy (%, void-majority masks left out)."""
-    from .state import open_artifact
-
-    with open_artifact(path, "lcm") as f:
-        cal = read_calibration(f)
-    if cal is None:
-        raise A2LCError(f"{path}: the calibrated selection's thresholds are missing; rerun `a2lc lcm-correct`")
+    measured accuracy (%, void-majority masks left out). cal: ``lcm.h5``'s calibration arrays
+    (:attr:`a2lc_cli.state.Corrections.calibration`)."""
     by_class = calibration_by_class(cal, list(names), meta)
     for name, row in by_class.items():
         row["accuracy_after"] = None

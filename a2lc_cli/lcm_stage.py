@@ -175,8 +175,8 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int, *, inputs: StageInputs |
         meta = {"selection": "paper", "tau": tau, "alpha": cfg.lcm.alpha, "tail": tail.tolist(), "rarest": rarest,
                 "tail_from": cfg.lcm.tail_from, "tail_size": cfg.lcm.tail_size, "round": r}
         with write_corrections(artifact_path(ws, r, LCM_CORRECT), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
-                               previous=state.label, ids=ids, eligible=eligible) as f:
-            f.create_dataset("tail", data=tail)
+                               previous=state.label, ids=ids, eligible=eligible, tail=tail):
+            pass
         return {
             "round": r, "eligible": int(eligible.sum()), "corrected": int(len(ids)), "tau": tau,
             "tail": [ds.classes.names[c] for c in tail], "rarest": ds.classes.names[rarest],
@@ -193,12 +193,9 @@ def write_no_corrections(ws: Workspace, r: int, ds: Dataset, current: np.ndarray
     n = len(current)
     with write_corrections(artifact_path(ws, r, LCM_CORRECT), inputs=inputs, meta={**meta, "reason": reason, "corrected": 0},
                            pred=np.full(n, 255, np.int64), log_confidence=np.full(n, -np.inf),
-                           previous=np.asarray(current), ids=np.zeros(0, np.int64), eligible=np.zeros(n, bool)) as f:
-        f.create_dataset("tail", data=np.zeros(0, np.int64))
-        if calibration is not None:
-            c = f.create_group("calibration")
-            for name, value in calibration.items():
-                c.create_dataset(name, data=value)
+                           previous=np.asarray(current), ids=np.zeros(0, np.int64), eligible=np.zeros(n, bool),
+                           tail=np.zeros(0, np.int64), calibration=calibration):
+        pass
     out = {"round": r, "selection": meta["selection"], "eligible": int(np.sum(eligible)), "corrected": 0, "reason": reason}
     if meta["selection"] == "paper":
         out.update({"tau": meta["tau"], "confident": 0, "tail": [], "rarest": None})
@@ -241,7 +238,9 @@ def evaluate_lcm_accuracy(ws: Workspace, r: int | None, **_: Any) -> dict[str, A
     if out["selection"] == "calibrated":
         from .lcm_calibrated import calibration_report
 
-        out.update(calibration_report(path, meta, names, c.label, gt))
+        if c.calibration is None:
+            raise A2LCError(f"{path}: the calibrated selection's thresholds are missing; rerun `a2lc lcm-correct`")
+        out.update(calibration_report(c.calibration, meta, names, c.label, gt))
     return out
 
 

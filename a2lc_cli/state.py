@@ -136,6 +136,8 @@ class Corrections:
 
     mask, label, previous: (K,) the corrected masks, their new and previous labels.
     confidence: (K,) float64 ψ's confidence (max softmax, computed in float64).
+    calibration: the calibrated selection's (C,) per-class arrays (``log_threshold``, ``bound`` …;
+    docs/lcm-calibrated.md), None under the paper's rule.
     """
 
     mask: np.ndarray
@@ -143,16 +145,20 @@ class Corrections:
     previous: np.ndarray
     confidence: np.ndarray
     attrs: dict[str, Any]
+    calibration: dict[str, np.ndarray] | None = None
 
 
 @contextmanager
 def write_corrections(path: Path, *, inputs: dict[str, Any], meta: dict[str, Any], pred: np.ndarray,
                       log_confidence: np.ndarray, previous: np.ndarray, ids: np.ndarray,
-                      eligible: np.ndarray) -> Iterator[h5py.File]:
+                      eligible: np.ndarray, tail: np.ndarray | None = None,
+                      calibration: dict[str, np.ndarray] | None = None) -> Iterator[h5py.File]:
     """Write ``lcm.h5`` atomically: the corrected masks ``ids`` (K,) with ψ's class, the previous label and
     ψ's confidence, and ψ's class (255 where not ``eligible``) and log-confidence for every mask, (M,) each.
-    ``previous`` is the (M,) current label of every mask. Yields the open file for a selection's own
-    datasets (the paper's tail, the calibrated thresholds); the file is renamed into place on exit."""
+    ``previous`` is the (M,) current label of every mask. ``tail``: the paper's tail classes (empty under
+    the calibrated selection); ``calibration``: the calibrated selection's (C,) per-class arrays (group
+    ``calibration``, read back as :attr:`Corrections.calibration`). Yields the open file; it is renamed
+    into place on exit."""
     with write_artifact(path, "lcm", inputs=inputs, meta=meta) as f:
         g = f.create_group("corrected")
         g.create_dataset("mask", data=ids)
@@ -161,6 +167,12 @@ def write_corrections(path: Path, *, inputs: dict[str, Any], meta: dict[str, Any
         g.create_dataset("confidence", data=np.exp(log_confidence[ids]))
         f.create_dataset("pred", data=np.where(eligible, pred, 255).astype(np.uint8))
         f.create_dataset("log_confidence", data=log_confidence)
+        if tail is not None:
+            f.create_dataset("tail", data=tail)
+        if calibration is not None:
+            c = f.create_group("calibration")
+            for name, value in calibration.items():
+                c.create_dataset(name, data=value)
         yield f
 
 
@@ -172,6 +184,7 @@ def read_corrections(path: Path) -> Corrections:
             previous=read_array(f, "corrected/previous", path=path).astype(np.uint8),
             confidence=read_array(f, "corrected/confidence", path=path).astype(np.float64),
             attrs=artifact_attrs(f),
+            calibration=({k: np.asarray(v[()]) for k, v in f["calibration"].items()} if "calibration" in f else None),
         )
 
 

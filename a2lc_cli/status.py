@@ -198,15 +198,14 @@ def lcm_round(ws: Workspace, r: int, *, stale: bool | None = None) -> dict[str, 
     p = ws.path(LCM_CORRECT, r)
     if r < 1 or not p.exists():
         return None
-    from .state import open_artifact, read_corrections
+    from .state import read_corrections
 
     try:
         c = read_corrections(p)
-        with open_artifact(p, "lcm") as f:
-            thresholds = (int(np.isfinite(f["calibration/log_threshold"][()]).sum())
-                          if "calibration/log_threshold" in f else None)
     except (A2LCError, KeyError, OSError):
         return None
+    cal = c.calibration or {}
+    thresholds = int(np.isfinite(cal["log_threshold"]).sum()) if "log_threshold" in cal else None
     if stale is None:
         from .rounds import STALE, stage_state
 
