@@ -221,13 +221,6 @@ def is_current(ws: Workspace, stage: Stage, r: int, recorded: dict[str, Any] | N
     return inputs_match(recorded or {}, current_inputs(ws, stage, r, recorded))
 
 
-def recorded_inputs(ws: Workspace, r: int, stage: Stage) -> dict[str, Any] | None:
-    """What the stage's artifact says it was computed from (A2LCError if unreadable)."""
-    from .store import read_header
-
-    return read_header(artifact_path(ws, r, stage), stage.kind).get("inputs")
-
-
 def required_before(stage: Stage, r: int, cfg: Config) -> list[Stage]:
     """The stages of round ``r`` that must exist before ``stage`` runs: its required inputs of the same
     round and, in turn, theirs; in round order."""
