@@ -152,8 +152,7 @@ def run_acquire(
     """
     from .stages import ACQUIRE
 
-    if ACQUIRE.round_refusal(r):  # the one wording (commands refuse it first, _common.stage_round)
-        raise A2LCError(ACQUIRE.round_refusal(r))
+    ACQUIRE.check_round(r)  # the one wording (commands refuse it first, _common.stage_round)
     fn = fn or str(resolve_method(cfg.method)["acquisition"])
     if fn not in ACQUISITIONS:
         raise A2LCError(f"unknown acquisition function {fn!r} (choose from {', '.join(ACQUISITIONS)})")

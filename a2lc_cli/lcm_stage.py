@@ -43,8 +43,7 @@ def _training_set(ws: Workspace, cfg: Config, ds: Dataset, r: int, feats: np.nda
 
 
 def _require_lcm_round(cfg: Config, r: int) -> None:
-    if LCM_TRAIN.round_refusal(r):
-        raise A2LCError(LCM_TRAIN.round_refusal(r, what="the label correction module (lcm-train, lcm-correct)"))
+    LCM_TRAIN.check_round(r, what="the label correction module (lcm-train, lcm-correct)")
 
 
 def run_lcm_train(ws: Workspace, cfg: Config, r: int, *, seed: int | None = None) -> dict[str, Any]:

@@ -189,8 +189,7 @@ def _check_same_budget(r: int, query: Query, acq: Acquisition, budget: int | str
 
 def _query_mode(cfg: Config, r: int, annotator: str | None, unit: str | None) -> tuple[str, str]:
     """(annotator, unit) of this query, the config's where not given; A2LCError for a refused combination."""
-    if r < 1:
-        raise A2LCError(QUERY.round_refusal(r))
+    QUERY.check_round(r)
     method = resolve_method(cfg.method)
     annotator = annotator or cfg.method.annotator or "gt"
     if annotator not in ("gt", "human"):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, resolve_method
+from .errors import A2LCError
 from .workspace import Workspace
 
 OMIT = "omit"  # Input.missing: leave the key out when the artifact is absent
@@ -110,6 +111,12 @@ class Stage:
             return None
         where = "round 0 only" if self.rounds == "first" else "rounds ≥ 1 (round 0 is the pseudo-labels and θ_0)"
         return f"{what or self.name} runs in {where}, not round {r}"
+
+    def check_round(self, r: int, *, what: str | None = None) -> None:
+        """Raise A2LCError (:meth:`round_refusal`'s sentence) when the stage does not run in round ``r``."""
+        refusal = self.round_refusal(r, what=what)
+        if refusal:
+            raise A2LCError(refusal)
 
 
 def _lcm_enabled(cfg: Config) -> bool:

@@ -487,8 +487,6 @@ def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, device: 
 # --------------------------------------------------------------------------- training a round
 def resume_checkpoint(ws: Workspace, r: int) -> Path:
     """θ_r's periodic checkpoint for ``--resume`` (``model.ckpt`` beside the train stage's ``model.pt``)."""
-    from .stages import TRAIN
-
     return ws.path(TRAIN, r).with_suffix(".ckpt")
 
 

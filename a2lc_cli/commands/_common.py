@@ -119,9 +119,8 @@ def require_round(r: int | None, what: str, stage=None) -> int:
     (:meth:`a2lc_cli.stages.Stage.round_refusal`: ``{what} runs in rounds ≥ 1 (…), not round 0``)."""
     if r is None:
         raise A2LCError(f"{what} needs a round: --r R")
-    refusal = None if stage is None else stage.round_refusal(r, what=what)
-    if refusal:
-        raise A2LCError(refusal)
+    if stage is not None:
+        stage.check_round(r, what=what)
     return r
 
 
