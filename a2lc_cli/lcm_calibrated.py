@@ -191,13 +191,7 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
         c = ds.num_classes
         th = calibrate_thresholds(np.zeros(0), np.zeros(0), np.zeros(0), np.zeros(0), c)
         th.answers[:] = np.asarray(ckpt.get("answer_counts", np.zeros(c)), np.int64)[:c]
-        meta = {"selection": "calibrated", "round": r, "target_precision": lc.target_precision,
-                "confidence": lc.confidence, "folds": lc.folds, "min_class_evidence": lc.min_class_evidence,
-                "min_class_answers": lc.min_class_answers, "require_model_agreement": lc.require_model_agreement,
-                "reweight": lc.reweight, "evidence_features": lc.evidence_features,
-                "max_density_ratio": lc.max_density_ratio, "outside_overlap": 0, "effective_evidence": 0.0,
-                "answers": int(th.answers.sum()), "pooled_threshold": None,
-                **precision_summary(th, np.zeros(0, np.int64))}
+        meta = _calibrated_meta(cfg, r, th, outside_overlap=0, **precision_summary(th, np.zeros(0, np.int64)))
         res = write_no_corrections(ws, r, ds, state.label, ~state.queried, str(ckpt["skipped"]), meta,
                                    calibration=_calibration_arrays(th, np.zeros(c, np.int64)))
         return {**res, "estimated_precision": None, "precision_bound": None,
@@ -221,16 +215,7 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
     ids = np.flatnonzero(chosen).astype(np.int64)
     per_class = np.bincount(pred[ids], minlength=ds.num_classes)[: ds.num_classes]
     summary = precision_summary(th, pred[ids])
-    pooled = th.pooled
-    meta = {"selection": "calibrated", "round": r, "target_precision": lc.target_precision,
-            "confidence": lc.confidence, "folds": lc.folds, "min_class_evidence": lc.min_class_evidence,
-            "min_class_answers": lc.min_class_answers, "require_model_agreement": lc.require_model_agreement,
-            "reweight": lc.reweight, "evidence_features": lc.evidence_features,
-            "max_density_ratio": lc.max_density_ratio, "outside_overlap": int(outside.sum()),
-            "effective_evidence": float(th.effective_evidence.sum()),
-            "answers": int(th.answers.sum()),
-            "pooled_threshold": None if pooled is None else float(np.exp(min(pooled.log_threshold, 0.0))),
-            **summary}
+    meta = _calibrated_meta(cfg, r, th, outside_overlap=int(outside.sum()), **summary)
     with write_corrections(ws.path("lcm-correct", r), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
                            previous=state.label, ids=ids, eligible=eligible, tail=np.zeros(0, np.int64),
                            calibration=_calibration_arrays(th, per_class)):
@@ -242,6 +227,22 @@ def correct_calibrated(ws: Workspace, cfg: Config, r: int, ds: Dataset, model, c
         "target_precision": lc.target_precision,
         "classes_with_threshold": [names[k] for k in np.flatnonzero(np.isfinite(th.log_threshold))],
     }
+
+
+def _calibrated_meta(cfg: Config, r: int, th: ClassThresholds, *, outside_overlap: int, **summary: Any) -> dict[str, Any]:
+    """``lcm.h5``'s meta under the calibrated selection: the round, the ``lcm.*`` settings that decided it, the
+    never-queried situations outside the overlap, the evidence behind the thresholds and ``summary``
+    (:func:`a2lc_cli.lcm_calibration.precision_summary`'s estimate and bound of the corrections made)."""
+    lc = cfg.lcm
+    pooled = th.pooled
+    return {"selection": "calibrated", "round": r, "target_precision": lc.target_precision,
+            "confidence": lc.confidence, "folds": lc.folds, "min_class_evidence": lc.min_class_evidence,
+            "min_class_answers": lc.min_class_answers, "require_model_agreement": lc.require_model_agreement,
+            "reweight": lc.reweight, "evidence_features": lc.evidence_features,
+            "max_density_ratio": lc.max_density_ratio, "outside_overlap": outside_overlap,
+            "effective_evidence": float(th.effective_evidence.sum()), "answers": int(th.answers.sum()),
+            "pooled_threshold": None if pooled is None else float(np.exp(min(pooled.log_threshold, 0.0))),
+            **summary}
 
 
 def _calibration_arrays(th: ClassThresholds, corrected: np.ndarray) -> dict[str, np.ndarray]:

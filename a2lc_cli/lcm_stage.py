@@ -154,9 +154,8 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int, *, inputs: StageInputs |
         if ckpt.get("selection", "paper") != "paper":
             raise A2LCError(f"{mpath} was trained for the calibrated selection; rerun `a2lc lcm-train --r {r}`")
         if ckpt.get("skipped"):
-            meta = {"selection": "paper", "tau": tau, "alpha": cfg.lcm.alpha, "tail": [], "rarest": None,
-                    "tail_from": cfg.lcm.tail_from, "tail_size": cfg.lcm.tail_size, "round": r}
-            return write_no_corrections(ws, r, ds, state.label, ~state.queried, str(ckpt["skipped"]), meta)
+            return write_no_corrections(ws, r, ds, state.label, ~state.queried, str(ckpt["skipped"]),
+                                        _paper_meta(cfg, r, tau, tail=[], rarest=None))
         if cfg.lcm.tail_from == "dataset":
             counts = np.bincount(state.label[state.label != 255].astype(np.int64),
                                  weights=ds.mask_area[state.label != 255], minlength=ds.num_classes)[: ds.num_classes]
@@ -171,8 +170,7 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int, *, inputs: StageInputs |
         chosen = select_corrections(pred, logc, state.label, eligible, tau=tau, tail=tail, rarest=rarest)
         ids = np.flatnonzero(chosen).astype(np.int64)
         inputs = current_inputs(ws, LCM_CORRECT, r)  # {query, acquire, lcm_model}
-        meta = {"selection": "paper", "tau": tau, "alpha": cfg.lcm.alpha, "tail": tail.tolist(), "rarest": rarest,
-                "tail_from": cfg.lcm.tail_from, "tail_size": cfg.lcm.tail_size, "round": r}
+        meta = _paper_meta(cfg, r, tau, tail=tail.tolist(), rarest=rarest)
         with write_corrections(artifact_path(ws, r, LCM_CORRECT), inputs=inputs, meta=meta, pred=pred, log_confidence=logc,
                                previous=state.label, ids=ids, eligible=eligible, tail=tail):
             pass
@@ -181,6 +179,12 @@ def run_lcm_correct(ws: Workspace, cfg: Config, r: int, *, inputs: StageInputs |
             "tail": [ds.classes.names[c] for c in tail], "rarest": ds.classes.names[rarest],
             "confident": int((logc[eligible] >= _log_tau(tau)).sum()),
         }
+
+
+def _paper_meta(cfg: Config, r: int, tau: float, *, tail: list[int], rarest: int | None) -> dict[str, Any]:
+    """``lcm.h5``'s meta under the paper's rule: τ_r, the tail and rarest class (Eq. 4–5) and the settings behind them."""
+    return {"selection": "paper", "tau": tau, "alpha": cfg.lcm.alpha, "tail": tail, "rarest": rarest,
+            "tail_from": cfg.lcm.tail_from, "tail_size": cfg.lcm.tail_size, "round": r}
 
 
 def write_no_corrections(ws: Workspace, r: int, ds: Dataset, current: np.ndarray, eligible: np.ndarray, reason: str,
