@@ -35,13 +35,13 @@ def evaluate(
     res = run_metric(ws, name, r, unlabeled=chosen(unlabeled), inputs=stage_inputs(ctx))
     stale = stale_stages(ws, res.get("round"))
     if stale:  # it scores what exists; say what changed since
-        res["stale_stages"] = stale
+        res["stale_stages"] = [f"r{k}:{name}" for k, name in stale]
     if json_out:
         ui.print_json(res)
         return
     if stale:
-        ui.err.print(ui.esc(f"note: stale ({', '.join(stale)}: an input changed since); this scores what exists, "
-                            f"`a2lc round --r {int(stale[0].split(':')[0][1:])}` recomputes it"))
+        ui.err.print(ui.esc(f"note: stale ({', '.join(res['stale_stages'])}: an input changed since); this scores what "
+                            f"exists, `a2lc round --r {stale[0][0]}` recomputes it"))
     render(res)
 
 
@@ -56,15 +56,16 @@ def scored_stage(metric: str, r: int):
     return QUERY if r >= 1 else None  # data-miou, answer-time: round r's answers
 
 
-def stale_stages(ws, r) -> list[str]:
-    """``rK:stage`` of every stale stage of rounds 0..r (``a2lc status``'s verdict, :func:`a2lc_cli.rounds.stage_state`)."""
+def stale_stages(ws, r) -> list[tuple[int, str]]:
+    """(round, stage name) of every stale stage of rounds 0..r, in order (``a2lc status``'s verdict,
+    :func:`a2lc_cli.rounds.stage_state`)."""
     if r is None:
         return []
     from ..rounds import STALE, stage_state
     from ..stages import stages_of_round
 
     cfg = ws.config()
-    return [f"r{k}:{s.name}" for k in range(0, int(r) + 1) for s in stages_of_round(k, cfg)
+    return [(k, s.name) for k in range(0, int(r) + 1) for s in stages_of_round(k, cfg)
             if s.per_round and stage_state(ws, cfg, k, s) == STALE]
 
 
