@@ -561,7 +561,7 @@ _DECOY_P = np.array([t[1] for t in _DECOY_TABLE]) / sum(t[1] for t in _DECOY_TAB
 _DECOY_AREA = np.array([t[2] for t in _DECOY_TABLE])
 # parts: per object class, the mean number of parts and the classes they look like (real: bus→chair,
 # person→chair, bus→person, car→chair, person→bottle, diningtable→car/bottle); key 0 = other classes
-VOC_PART_SCALE = 1.6
+VOC_PART_SCALE = 1.85
 VOC_PART_AREA = 0.0018  # median area share of a part (real: 0.18% of the image)
 _VOC_PARTS: dict[int, tuple[float, tuple[tuple[int, float], ...]]] = {
     0: (0.15, ((9, 0.4), (5, 0.3), (15, 0.3))),
@@ -605,7 +605,7 @@ _VOC_STYLES = (
 _VOC_PARTNERS: dict[int, tuple[tuple[int, float], ...]] = {
     # an object's partner is the class a whole-object mislabel names: real Grounded SAM sends them to
     # a few sinks (car→tvmonitor, cat/train/boat/bird/bicycle→aeroplane, chair→sofa), never background
-    AERO: ((TV, 0.6), (BIRD, 0.4)),
+    AERO: ((TV, 1.0),),
     BICYCLE: ((MBIKE, 0.6), (AERO, 0.2), (CHAIR, 0.2)),
     BIRD: ((AERO, 0.65), (TV, 0.35)),
     BOAT: ((AERO, 0.8), (TV, 0.2)),
@@ -653,7 +653,7 @@ Z_BETA = 2.5
 # how far z = 1 pulls a region's colour/texture towards its partner's
 PULL = 0.7
 # latent range of part and decoy regions (``voc``): they look clearly like their lure class
-LURE_Z = (0.55, 1.0)
+LURE_Z = (0.75, 1.0)
 _SPLIT_CODE = {"train": 0, "val": 1}
 _PRESET_CODE = {"city": 11, "voc": 22}
 

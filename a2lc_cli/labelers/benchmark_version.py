@@ -10,7 +10,7 @@ from typing import Any
 
 # the simulated labeler's version, recorded as ``noise_version`` in dataset.h5's meta; bump it when the
 # generator or the noise model changes (docs/benchmark.md)
-NOISE_VERSION = 2
+NOISE_VERSION = 3
 LABELER = "simulate"  # SimulatedFoundationModel.name
 
 
