@@ -15,7 +15,7 @@ from a2lc_cli.data.base import VOID
 from a2lc_cli.data.synthetic import CITY_NAMES, CITY_PALETTE, PRESETS, VOC_NAMES, SyntheticSource
 from a2lc_cli.errors import A2LCError
 from a2lc_cli.labelers import make_labeler
-from a2lc_cli.labelers.simulate import NOISE, SimulatedFoundationModel, flip_probability
+from a2lc_cli.labelers.simulate import NOISE, SimulatedFoundationModel, class_quota_threshold
 from a2lc_cli.metrics import confusion_matrix, iou_from_confusion
 from a2lc_cli.state import mask_majority
 
@@ -281,6 +281,39 @@ def _mask_records(preset: str, seed: int, n: int) -> tuple[SyntheticSource, dict
     return src, {k: np.concatenate(v) for k, v in rec.items()}
 
 
+def _region_flips(preset: str, seed: int, n: int) -> tuple[SyntheticSource, dict[str, np.ndarray]]:
+    """Per flip-decided region (objects for voc, every non-void region for city) over n train
+    images: class, latent z, area (px; a voc object with its parts) and the labeler's decision."""
+    from a2lc_cli.labelers.simulate import _flip_items
+
+    src, lab = _pair(preset, seed=seed, n_train=n)
+    rec: dict[str, list[np.ndarray]] = {"cls": [], "z": [], "area": [], "flip": []}
+    for i in range(n):
+        scene = src.scene("train", i)
+        items, area = _flip_items(scene, lab.model)
+        d = lab.decisions(i, scene)
+        rec["cls"].append(scene.cls[items].astype(np.int64))
+        rec["z"].append(scene.z[items])
+        rec["area"].append(area)
+        rec["flip"].append(d["flip"][items])
+    return src, {k: np.concatenate(v) for k, v in rec.items()}
+
+
+def test_class_quota_threshold_hand_computed():
+    # class 0: keys 0.9, 0.5, 0.1 with 10, 30, 60 px → picking the top two gives 40% of its pixels exactly
+    # class 1: share 0 → none; class 2: two halves, share 0.3 → one (|0.5 − 0.3| < 0.3); class 3: share
+    # 0.2 → none (|0.5 − 0.2| ≥ 0.2: picking one overshoots more than picking none misses)
+    key = np.array([0.9, 0.5, 0.1, 0.8, 0.2, 0.7, 0.6, 0.4, 0.3])
+    cls = np.array([0, 0, 0, 1, 1, 2, 2, 3, 3])
+    w = np.array([10, 30, 60, 50, 50, 50, 50, 50, 50])
+    t = class_quota_threshold(key, cls, w, np.array([0.4, 0.0, 0.3, 0.2, 0.5]))
+    np.testing.assert_array_equal(t, [0.5, np.inf, 0.7, np.inf, np.inf])  # class 4: no item → +inf
+    picked = key >= t[cls]
+    np.testing.assert_array_equal(picked, [True, True, False, False, False, True, False, False, False])
+    # a share of 1 picks every item of the class
+    assert class_quota_threshold(key, cls, w, np.array([1.0, 1.0, 1.0, 1.0]))[0] == 0.1
+
+
 def test_noise_is_class_dependent_and_heavier_on_tail_classes():
     src, r = _mask_records("city", 0, 120)
     idx = {n: k for k, n in enumerate(src.classes.names)}
@@ -291,12 +324,34 @@ def test_noise_is_class_dependent_and_heavier_on_tail_classes():
     tail = [idx[n] for n in ("traffic light", "rider", "motorcycle", "wall")]
     assert rate[head].max() < 0.2
     assert rate[tail].min() > 0.25
-    # the realised rates follow the configured ones
-    configured = np.array(NOISE["city"].flip_rate)
-    big = np.bincount(true, minlength=19) >= 150
-    assert np.abs(rate[big] - configured[big]).max() < 0.08
     # a flipped mask's label is never its true class
     assert (r["label"][valid][flipped] != true[flipped]).all()
+
+
+@pytest.mark.parametrize("preset,seed", [("city", 0), ("city", 1), ("voc", 0), ("voc", 1)])
+def test_flips_meet_the_class_pixel_share_on_every_seed(preset, seed):
+    """Flips are a per-class quota, not coin flips: on every seed each class's flipped pixel share is
+    the configured rate up to one region, and the regions flipped are those that look most like
+    their partner (highest z)."""
+    n = 120
+    src, r = _region_flips(preset, seed, n)
+    rate = np.asarray(NOISE[preset].flip_rate)
+    checked = 0
+    for c in np.unique(r["cls"]):
+        sel = r["cls"] == c
+        area, flip, z = r["area"][sel].astype(np.float64), r["flip"][sel], r["z"][sel]
+        share = area[flip].sum() / area.sum()
+        assert abs(share - rate[c]) <= area.max() / area.sum() + 1e-9, (c, share, rate[c])
+        if flip.any() and (~flip).any():
+            assert z[flip].min() >= z[~flip].max()  # the visual cause: the most partner-like flip
+        checked += 1
+    assert checked >= 15
+    # another n (a different train set) meets the same shares: the quota is over the seed's set
+    _, r2 = _region_flips(preset, seed, 60)
+    big = np.bincount(r2["cls"], weights=r2["area"], minlength=rate.size)
+    got = np.bincount(r2["cls"], weights=r2["area"] * r2["flip"], minlength=rate.size) / np.maximum(big, 1)
+    ok = big > 20 * r2["area"].mean()
+    assert np.abs(got[ok] - rate[ok]).max() < 0.12
 
 
 def test_flips_go_to_look_alike_partners():
@@ -314,12 +369,12 @@ def test_flips_go_to_look_alike_partners():
     assert {p for p, _ in PRESETS["voc"].partners[7]} == {20, 1}  # car → tvmonitor (or aeroplane)
 
 
-def test_flip_probability_grows_with_the_appearance_latent():
+def test_flips_follow_the_appearance_latent():
     _, r = _mask_records("city", 2, 120)
-    # class-level confusions (traffic light, rider, train: flip rate ≥ 0.75) hit nearly every instance
+    # class-level confusions (traffic light, rider, train: flip rate ≥ 0.7) hit nearly every instance
     # whatever it looks like; the latent decides the look-alike flips of the other classes
     rate = np.array(NOISE["city"].flip_rate)
-    sel = (r["true"] != VOID) & (rate[np.minimum(r["true"], 18)] < 0.75)
+    sel = (r["true"] != VOID) & (rate[np.minimum(r["true"], 18)] < 0.7)
     z, f = r["z"][sel], r["flipped"][sel]
     assert z[f].mean() > z[~f].mean() + 0.25
     assert np.corrcoef(z, f)[0, 1] > 0.4
@@ -327,12 +382,7 @@ def test_flip_probability_grows_with_the_appearance_latent():
     assert f[z < 0.1].mean() < 0.02
     assert f[z > 0.6].mean() > 0.6
     rate_by_z = [f[(z >= lo) & (z < lo + 0.15)].mean() for lo in (0.0, 0.15, 0.3, 0.45)]
-    assert all(a < b for a, b in zip(rate_by_z, rate_by_z[1:]))
-    model = NOISE["city"]
-    p = flip_probability(np.array([0.05, 0.3, 0.9]), np.array([0, 0, 0]), model)
-    assert p[0] < p[1] < p[2]
-    tail = flip_probability(np.array([0.3]), np.array([12]), model)  # rider
-    assert tail[0] > p[1]
+    assert all(a <= b for a, b in zip(rate_by_z, rate_by_z[1:]))
 
 
 def test_the_latent_pulls_appearance_towards_the_partner():
@@ -377,7 +427,9 @@ def test_initial_data_miou_of_voc_is_near_the_papers_start(seed):
 def test_mask_level_oracle_is_capped_by_mask_realism():
     src, lab = _pair("city", seed=1, n_train=60)
     assert 84 <= _round0_miou(src, lab, oracle=True) <= 93
-    src, lab = _pair("voc", seed=1, n_train=80)
+    # voc on its whole train set: misses are a per-class pixel quota over the set, and on a few dozen
+    # images the quota of a rare class rounds to no miss at all (real ceiling 90.6; the full set gives ≈ 92.6)
+    src, lab = _pair("voc", seed=1)
     assert 84 <= _round0_miou(src, lab, oracle=True) <= 94
 
 
