@@ -27,6 +27,7 @@ objects with their parts on a background of several textured areas, with decoys)
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -776,6 +777,9 @@ class SyntheticSource(Source):
     # one cache per (preset, seed, size), shared by the sources of a process: every stage opens its own
     # source, and re-rendering the set per stage cost ≈ 12% of `a2lc demo` (docs/performance.md)
     _CACHES: dict[tuple, OrderedDict] = {}
+    # the pseudolabel stage reads images on a reader thread while the labeler reads scenes on the main
+    # thread: the cache's get/move/evict are done under this lock (rendering is not)
+    _LOCK = threading.Lock()
 
     def __init__(self, *, preset: str = "city", seed: int = 0, n_train: int | None = None, n_val: int | None = None,
                  height: int | None = None, width: int | None = None):
@@ -813,10 +817,11 @@ class SyntheticSource(Source):
 
     def _get(self, split: str, index: int) -> tuple[Scene, np.ndarray, np.ndarray]:
         key = (split, int(index))
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
+        with self._LOCK:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return hit
         self._check(split, index)
         rng = scene_rng(self.seed, self.preset, split, int(index))
         scene = make_scene(self.spec, rng, self.height, self.width)
@@ -825,9 +830,10 @@ class SyntheticSource(Source):
         for arr in (scene.region, image, gt):
             arr.setflags(write=False)
         out = (scene, image, gt)
-        self._cache[key] = out
-        if len(self._cache) > self.CACHE:
-            self._cache.popitem(last=False)
+        with self._LOCK:
+            self._cache[key] = out
+            if len(self._cache) > self.CACHE:
+                self._cache.popitem(last=False)
         return out
 
     def scene(self, split: str, index: int) -> Scene:
