@@ -42,10 +42,11 @@ def measure(preset: str, seeds: list[int]) -> np.ndarray:
     return np.mean([np.asarray(r["per_class_iou"], np.float64) for r in runs], 0)
 
 
-def decoy_ratios(seeds: list[int], *, detect: float = 0.95) -> np.ndarray:
-    """(C,) ``voc`` decoy pixels per ground-truth pixel of each class, × ``detect`` (the v2
-    detection probability), pooled over ``seeds``: the quota that keeps each seed's
-    false-positive pixels at the scene generator's own mean (DetectorModel.decoy_ratio)."""
+def decoy_ratios(seeds: list[int], *, detect: float = 1.0) -> np.ndarray:
+    """(C,) ``voc`` decoy pixels per ground-truth pixel of each class, × ``detect``, pooled over
+    ``seeds``: the quota that keeps each seed's false-positive pixels at the scene generator's
+    own mean (DetectorModel.decoy_ratio). A seed with fewer decoy pixels of a class than its
+    quota detects them all, so the realised mean is somewhat below the quota."""
     from a2lc_cli.data.synthetic import ROLE_DECOY, SyntheticSource
 
     c = 21

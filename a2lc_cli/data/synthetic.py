@@ -379,9 +379,9 @@ _CITY_PARTNERS: dict[int, tuple[tuple[int, float], ...]] = {
     BUILDING: ((WALL, 0.55), (FENCE, 0.25), (SKY, 0.2)),
     WALL: ((BUILDING, 0.65), (FENCE, 0.35)),
     FENCE: ((WALL, 0.5), (BUILDING, 0.3), (VEG, 0.2)),
-    POLE: ((SIGN, 0.5), (LIGHT, 0.2), (BUILDING, 0.3)),
+    POLE: ((SIGN, 0.6), (BUILDING, 0.4)),  # never light: the token "traffic" names traffic sign
     LIGHT: ((SIGN, 1.0),),  # real: the token "traffic" maps to traffic sign, so nearly every light is a sign
-    SIGN: ((LIGHT, 0.6), (POLE, 0.4)),
+    SIGN: ((POLE, 1.0),),
     VEG: ((TERRAIN, 0.55), (BUILDING, 0.45)),
     TERRAIN: ((VEG, 0.6), (SIDEWALK, 0.4)),
     SKY: ((BUILDING, 0.6), (VEG, 0.4)),
