@@ -223,12 +223,32 @@ def round0_statistics(preset: str, seed: int, n_train: int | None = None) -> dic
 
 
 def _mean(runs: list[dict[str, Any]], key: str) -> Any:
+    """Mean over the seeds that have the value (a class absent from a seed — IoU NaN — is left out)."""
     vals = [run[key] for run in runs if run.get(key) is not None]
     if not vals:
         return None
     if isinstance(vals[0], list):
-        return [float(np.mean(v)) for v in zip(*vals)]
-    return float(np.mean(vals))
+        return [_nanmean(v) for v in zip(*vals)]
+    return _nanmean(vals)
+
+
+def _nanmean(v: Any) -> float:
+    a = np.asarray(v, np.float64)
+    a = a[np.isfinite(a)]
+    return float(a.mean()) if a.size else float("nan")
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN/inf → None, recursively (strict JSON: a class absent from a small train set has no IoU)."""
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 def per_seed_iou(preset: str, runs: list[dict[str, Any]], names: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -239,7 +259,9 @@ def per_seed_iou(preset: str, runs: list[dict[str, Any]], names: tuple[str, ...]
         d = [b - a for a, b in zip(real, run["per_class_iou"])]
         out.append({"seed": run["seed"], "iou_within_5": int(sum(abs(x) <= 5 for x in d)), "miou": run["miou"],
                     "miou_within_2": bool(abs(run["miou"] - REAL_MIOU[preset]) <= 2),
-                    "misses": {names[j]: round(x, 1) for j, x in enumerate(d) if abs(x) > 5}})
+                    # a class absent from the seed (IoU NaN) counts as outside, listed as None ("absent")
+                    "misses": {names[j]: (round(x, 1) if np.isfinite(x) else None) for j, x in enumerate(d)
+                               if not abs(x) <= 5}})
     return out
 
 
@@ -248,8 +270,8 @@ def systematic_misses(seeds: list[dict[str, Any]]) -> dict[str, list[float]]:
     biases (name → simulator − real per seed where it misses)."""
     out: dict[str, list[float]] = {}
     for name in {n for s in seeds for n in s["misses"]}:
-        d = [s["misses"][name] for s in seeds if name in s["misses"]]
-        if 2 * len(d) >= len(seeds) and (all(x > 0 for x in d) or all(x < 0 for x in d)):
+        d = [s["misses"][name] for s in seeds if s["misses"].get(name) is not None]
+        if d and 2 * len(d) >= len(seeds) and (all(x > 0 for x in d) or all(x < 0 for x in d)):
             out[name] = d
     return dict(sorted(out.items(), key=lambda kv: -abs(float(np.mean(kv[1])))))
 
@@ -312,7 +334,8 @@ def print_tables(preset: str, s: dict[str, Any], names: tuple[str, ...]) -> None
     for x in s["per_seed"]:
         con.print(f"seed {x['seed']}: {x['iou_within_5']} of {len(names)} classes within ±5 (need {need}: "
                   f"{'ok' if x['iou_within_5'] >= need else 'FAIL'}), mean {x['miou']:.1f}; outside: "
-                  + (", ".join(f"{k} {v:+.1f}" for k, v in x["misses"].items()) or "none"))
+                  + (", ".join(f"{k} {v:+.1f}" if v is not None else f"{k} absent" for k, v in x["misses"].items())
+                     or "none"))
     if s["systematic_misses"]:
         con.print("systematic (same side in ≥ half the seeds): " + ", ".join(
             f"{k} {min(v):+.0f}…{max(v):+.0f}" if len(v) > 1 else f"{k} {v[0]:+.0f}" for k, v in s["systematic_misses"].items()))
@@ -384,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         out = (a.out or ROOT / "bench" / "results" / f"calibration-v{NOISE_VERSION}.json").absolute()
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
+        tmp.write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False) + "\n")
         tmp.replace(out)
         print(f"saved {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0

@@ -10,7 +10,7 @@ For every (preset, seed) round 0 (pseudo-labels, θ_0) is computed once in
 configuration, which then runs rounds 1–5 with the same budget per round: a
 fixed share of all masks (``--budget-share``; default the preset's, ``voc`` 9%,
 ``city`` 2%: see docs/benchmark.md). Results are kept per benchmark version
-(``NOISE_VERSION`` of the simulated labeler, v2 since issue 14): each finished run
+(``NOISE_VERSION`` of the simulated labeler, v3 since the refit of issue 14): each finished run
 is saved as ``bench/results/quality-v<N>/<preset>-s<seed>-<config>.json``; a run
 whose file exists is skipped, and a run interrupted part-way continues from
 its last finished stage (the stages skip up-to-date artifacts), so killing and

@@ -287,7 +287,7 @@ def _region_flips(preset: str, seed: int, n: int) -> tuple[SyntheticSource, dict
     from a2lc_cli.labelers.simulate import _flip_items
 
     src, lab = _pair(preset, seed=seed, n_train=n)
-    rec: dict[str, list[np.ndarray]] = {"cls": [], "z": [], "area": [], "flip": []}
+    rec: dict[str, list[np.ndarray]] = {"cls": [], "z": [], "area": [], "flip": [], "miss": []}
     for i in range(n):
         scene = src.scene("train", i)
         items, area = _flip_items(scene, lab.model)
@@ -296,22 +296,30 @@ def _region_flips(preset: str, seed: int, n: int) -> tuple[SyntheticSource, dict
         rec["z"].append(scene.z[items])
         rec["area"].append(area)
         rec["flip"].append(d["flip"][items])
+        rec["miss"].append(d["miss"][items])
     return src, {k: np.concatenate(v) for k, v in rec.items()}
 
 
 def test_class_quota_threshold_hand_computed():
-    # class 0: keys 0.9, 0.5, 0.1 with 10, 30, 60 px → picking the top two gives 40% of its pixels exactly
-    # class 1: share 0 → none; class 2: two halves, share 0.3 → one (|0.5 − 0.3| < 0.3); class 3: share
-    # 0.2 → none (|0.5 − 0.2| ≥ 0.2: picking one overshoots more than picking none misses)
+    # class 0: keys 0.9, 0.5, 0.1 with 10, 30, 60 px; share 0.4 → the top two carry exactly 40%: the
+    # crossing item (0.5) is taken whatever u, since (0.4 − 0.1)/0.3 = 1
+    # class 1: share 0 → none; class 2: two halves, share 0.3 → the first crosses it, taken iff
+    # u < 0.3/0.5 = 0.6; class 3 likewise with share 0.2: iff u < 0.4; class 4: no items → +inf
     key = np.array([0.9, 0.5, 0.1, 0.8, 0.2, 0.7, 0.6, 0.4, 0.3])
     cls = np.array([0, 0, 0, 1, 1, 2, 2, 3, 3])
     w = np.array([10, 30, 60, 50, 50, 50, 50, 50, 50])
-    t = class_quota_threshold(key, cls, w, np.array([0.4, 0.0, 0.3, 0.2, 0.5]))
-    np.testing.assert_array_equal(t, [0.5, np.inf, 0.7, np.inf, np.inf])  # class 4: no item → +inf
-    picked = key >= t[cls]
-    np.testing.assert_array_equal(picked, [True, True, False, False, False, True, False, False, False])
-    # a share of 1 picks every item of the class
-    assert class_quota_threshold(key, cls, w, np.array([1.0, 1.0, 1.0, 1.0]))[0] == 0.1
+    share = np.array([0.4, 0.0, 0.3, 0.2, 0.5])
+    t = class_quota_threshold(key, cls, w, share, np.array([0.99, 0.0, 0.59, 0.41, 0.0]))
+    np.testing.assert_array_equal(t, [0.5, np.inf, 0.7, np.inf, np.inf])
+    np.testing.assert_array_equal(key >= t[cls], [True, True, False, False, False, True, False, False, False])
+    t = class_quota_threshold(key, cls, w, share, np.array([0.0, 0.0, 0.61, 0.39, 0.0]))
+    np.testing.assert_array_equal(t, [0.5, np.inf, np.inf, 0.4, np.inf])
+    # a share of 1 picks every item of the class; the expected picked share equals the share
+    assert class_quota_threshold(key, cls, w, np.ones(4), np.full(4, 0.999))[0] == 0.1
+    us = (np.arange(1000) + 0.5) / 1000
+    got = [((key >= class_quota_threshold(key, cls, w, share, np.full(5, u))[cls]) & (cls == 3)).sum() * 0.5
+           for u in us]
+    assert abs(np.mean(got) - 0.2) < 1e-3
 
 
 def test_noise_is_class_dependent_and_heavier_on_tail_classes():
@@ -344,6 +352,11 @@ def test_flips_meet_the_class_pixel_share_on_every_seed(preset, seed):
         assert abs(share - rate[c]) <= area.max() / area.sum() + 1e-9, (c, share, rate[c])
         if flip.any() and (~flip).any():
             assert z[flip].min() >= z[~flip].max()  # the visual cause: the most partner-like flip
+        if preset == "voc":  # misses are a quota of the class's object pixels too
+            missed = area[r["miss"][sel]].sum() / area.sum()
+            assert abs(missed - NOISE["voc"].miss[c]) <= area.max() / area.sum() + 1e-9, (c, missed)
+        else:
+            assert not r["miss"][sel].any()
         checked += 1
     assert checked >= 15
     # another n (a different train set) meets the same shares: the quota is over the seed's set

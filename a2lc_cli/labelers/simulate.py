@@ -1,4 +1,4 @@
-"""The simulated foundation model of the built-in benchmark (SPEC §4), v2 (issue 14).
+"""The simulated foundation model of the built-in benchmark (SPEC §4), v3 (issue 14).
 
 It turns a synthetic scene (:class:`a2lc_cli.data.synthetic.Scene`) into SAM-like
 correction units and Grounded-SAM-like round-0 labels, fitted to the round-0
@@ -13,12 +13,13 @@ statistics of real Grounded SAM (docs/benchmark.md, ``bench/calibration.py``).
 3. borders a pixel or two off: the mask map is resampled through a smooth random
    displacement field;
 4. some masks are dropped (uncovered, fill label): small ones more often;
-5. each mask is labelled with the class of its dominant region, flipped to that
-   region's *partner* with probability ``sigmoid((z - t_c) / SHARPNESS)``, where
-   ``z`` is the same latent that pulled the region's appearance towards the partner
-   and ``t_c`` is set from a class-dependent flip rate: the real model's class-level
-   confusions (traffic light → sign, rider → person, truck/bus/train, wall) at their
-   real strength, look-alike flips for the other classes.
+5. each mask is labelled with the class of its dominant region, or that region's
+   *partner* if the region is flipped: per class, the regions with the highest ``z``
+   (the latent that pulled their appearance towards the partner) until they carry
+   ``flip_rate[c]`` of the class's pixels over the seed's train set
+   (:func:`class_quota_threshold`): the real model's class-level confusions (traffic
+   light → sign, rider → person, truck/bus/train, wall) at their real strength,
+   look-alike flips for the other classes.
 
 ``voc`` (:class:`DetectorModel`, :func:`simulate_detections`): masks only from
 detections — objects (some mislabelled as a sink class), parts of objects and
@@ -26,9 +27,12 @@ background decoys that look like another class, duplicates — painted largest f
 uncovered pixels are background and no mask, and no mask is labelled background.
 
 Errors keep a visual cause: a wrong label is the partner the region was drawn to
-look like (high ``z``), never an independent coin flip. Everything is seeded by
-``(seed, preset, index)`` through a stream of its own, so a rerun gives the same
-masks and labels.
+look like (high ``z``), never an independent coin flip. Class-level rates are quotas
+over the seed's train set, not Bernoulli draws, so every seed meets them (v2 drew
+them per region, and a rare class's IoU moved by 5–15 points from seed to seed).
+Everything is seeded by ``(seed, preset, index)`` through streams of its own, so a
+rerun gives the same masks and labels; they depend on the train set's size through
+the quotas.
 """
 
 from __future__ import annotations
@@ -46,14 +50,12 @@ from ..state import ImageProposal
 from .base import Labeler
 from .benchmark_version import NOISE_VERSION, outdated_benchmark  # noqa: F401 - re-exported: the version lives there
 
-SHARPNESS = 0.05
-
-
 @dataclass(frozen=True)
 class NoiseModel:
     """How the simulated foundation model errs on one preset.
 
-    flip_rate: (C,) share of a class's regions labelled as their partner.
+    flip_rate: (C,) share of a class's pixels (over the seed's train set) whose regions are
+        labelled as their partner (:func:`class_quota_threshold`).
     merge: probability that a small region (≤ merge_max_share of the image) is merged into
         a neighbour of another class at least twice its size.
     border_px: amplitude (px) of the smooth displacement of mask borders.
@@ -84,10 +86,10 @@ class DetectorModel:
     leaves every other pixel background and no mask; no mask is labelled background.
     Each detection has a visual cause in the scene (:class:`a2lc_cli.data.synthetic.Scene`):
 
-    - an object region: detected unless missed (``miss`` (C,) per class); labelled its
-      class, or its partner (a sink class) with ``sigmoid((z − t_c)/SHARPNESS)`` where
-      ``t_c`` gives the class's expected rate ``flip_rate[c]`` (whole-object mislabels);
-      the mask covers the object with its parts;
+    - an object region: detected unless missed (``miss`` (C,): a quota of the class's
+      object pixels, in the order of a uniform latent); labelled its class, or its partner
+      (a sink class) for the highest-``z`` objects carrying ``flip_rate[c]`` of the class's
+      object pixels (whole-object mislabels); the mask covers the object with its parts;
     - a part region (a piece of an object that looks like another class): detected with
       probability ``part_detect`` and labelled the class it looks like;
     - a decoy region (background that looks like an object class, in that class's
@@ -439,7 +441,8 @@ class SimulatedFoundationModel(Labeler):
         ``flip`` — ``flip_rate[c]`` of class c's object (``city``: region) pixels flip; ``miss``
         (``voc``) — ``miss[c]`` of them go undetected; ``decoy`` (``voc``) — decoys that look like
         class c are detected until their pixels are ``decoy_ratio[c]`` × class c's ground-truth
-        pixels. Computed once from the scenes (no images rendered twice: the source caches them)."""
+        pixels. Computed once from the scenes, before the first image (the source's cache keeps
+        them for the later reads while the train set fits in it, 1,024 images)."""
         if self._thresholds is None:
             src, model = self.source, self.model
             c = len(model.flip_rate)
