@@ -236,7 +236,7 @@ def run_demo(root: Path, *, preset: str = "city", seed: int = 0, rounds: int = 5
 
 
 def benchmark_name(result: dict[str, Any]) -> str:
-    """``built-in city benchmark v2``: what the demo ran on (its table title names it)."""
+    """``built-in city benchmark v3``: what the demo ran on (its table title names it)."""
     b = result["benchmark"]
     return f"built-in {b['preset']} benchmark v{b['version']}"
 

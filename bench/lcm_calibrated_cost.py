@@ -1,6 +1,6 @@
 """CPU cost of the calibrated LCM stages (lcm-train + lcm-correct) per round, two settings paired.
 
-    .venv/bin/python bench/lcm_calibrated_cost.py bench/work/quality-v2/city-s0/a2lc+ --rounds 1 3 5 --reps 3
+    .venv/bin/python bench/lcm_calibrated_cost.py bench/work/quality-v3/city-s0/a2lc+ --rounds 1 3 5 --reps 3
 
 On a copy of a finished ``a2lc+`` workspace, reruns round r's ``lcm-train`` and ``lcm-correct`` under
 each setting, alternately (A B A B ...), and reports CPU seconds (``time.process_time``, one thread:

@@ -1,6 +1,6 @@
 """Does the calibrated LCM's precision estimate hold for the never-queried masks? (needs ground truth)
 
-    .venv/bin/python bench/lcm_shift_check.py bench/work/quality-v2/city-s0/a2lc+ [--rounds 1 2 3 4 5]
+    .venv/bin/python bench/lcm_shift_check.py bench/work/quality-v3/city-s0/a2lc+ [--rounds 1 2 3 4 5]
 
 For each round of a finished ``a2lc+`` workspace and each confidence threshold t of a fixed grid
 (pooled over classes), it compares three numbers for ψ's situations of a correction with
