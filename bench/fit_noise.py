@@ -49,7 +49,7 @@ def decoy_ratios(seeds: list[int], *, detect: float = 1.0) -> np.ndarray:
     quota detects them all, so the realised mean is somewhat below the quota."""
     from a2lc_cli.data.synthetic import ROLE_DECOY, SyntheticSource
 
-    c = 21
+    c = SyntheticSource(preset="voc").classes.num_classes
     decoy, gt = np.zeros(c), np.zeros(c)
     for seed in seeds:
         src = SyntheticSource(preset="voc", seed=seed)
