@@ -47,19 +47,17 @@ def decoy_ratios(seeds: list[int], *, detect: float = 1.0) -> np.ndarray:
     ``seeds``: the quota that keeps each seed's false-positive pixels at the scene generator's
     own mean (DetectorModel.decoy_ratio). A seed with fewer decoy pixels of a class than its
     quota detects them all, so the realised mean is somewhat below the quota."""
-    from a2lc_cli.data.synthetic import ROLE_DECOY, SyntheticSource
+    from a2lc_cli.data.synthetic import SyntheticSource
+    from a2lc_cli.labelers.simulate import decoy_pixels
 
     c = SyntheticSource(preset="voc").classes.num_classes
     decoy, gt = np.zeros(c), np.zeros(c)
     for seed in seeds:
         src = SyntheticSource(preset="voc", seed=seed)
         for i in range(len(src.names("train"))):
-            sc = src.scene("train", i)
-            px = np.bincount(sc.region.ravel(), minlength=sc.n_regions).astype(np.float64)
-            obj = sc.thing & (sc.cls < c)
-            gt += np.bincount(sc.cls[obj].astype(np.int64), weights=px[obj], minlength=c)
-            dec = sc.role == ROLE_DECOY
-            decoy += np.bincount(sc.partner[dec].astype(np.int64), weights=px[dec], minlength=c)
+            g, _, lure, px = decoy_pixels(src.scene("train", i), c)
+            gt += g
+            decoy += np.bincount(lure, weights=px, minlength=c)
         src.clear_cache()
     return detect * decoy / np.maximum(gt, 1)
 

@@ -70,7 +70,9 @@ def test_voc_masks_come_only_from_detections(seed):
     r = _voc_records(seed, 60)
     # no mask is ever labelled background
     assert (r["label"] != 0).all()
-    # false positives on background: real Grounded SAM 2.34 per image
+    # false positives on background: real Grounded SAM 2.34 per image on the whole train set; on 60 images
+    # the quota gives ≈ 1.8 (a rare class's decoys follow its own pixels), so the band still fails for no
+    # decoys or twice the rate; the default-size test below holds it to 1.9–2.8
     fp_per_image = r["fp"].mean()
     assert 1.5 <= fp_per_image <= 3.3
     # coverage: real 36.7% of all pixels

@@ -412,6 +412,16 @@ def _flip_items(scene: Scene, model: NoiseModel | DetectorModel) -> tuple[np.nda
     return items, area[items]
 
 
+def decoy_pixels(scene: Scene, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the ``voc`` decoy quota counts in one scene: (gt_px (C,) ground-truth object pixels per
+    class, decoys (d,) the visible decoy regions, lure (d,) the class each looks like, px (d,) its pixels)."""
+    px = np.bincount(scene.region.ravel(), minlength=scene.n_regions)
+    obj = scene.thing & (scene.cls < num_classes)
+    gt_px = np.bincount(scene.cls[obj].astype(np.int64), weights=px[obj], minlength=num_classes)
+    decoys = np.flatnonzero((scene.role == ROLE_DECOY) & (px > 0))
+    return gt_px, decoys, scene.partner[decoys].astype(np.int64), px[decoys]
+
+
 class SimulatedFoundationModel(Labeler):
     """Grounded-SAM-like masks and labels for the built-in benchmark (``--labeler simulate``)."""
 
@@ -456,12 +466,10 @@ class SimulatedFoundationModel(Labeler):
                 w.append(weight)
                 u.append(self._latent(i, scene.n_regions, 2)[items])
                 if isinstance(model, DetectorModel):
-                    px = np.bincount(scene.region.ravel(), minlength=scene.n_regions)
-                    obj = scene.thing & (scene.cls < c)
-                    gt_px += np.bincount(scene.cls[obj].astype(np.int64), weights=px[obj], minlength=c)
-                    dec = np.flatnonzero((scene.role == ROLE_DECOY) & (px > 0))
-                    d_lure.append(scene.partner[dec].astype(np.int64))
-                    d_px.append(px[dec])
+                    g, dec, lure, px = decoy_pixels(scene, c)
+                    gt_px += g
+                    d_lure.append(lure)
+                    d_px.append(px)
                     d_key.append(self._latent(i, scene.n_regions, 3)[dec])
             zk, ck, wk, uk = (np.concatenate(a) for a in (z, cls, w, u))
             out = {"flip": class_quota_threshold(zk, ck, wk, np.asarray(model.flip_rate), self._latent(0, c, 4)),
