@@ -33,9 +33,13 @@ def workspace_status(ws: Workspace, *, verify: bool = False) -> dict[str, Any]:
             with Dataset(ws.dataset_path) as ds:
                 out["dataset"] = {"images": ds.n_images, "masks": ds.n_masks, "classes": ds.num_classes,
                                   "has_gt": ds.has_gt, "uid": ds.uid}
-                outdated = outdated_dataset(ds.meta, cfg, rounds=bool(ws.rounds_present()))
+                rounds_made = bool(ws.rounds_present())
+                outdated = outdated_dataset(ds.meta, cfg, rounds=rounds_made)
                 if outdated:  # the pseudolabel stage is stale: the built-in benchmark it was made with is older
                     out["dataset"].update(pseudolabel="stale", outdated=outdated)
+                changed = None if outdated else changed_dataset(ds.meta, cfg, rounds=rounds_made)
+                if changed:  # stale too: the config now describes other train images
+                    out["dataset"].update(pseudolabel="stale", changed=changed)
                 if verify:
                     from . import ui
                     from .integrity import verify_pixels
@@ -135,6 +139,54 @@ def outdated_dataset(meta: dict[str, Any], cfg, *, rounds: bool, where: str = "d
         line += (f"; config.json keeps v1's method.budget_share {V1_BUDGET_SHARE} "
                  "(`a2lc config set method.budget_share=null` for this version's default)")
     return line
+
+
+def source_changes(meta: dict[str, Any], cfg) -> list[tuple[str, Any, Any]]:
+    """The settings that decide a dataset file's train images and that the config no longer has:
+    ``[(key, as built, as configured now), ...]`` in config-key order, e.g. ``[("source.n_train", 20, 30)]``.
+
+    meta: ``dataset.h5``'s meta (``a2lc pseudolabel`` records the config's ``source`` and ``seed``; a file
+    without them gives ``[]``). Compared: ``source.kind``; for the built-in benchmark also its
+    ``source.preset``, ``seed``, ``source.n_train``, ``source.height`` and ``source.width``, each with its
+    preset default filled in (an explicit default is no change). Not compared: ``source.n_val`` (the val
+    images are not in the dataset file) and a real dataset's ``root`` (a moved dataset is the same data).
+    """
+    built = meta.get("source")
+    if not isinstance(built, dict):
+        return []
+    now = cfg.source.model_dump(mode="json")
+    if built.get("kind") != now.get("kind"):
+        return [("source.kind", built.get("kind"), now.get("kind"))]
+    if now.get("kind") != "synthetic":
+        return []
+    from .data.synthetic import PRESETS
+
+    def resolved(src: dict[str, Any], seed: Any) -> dict[str, Any]:
+        preset = src.get("preset") or "city"
+        spec = PRESETS.get(preset)
+        fill = (lambda key: src.get(key) or (getattr(spec, key) if spec else None))
+        return {"source.preset": preset, "seed": seed, "source.n_train": fill("n_train"),
+                "source.height": fill("height"), "source.width": fill("width")}
+
+    a, b = resolved(built, meta.get("seed", cfg.seed)), resolved(now, cfg.seed)
+    return [(k, a[k], b[k]) for k in a if a[k] != b[k]]
+
+
+def changed_dataset(meta: dict[str, Any], cfg, *, rounds: bool, where: str = "dataset.h5") -> str | None:
+    """One line when the config no longer describes the train images ``meta`` (a dataset file's) was built
+    from (:func:`source_changes`), with both ways out; None when it does. rounds: rounds were computed from it."""
+    changes = source_changes(meta, cfg)
+    if not changes:
+        return None
+    built = ", ".join(f"{k}={_setting(v)}" for k, v, _ in changes)
+    now = ", ".join(f"{k}={_setting(v)}" for k, _, v in changes)
+    return (f"{where} was built with {built}; the config now says {now}: rebuild it with "
+            f"`{rebuild_command(rounds)}`" + (" (its rounds then rerun)" if rounds else "")
+            + f", or set the config back: `a2lc config set {' '.join(f'{k}={_setting(v)}' for k, v, _ in changes)}`")
+
+
+def _setting(value: Any) -> str:
+    return "null" if value is None else str(value)
 
 
 V1_BUDGET_SHARE = 0.04  # benchmark v1's default share, written explicitly into its workspaces' configs

@@ -32,8 +32,9 @@ def status(ctx: typer.Context, json_out: bool = JSON, verify: bool = typer.Optio
     from ..hints import localise
 
     st["next"] = localise(st["next"])  # a command that works when copied: with -w unless a bare `a2lc` finds ws
-    if (st["dataset"] or {}).get("outdated"):  # an older built-in benchmark: its way out, with -w likewise
-        st["dataset"]["outdated"] = localise(st["dataset"]["outdated"])
+    for key in ("outdated", "changed"):  # an older built-in benchmark, or other train images: the way out, with -w
+        if (st["dataset"] or {}).get(key):
+            st["dataset"][key] = localise(st["dataset"][key])
     if json_out:
         damage = _damage(st)
         if damage is not None:  # one JSON object on stdout, the damage named in it, and exit status 2
@@ -57,8 +58,9 @@ def status(ctx: typer.Context, json_out: bool = JSON, verify: bool = typer.Optio
     else:
         ui.out.print(f"dataset: {d['images']} train images, {d['masks']} masks, {d['classes']} classes"
                      + (", ground truth" if d["has_gt"] else ", no ground truth"))
-        if d.get("outdated"):
-            ui.warn(d["outdated"])
+        for key in ("outdated", "changed"):
+            if d.get(key):
+                ui.warn(d[key])
     from ..stages import STAGES
 
     names = [s.name for s in STAGES if s.per_round]  # the stages of rounds, in the registry's order
