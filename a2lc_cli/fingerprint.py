@@ -25,7 +25,9 @@ from .errors import A2LCError
 
 SIGNATURE_GRID = 8  # samples per side: an 8×8 grid of RGB pixels, 192 bytes per image
 SIGNATURE_TOLERANCE = 6.0  # mean |difference| (0..255) above which two signatures are different images
-REBUILD = "rerun `a2lc pseudolabel --force` (or restore the dataset folder as it was)"
+REBUILD = (
+    "rerun `a2lc pseudolabel --force` (or restore the dataset folder, or the config's source settings and seed, as "
+    "they were: `a2lc status` names a changed setting)")
 
 
 def image_signature(image: np.ndarray) -> np.ndarray:
