@@ -498,6 +498,12 @@ def plot_queried(runs, preset: str, path: Path) -> Path | None:
 
 
 # --------------------------------------------------------------------------- document
+def _span(values: list[int]) -> str:
+    """``"207–211"`` (or ``"211"`` when all equal): the range of a per-seed count."""
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}–{hi:,}"
+
+
 def mask_count(runs: list[dict[str, Any]]) -> str:
     """``≈10.5k`` / ``2,934–3,056``: the masks of the runs' datasets (their ``errors.masks``), "? " without runs."""
     n = sorted({int(r["errors"]["masks"]) for r in runs if (r.get("errors") or {}).get("masks")})
@@ -516,7 +522,7 @@ def generated_section(runs, docs: Path, bases: list[dict[str, Any]] | None = Non
              f"`bench/results/quality-v{any_run.get('benchmark_version', 1)}/` by `bench/quality_report.py` "
              f"(machine: {any_run['machine']}). Regenerate with "
              "`make bench-quality` (runs what is missing, then writes this) or `python bench/quality.py --report-only`.*", ""]
-    budgets = {p: runs[(p, "a2lc")][0]["budget_per_round"] for p in PRESETS if runs.get((p, "a2lc"))}
+    budgets = {p: _span([r["budget_per_round"] for r in runs[(p, "a2lc")]]) for p in PRESETS if runs.get((p, "a2lc"))}
     shares = {p: runs[(p, "a2lc")][0]["budget_share"] for p in PRESETS if runs.get((p, "a2lc"))}
     masks = {p: mask_count(runs.get((p, "a2lc"), [])) for p in PRESETS}
     parts += ["## Setup", "",
@@ -537,7 +543,9 @@ def generated_section(runs, docs: Path, bases: list[dict[str, Any]] | None = Non
     t = error_table(runs)
     if len(t) > 2:
         parts += ["## The pool of wrong masks", "",
-                  "Wrong = the mask's label differs from its ground-truth majority (masks with a void majority left out); "
+                  "Wrong = the mask's label differs from its ground-truth majority; \"wrong at start\" leaves masks with a "
+                  "void majority out of the count (its share is of all masks), the \"queried masks that were wrong\" "
+                  "columns count a queried void-majority mask as wrong; "
                   "impure = the majority class holds < 75% of the mask's non-void pixels.", "", *t, ""]
     t = mix_table(bases or [])
     if len(t) > 2:
