@@ -343,6 +343,13 @@ def test_serve_command_selects_holds_the_lock_and_stops_cleanly(ws, cli, tmp_pat
     assert _log(ws)[1] == {E: 1}
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default disposition. A suite started in the background by a shell
+    without job control (``./.ci/run &``) runs with SIGINT ignored, and an ignored signal stays ignored across
+    exec: Python then installs no KeyboardInterrupt handler and the SIGINT case would wait out its timeout."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_sigterm_stops_serve_as_ctrl_c_does_before_the_page_is_up(ws, tmp_path, sig):
     """Caught while the selection is being written (a deterministic stall at its rename): both signals
@@ -354,7 +361,7 @@ def test_sigterm_stops_serve_as_ctrl_c_does_before_the_page_is_up(ws, tmp_path, 
            "A2LC_STALL_SECONDS": "120", "A2LC_TRACE": str(trace)}
     proc = subprocess.Popen([sys.executable, "-m", "a2lc_cli", "-w", str(ws.root), "query", "--r", "1", "--budget", "3",
                              "--serve", "--port", "0", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+                            env=env, preexec_fn=_default_sigint)
     try:
         for _ in range(1200):  # until the stall (the trace line is written before it sleeps)
             if trace.exists() and "rename.query.h5" in trace.read_text() or proc.poll() is not None:
