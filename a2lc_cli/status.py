@@ -159,14 +159,18 @@ def source_changes(meta: dict[str, Any], cfg) -> list[tuple[str, Any, Any]]:
         return [("source.kind", built.get("kind"), now.get("kind"))]
     if now.get("kind") != "synthetic":
         return []
-    from .data.synthetic import PRESETS
+    from .data.synthetic import SyntheticSource
 
     def resolved(src: dict[str, Any], seed: Any) -> dict[str, Any]:
+        """The settings as the built-in benchmark's source resolves them (its preset defaults filled in)."""
         preset = src.get("preset") or "city"
-        spec = PRESETS.get(preset)
-        fill = (lambda key: src.get(key) or (getattr(spec, key) if spec else None))
-        return {"source.preset": preset, "seed": seed, "source.n_train": fill("n_train"),
-                "source.height": fill("height"), "source.width": fill("width")}
+        sizes = {key: src.get(key) for key in ("n_train", "height", "width")}
+        try:
+            made = SyntheticSource(preset=preset, seed=0, **sizes)  # cheap: renders nothing
+            sizes = {"n_train": made.counts["train"], "height": made.height, "width": made.width}
+        except A2LCError:  # a preset this a2lc does not know: compare as recorded
+            pass
+        return {"source.preset": preset, "seed": seed, **{f"source.{k}": v for k, v in sizes.items()}}
 
     a, b = resolved(built, meta.get("seed", cfg.seed)), resolved(now, cfg.seed)
     return [(k, a[k], b[k]) for k in a if a[k] != b[k]]
@@ -178,11 +182,11 @@ def changed_dataset(meta: dict[str, Any], cfg, *, rounds: bool, where: str = "da
     changes = source_changes(meta, cfg)
     if not changes:
         return None
-    built = ", ".join(f"{k}={_setting(v)}" for k, v, _ in changes)
+    built = [f"{k}={_setting(v)}" for k, v, _ in changes]
     now = ", ".join(f"{k}={_setting(v)}" for k, _, v in changes)
-    return (f"{where} was built with {built}; the config now says {now}: rebuild it with "
+    return (f"{where} was built with {', '.join(built)}; the config now says {now}: rebuild it with "
             f"`{rebuild_command(rounds)}`" + (" (its rounds then rerun)" if rounds else "")
-            + f", or set the config back: `a2lc config set {' '.join(f'{k}={_setting(v)}' for k, v, _ in changes)}`")
+            + f", or set the config back: `a2lc config set {' '.join(built)}`")
 
 
 def _setting(value: Any) -> str:

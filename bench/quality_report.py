@@ -511,7 +511,7 @@ def mask_count(runs: list[dict[str, Any]]) -> str:
         return "? "
     if n[0] >= 10_000:
         return f"≈{n[0] / 1000:.1f}k" if round(n[0], -2) == round(n[-1], -2) else f"{n[0] / 1000:.1f}k–{n[-1] / 1000:.1f}k"
-    return f"{n[0]:,}" if len(n) == 1 else f"{n[0]:,}–{n[-1]:,}"
+    return _span(n)
 
 
 def generated_section(runs, docs: Path, bases: list[dict[str, Any]] | None = None) -> str:
